@@ -1,0 +1,277 @@
+"""Run a job: JobSpec -> ``ray.tune.Tuner`` -> results in the job's ResultStore.
+
+:func:`run_job` validates what Ray cannot (an existing job of the same name, a
+resume of a changed job), attaches to Ray, and runs the search with the job's
+searcher, scheduler, budget and resources. Every reported row goes to the
+ResultStore as it arrives; ``resume=True`` continues an interrupted job through
+``Tuner.restore`` (trials from their checkpoints, the searcher from its state).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from warmtune.jobdir import JobDir
+from warmtune.spec import JobSpec, dump_job, job_from_dict
+
+__all__ = ["JobExistsError", "RunSummary", "run_job"]
+
+
+class JobExistsError(RuntimeError):
+    """A job with this name already has results (and ``resume`` was not asked for)."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a finished run produced.
+
+    Attributes:
+        job: the job name.
+        root: the job directory (Ray experiment dir; results under ``warmtune/``).
+        n_trials: trials that reported at least once.
+        n_errors: trials that ended in an error.
+        wall_s: seconds the run took.
+        best: the best trial's last row as a dict (``trial_id``, metric,
+            ``training_iteration``, ``config``), or ``None``.
+    """
+
+    job: str
+    root: str
+    n_trials: int
+    n_errors: int
+    wall_s: float
+    best: dict[str, Any] | None
+
+
+def run_job(
+    spec: JobSpec,
+    *,
+    resume: bool = False,
+    config: dict[str, Any] | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    stream: TextIO | None = None,
+) -> RunSummary:
+    """Run (or resume) a search job on Ray.
+
+    Args:
+        spec: the validated job.
+        resume: continue the interrupted job of the same name.
+        config: run only this configuration, at full budget, as a new job named
+            ``NAME-config-<time>`` (what ``warmtune run --config best.yaml`` does).
+        address: Ray address (see :func:`warmtune.connect.connect_ray`).
+        progress: print a status line every few seconds.
+        stream: where progress goes (default stdout).
+
+    Raises:
+        JobExistsError: the job already has results and ``resume`` is false.
+        ValueError: nothing to resume, the job file changed since the run
+            started, or ``config`` does not fit the search space.
+    """
+    from warmtune.connect import connect_ray
+
+    if config is not None:
+        if resume:
+            raise ValueError(
+                "--config runs a new single-trial job; it cannot be combined with --resume"
+            )
+        spec = _single_config_job(spec, config)
+    jobdir = JobDir.of(spec)
+    if resume:
+        _check_resumable(spec, jobdir)
+    elif jobdir.exists():
+        raise JobExistsError(
+            f"job {spec.name!r} already has results at {jobdir.root}; continue it with "
+            "--resume, or give the new run another name (--name NEW or 'name:' in the job file)"
+        )
+
+    where = connect_ray(address)
+    if progress:
+        print(f"warmtune: job {spec.name!r} on {where}", file=stream, flush=True)
+        print(f"warmtune: results -> {jobdir.root}", file=stream, flush=True)
+    if not resume:
+        jobdir.write_spec(spec)
+
+    # Tune warns whenever it snapshots often, which checkpoint-every-iteration
+    # trainables do by design; the warning is noise for a warmtune user.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    start = time.monotonic()
+    tuner = _tuner(
+        spec, jobdir, resume=resume, fixed_config=config, progress=progress, stream=stream
+    )
+    grid = tuner.fit()
+    n_errors = sum(1 for r in grid if r.error is not None)
+    return _summary(spec, jobdir, wall_s=time.monotonic() - start, n_errors=n_errors)
+
+
+def _single_config_job(spec: JobSpec, config: dict[str, Any]) -> JobSpec:
+    try:
+        spec.search_space.validate(config)
+    except ValueError as e:
+        raise ValueError(f"--config does not fit the job's search space: {e}") from None
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    data = spec.model_dump(mode="json")
+    data.update(
+        name=f"{spec.name}-config-{stamp}",
+        searcher={"name": "random", "options": {}},
+        scheduler={"name": "fifo", "options": {}},
+        budget={"trials": 1, "max_iterations": spec.budget.max_iterations},
+        max_concurrency=1,
+    )
+    return job_from_dict(data, source="--config job")
+
+
+def _check_resumable(spec: JobSpec, jobdir: JobDir) -> None:
+    if not jobdir.exists():
+        raise ValueError(
+            f"nothing to resume: job {spec.name!r} has no results at {jobdir.root}; "
+            "run it without --resume first"
+        )
+    saved = jobdir.read_spec()
+    if dump_job(saved) != dump_job(spec):
+        old, new = saved.model_dump(), spec.model_dump()
+        changed = sorted(k for k in new if old.get(k) != new.get(k))
+        raise ValueError(
+            f"the job file changed since job {spec.name!r} started (fields: {changed}); "
+            "a resumed search must keep its spec: restore the file, or start a new job "
+            f"under another name (the original is at {jobdir.spec_path})"
+        )
+
+
+def _tuner(
+    spec: JobSpec,
+    jobdir: JobDir,
+    *,
+    resume: bool,
+    fixed_config: dict[str, Any] | None,
+    progress: bool,
+    stream: TextIO | None,
+) -> Any:
+    from ray import tune
+
+    from warmtune.trainables import resolve_trainable
+
+    info = resolve_trainable(spec.trainable.name)
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            _quiet(info.load()),
+            max_iterations=spec.budget.max_iterations,
+            seed=spec.seed,
+            **spec.trainable.params,
+        ),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+    )
+    if resume:
+        # Tune restores its own run and tune configs (callbacks, searcher,
+        # scheduler) from the experiment directory.
+        return tune.Tuner.restore(
+            jobdir.root, trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+
+    from warmtune.progress import ProgressPrinter
+    from warmtune.recorder import ResultRecorder
+    from warmtune.store import ResultStore
+
+    callbacks: list[Any] = [ResultRecorder(ResultStore(jobdir.results), job=spec.name)]
+    if progress:
+        callbacks.append(
+            ProgressPrinter(
+                metric=spec.objective.metric,
+                mode=spec.objective.mode,
+                max_iterations=spec.budget.max_iterations,
+                stream=stream,
+            )
+        )
+    if fixed_config is not None:
+        search_alg, param_space = None, dict(fixed_config)
+    else:
+        search_alg, param_space = _search_alg(spec), {}
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=spec.objective.metric,
+            mode=spec.objective.mode,
+            num_samples=spec.budget.trials or -1,
+            time_budget_s=spec.budget.time,
+            search_alg=search_alg,
+            scheduler=_scheduler(spec),
+            max_concurrent_trials=spec.max_concurrency,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=jobdir.name,
+            storage_path=jobdir.storage,
+            stop={"training_iteration": spec.budget.max_iterations},
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=spec.max_retries),
+            callbacks=callbacks,
+            verbose=0,
+        ),
+    )
+
+
+def _quiet(fn: Any) -> Any:
+    """Run ``fn`` with Ray Train's per-checkpoint INFO lines silenced in the worker."""
+
+    @functools.wraps(fn)
+    def run(config: dict, **kwargs: Any) -> Any:
+        logging.getLogger("ray.train").setLevel(logging.WARNING)
+        return fn(config, **kwargs)
+
+    return run
+
+
+def _search_alg(spec: JobSpec) -> Any:
+    from warmtune.searchers import make_searcher
+    from warmtune.searchers.ray_adapter import TuneSearcher
+
+    searcher = make_searcher(
+        spec.searcher.name,
+        space=spec.search_space,
+        seed=spec.seed,
+        options=spec.searcher.options,
+    )
+    return TuneSearcher(searcher, metric=spec.objective.metric, mode=spec.objective.mode)
+
+
+def _scheduler(spec: JobSpec) -> Any:
+    if spec.scheduler.name == "fifo":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    from warmtune.spec import AshaOptions
+
+    options = AshaOptions.model_validate(spec.scheduler.options)
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=spec.budget.max_iterations,
+        grace_period=options.grace_period,
+        reduction_factor=options.reduction_factor,
+        brackets=options.brackets,
+    )
+
+
+def _summary(spec: JobSpec, jobdir: JobDir, *, wall_s: float, n_errors: int) -> RunSummary:
+    from warmtune.export import best_trial
+    from warmtune.store import ResultStore, configs
+
+    df = ResultStore(jobdir.results).read()
+    best = None
+    row = best_trial(df, metric=spec.objective.metric, mode=spec.objective.mode)
+    if row is not None:
+        (config,) = configs(row.to_frame().T)
+        best = {
+            "trial_id": str(row["trial_id"]),
+            spec.objective.metric: float(row[spec.objective.metric]),
+            "training_iteration": int(row["training_iteration"]),
+            "config": config,
+        }
+    n_trials = int(df["trial_id"].nunique()) if len(df) else 0
+    return RunSummary(spec.name, jobdir.root, n_trials, n_errors, wall_s, best)

@@ -1,0 +1,47 @@
+"""warmtune's search algorithms: ask/tell objects without Ray, plus their Ray adapters.
+
+Each algorithm subclasses :class:`~warmtune.searchers.base.Searcher` and registers
+under its ``name``; :func:`make_searcher` builds one by that name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from warmtune.searchers.base import (
+    Observation,
+    Searcher,
+    Suggestion,
+    registered_searchers,
+    searcher_class,
+    searcher_from_state,
+)
+from warmtune.searchers.random_search import RandomSearch
+from warmtune.space import SearchSpace
+
+__all__ = [
+    "Observation",
+    "RandomSearch",
+    "Searcher",
+    "Suggestion",
+    "make_searcher",
+    "registered_searchers",
+    "searcher_from_state",
+]
+
+
+def make_searcher(
+    name: str, *, space: SearchSpace, seed: int | None, options: dict[str, Any] | None = None
+) -> Searcher:
+    """Build the searcher registered as ``name`` with its options.
+
+    Raises:
+        ValueError: unknown name, or options the searcher does not take.
+    """
+    if name not in registered_searchers():
+        raise ValueError(f"unknown searcher {name!r}; choose one of {registered_searchers()}")
+    cls = searcher_class(name)
+    try:
+        return cls(space=space, seed=seed, **(options or {}))
+    except TypeError as e:
+        raise ValueError(f"searcher {name!r} options {options}: {e}") from None

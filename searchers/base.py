@@ -1,0 +1,178 @@
+"""The ask/tell interface every warmtune search algorithm implements.
+
+Lifecycle, as an engine (the Ray Tune adapter or the benchmark simulator) drives it:
+
+1. The engine builds the searcher with keyword arguments: the
+   :class:`~warmtune.space.SearchSpace`, a ``seed`` and the algorithm's options.
+2. Whenever a worker is free it calls :meth:`Searcher.ask` with a fresh trial id.
+   The searcher returns a :class:`Suggestion` (what configuration, up to what
+   budget) or ``None`` when it has nothing to propose right now (a synchronous
+   bracket waiting for stragglers, say); the engine asks again later.
+3. For every result a trial reports, the engine calls :meth:`Searcher.tell`
+   with an :class:`Observation`. Values are always *minimised*: the engine
+   negates a metric whose mode is ``max`` before telling.
+4. When a trial ends (finished, stopped early or failed) the engine calls
+   :meth:`Searcher.on_trial_end`. The default does nothing.
+5. At any time the engine may call :meth:`Searcher.state`, a JSON-able dict,
+   and later rebuild an equal searcher with :func:`searcher_from_state`:
+   the rebuilt searcher makes the same next suggestions.
+
+A searcher never reaches into Ray; everything it knows arrives through these calls.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from warmtune.space import SearchSpace
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A searcher's decision: run ``config`` under ``trial_id`` up to ``budget``.
+
+    Attributes:
+        trial_id: the id the engine asked for.
+        config: the configuration (active parameters only).
+        budget: the budget (in training iterations) to run to before the trial
+            is paused or stopped; ``None`` leaves it to the job's full budget
+            and its scheduler.
+        resume_from: id of an earlier trial whose checkpoint this one continues
+            (promotions in successive halving, exploits in PBT), else ``None``.
+    """
+
+    trial_id: str
+    config: dict[str, Any]
+    budget: float | None = None
+    resume_from: str | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One result: ``config`` reached ``value`` (to minimise) at ``budget``.
+
+    ``value`` is ``None`` for a failed trial (an error, NaN or infinity).
+    """
+
+    trial_id: str
+    config: dict[str, Any]
+    budget: float
+    value: float | None
+
+    @property
+    def failed(self) -> bool:
+        return self.value is None
+
+    @classmethod
+    def of(cls, trial_id: str, config: dict[str, Any], budget: float, value: Any) -> Observation:
+        """Build an observation, turning a non-finite or missing value into a failure."""
+        v = None if value is None else float(value)
+        if v is not None and not math.isfinite(v):
+            v = None
+        return cls(trial_id=trial_id, config=dict(config), budget=float(budget), value=v)
+
+
+@dataclass
+class _Registry:
+    classes: dict[str, type[Searcher]] = field(default_factory=dict)
+
+
+_REGISTRY = _Registry()
+
+
+class Searcher(abc.ABC):
+    """Base class of warmtune's search algorithms (see the module docstring).
+
+    Subclasses set ``name``, implement :meth:`ask`, and keep everything they
+    need to continue in :meth:`state` (and accept it back as keyword
+    arguments of ``from_state``).
+
+    Args:
+        space: the search space.
+        seed: seed of the searcher's own random generator.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, *, space: SearchSpace, seed: int | None = None) -> None:
+        if not isinstance(space, SearchSpace):
+            raise ValueError(
+                f"space must be a warmtune SearchSpace, got {type(space).__name__}; "
+                "build one with SearchSpace({...})"
+            )
+        self.space = space
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            _REGISTRY.classes[cls.name] = cls
+
+    @abc.abstractmethod
+    def ask(self, trial_id: str) -> Suggestion | None:
+        """Propose the next trial, or return ``None`` if there is nothing to run now."""
+
+    def tell(self, observation: Observation) -> None:  # noqa: B027 - optional hook
+        """Take one reported result. The default ignores it."""
+
+    def on_trial_end(self, trial_id: str) -> None:  # noqa: B027 - optional hook
+        """A trial finished, was stopped or failed. The default does nothing."""
+
+    def options(self) -> dict[str, Any]:
+        """The constructor's keyword arguments other than ``space`` and ``seed``."""
+        return {}
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able state; ``searcher_from_state(s.state(), space)`` continues identically.
+
+        Subclasses extend the dict with what they learned and override :meth:`_restore`.
+        """
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "options": self.options(),
+            "rng": _rng_state(self.rng),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], space: SearchSpace) -> Searcher:
+        """Rebuild from :meth:`state`: construct with the saved options, then restore."""
+        searcher = cls(space=space, seed=state["seed"], **state.get("options", {}))
+        searcher._restore(state)
+        return searcher
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Load what :meth:`state` wrote (the base part: the random generator)."""
+        self.rng.bit_generator.state = state["rng"]
+
+
+def searcher_from_state(state: dict[str, Any], space: SearchSpace) -> Searcher:
+    """Rebuild a searcher from :meth:`Searcher.state`."""
+    try:
+        cls = _REGISTRY.classes[state["name"]]
+    except KeyError:
+        raise ValueError(
+            f"unknown searcher {state.get('name')!r} in saved state; "
+            f"known: {sorted(_REGISTRY.classes)}"
+        ) from None
+    return cls.from_state(state, space)
+
+
+def searcher_class(name: str) -> type[Searcher]:
+    """The searcher class registered under ``name``."""
+    return _REGISTRY.classes[name]
+
+
+def registered_searchers() -> list[str]:
+    return sorted(_REGISTRY.classes)
+
+
+def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    # PCG64's state is a dict of Python ints: JSON-able as it is.
+    return dict(rng.bit_generator.state)

@@ -1,0 +1,30 @@
+"""Shared fixtures: one Ray instance per test session, and the reference data path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """Reference data (../shared/data beside the checkout, or $WARMTUNE_DATA)."""
+    path = Path(os.environ.get("WARMTUNE_DATA", REPO_ROOT.parent / "shared" / "data"))
+    if not path.is_dir():
+        pytest.skip(f"reference data not found at {path}; set WARMTUNE_DATA")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One embedded Ray instance (2 CPUs) shared by every test that needs Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
