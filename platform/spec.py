@@ -123,7 +123,15 @@ class SchedulerSpec(_Strict):
         if self.name == "fifo" and self.options:
             raise ValueError("scheduler 'fifo' takes no options; remove 'options'")
         if self.name == "asha":
-            AshaOptions.model_validate(self.options)
+            try:
+                AshaOptions.model_validate(self.options)
+            except ValidationError as e:
+                raise ValueError(
+                    "; ".join(
+                        f"options.{'.'.join(map(str, err['loc']))}: {_pydantic_msg(err, '')}"
+                        for err in e.errors()
+                    )
+                ) from None
         return self
 
 

@@ -6,6 +6,7 @@ under its ``name``; :func:`make_searcher` builds one by that name.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from warmtune.searchers.base import (
@@ -41,7 +42,14 @@ def make_searcher(
     if name not in registered_searchers():
         raise ValueError(f"unknown searcher {name!r}; choose one of {registered_searchers()}")
     cls = searcher_class(name)
-    try:
-        return cls(space=space, seed=seed, **(options or {}))
-    except TypeError as e:
-        raise ValueError(f"searcher {name!r} options {options}: {e}") from None
+    options = dict(options or {})
+    accepted = [
+        p.name
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.name not in ("space", "seed")
+    ]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        takes = ", ".join(accepted) or "no options"
+        raise ValueError(f"searcher {name!r} has no option(s) {unknown}; it takes: {takes}")
+    return cls(space=space, seed=seed, **options)
