@@ -83,7 +83,9 @@ def run(
         config = read_export(config_file) if config_file else None
     except (JobSpecError, ValueError) as e:
         _fail(str(e))
-    _run(spec, resume=resume, config=config, address=address, quiet=quiet)
+    hint = f"warmtune run {job_file} --resume" + (f" --name {name}" if name else "")
+    hint += f" --storage {storage}" if storage else ""
+    _run(spec, resume=resume, config=config, address=address, quiet=quiet, resume_hint=hint)
 
 
 @main.command()
@@ -91,7 +93,8 @@ def run(
 @click.option("--storage", help=_STORAGE_HELP)
 @click.option("--address", help="Ray address (see `warmtune run --help`).")
 @click.option("--show", is_flag=True, help="Print the quickstart job file and exit.")
-def demo(name: str, storage: str | None, address: str | None, show: bool) -> None:
+@click.option("--resume", is_flag=True, help="Continue an interrupted demo.")
+def demo(name: str, storage: str | None, address: str | None, show: bool, resume: bool) -> None:
     """Run the quickstart: MAML on sinusoid regression, searched with random
     search and ASHA on an embedded Ray (about a minute on 2 CPU cores)."""
     from warmtune.spec import load_job
@@ -104,7 +107,8 @@ def demo(name: str, storage: str | None, address: str | None, show: bool) -> Non
     if storage:
         overrides["storage"] = storage
     spec = load_job(path, overrides=overrides)
-    _run(spec, resume=False, config=None, address=address, quiet=False)
+    hint = "warmtune demo --resume" + (f" --storage {storage}" if storage else "")
+    _run(spec, resume=resume, config=None, address=address, quiet=False, resume_hint=hint)
 
 
 def example_path(name: str) -> Path:
@@ -118,7 +122,15 @@ def example_path(name: str) -> Path:
     raise FileNotFoundError(f"example {name!r} is not installed with warmtune")
 
 
-def _run(spec: Any, *, resume: bool, config: Any, address: str | None, quiet: bool) -> None:
+def _run(
+    spec: Any,
+    *,
+    resume: bool,
+    config: Any,
+    address: str | None,
+    quiet: bool,
+    resume_hint: str = "warmtune run JOB.yaml --resume",
+) -> None:
     from warmtune.connect import RayAuthError
     from warmtune.runner import JobExistsError, run_job
 
@@ -127,8 +139,9 @@ def _run(spec: Any, *, resume: bool, config: Any, address: str | None, quiet: bo
     except (JobExistsError, RayAuthError, ValueError) as e:
         _fail(str(e))
     click.echo("")
+    state = "was interrupted after" if summary.interrupted else "finished in"
     click.echo(
-        f"warmtune: job {summary.job!r} finished in {summary.wall_s:.0f}s: "
+        f"warmtune: job {summary.job!r} {state} {summary.wall_s:.0f}s: "
         f"{summary.n_trials} trials, {summary.n_errors} failed"
     )
     if summary.best is None:
@@ -146,6 +159,9 @@ def _run(spec: Any, *, resume: bool, config: Any, address: str | None, quiet: bo
     click.echo(f"warmtune: results written to {summary.root}")
     click.echo(f"warmtune: next: warmtune results {summary.root}")
     click.echo(f"          warmtune export {summary.root} -o best.yaml")
+    if summary.interrupted:
+        click.echo(f"warmtune: continue it with: {resume_hint}")
+        sys.exit(130)
     if summary.n_errors:
         sys.exit(1)
 
@@ -264,3 +280,7 @@ def trainables() -> None:
     for info in BUILTIN.values():
         metrics = ", ".join(f"{m} ({mode})" for m, mode in (info.metrics or {}).items())
         click.echo(f"{info.name}: {info.description}\n    metrics: {metrics}")
+
+
+if __name__ == "__main__":
+    main()

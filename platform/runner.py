@@ -9,6 +9,7 @@ ResultStore as it arrives; ``resume=True`` continues an interrupted job through
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -39,6 +40,7 @@ class RunSummary:
         wall_s: seconds the run took.
         best: the best trial's last row as a dict (``trial_id``, metric,
             ``training_iteration``, ``config``), or ``None``.
+        interrupted: the run stopped before its budget (Ctrl+C); ``resume`` continues it.
     """
 
     job: str
@@ -47,6 +49,7 @@ class RunSummary:
     n_errors: int
     wall_s: float
     best: dict[str, Any] | None
+    interrupted: bool = False
 
 
 def run_job(
@@ -106,8 +109,13 @@ def run_job(
         spec, jobdir, resume=resume, fixed_config=config, progress=progress, stream=stream
     )
     grid = tuner.fit()
-    n_errors = sum(1 for r in grid if r.error is not None)
-    return _summary(spec, jobdir, wall_s=time.monotonic() - start, n_errors=n_errors)
+    wall_s = time.monotonic() - start
+    unfinished = len(grid) - grid.num_terminated - grid.num_errors
+    out_of_time = spec.budget.time is not None and wall_s >= spec.budget.time
+    missing = spec.budget.trials is not None and len(grid) < spec.budget.trials
+    interrupted = unfinished > 0 or (missing and not out_of_time)
+    summary = _summary(spec, jobdir, wall_s=wall_s, n_errors=grid.num_errors)
+    return dataclasses.replace(summary, interrupted=interrupted)
 
 
 def _single_config_job(spec: JobSpec, config: dict[str, Any]) -> JobSpec:

@@ -1,0 +1,129 @@
+"""The runner end to end on the shared Ray instance, with the quadratic trainable."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from warmtune.jobdir import JobDir
+from warmtune.runner import JobExistsError, run_job
+from warmtune.spec import job_from_dict
+from warmtune.store import ResultStore, configs
+
+JOB = {
+    "name": "bowl",
+    "task": {"name": "bowl"},
+    "trainable": {"name": "quadratic"},
+    "space": {
+        "x": {"type": "float", "low": 0, "high": 1},
+        "opt": {"type": "categorical", "choices": ["a", "b"]},
+        "z": {"type": "int", "low": 0, "high": 2, "when": {"opt": ["b"]}},
+    },
+    "objective": {"metric": "loss", "mode": "min"},
+    "budget": {"trials": 6, "max_iterations": 4},
+    "seed": 3,
+}
+
+
+def job(tmp_path, **changes):
+    data = copy.deepcopy(JOB)
+    data["storage"] = str(tmp_path / "results")
+    data.update(changes)
+    return job_from_dict(data)
+
+
+def test_a_search_runs_and_every_row_reaches_the_store(ray_session, tmp_path, capsys):
+    spec = job(tmp_path)
+    summary = run_job(spec)
+    df = ResultStore(JobDir.of(spec).results).read()
+    assert summary.n_trials == 6 and summary.n_errors == 0
+    assert len(df) == 6 * 4
+    assert sorted(df.groupby("trial_id")["training_iteration"].max()) == [4] * 6
+    for config in configs(df):
+        assert spec.search_space.validate(config) == config
+    assert summary.best["loss"] == pytest.approx(df["loss"].min())
+    out = capsys.readouterr().out
+    assert "trials:" in out and "best loss" in out
+
+
+def test_asha_stops_weak_trials_early(ray_session, tmp_path):
+    spec = job(
+        tmp_path,
+        budget={"trials": 9, "max_iterations": 9},
+        scheduler={"name": "asha", "options": {"grace_period": 1, "reduction_factor": 3}},
+        max_concurrency=1,
+    )
+    run_job(spec, progress=False)
+    df = ResultStore(JobDir.of(spec).results).read()
+    reached = df.groupby("trial_id")["training_iteration"].max()
+    assert len(reached) == 9 and (reached < 9).sum() >= 3
+
+
+def test_same_seed_same_configurations(ray_session, tmp_path):
+    a = job(tmp_path, name="a")
+    b = job(tmp_path, name="b")
+    run_job(a, progress=False)
+    run_job(b, progress=False)
+
+    def config_set(spec):
+        df = ResultStore(JobDir.of(spec).results).read()
+        return sorted(map(str, configs(df.drop_duplicates("trial_id"))))
+
+    assert config_set(a) == config_set(b)
+
+
+def test_max_metric_mode_picks_the_largest(ray_session, tmp_path):
+    spec = job(
+        tmp_path,
+        objective={"metric": "loss", "mode": "max"},
+        budget={"trials": 4, "max_iterations": 2},
+    )
+    summary = run_job(spec, progress=False)
+    df = ResultStore(JobDir.of(spec).results).read()
+    last = df[df.training_iteration == 2]
+    assert summary.best["loss"] == pytest.approx(last["loss"].max())
+
+
+def test_an_existing_job_is_never_overwritten(ray_session, tmp_path):
+    spec = job(tmp_path, budget={"trials": 1, "max_iterations": 1})
+    run_job(spec, progress=False)
+    files_before = ResultStore(JobDir.of(spec).results).files()
+    with pytest.raises(JobExistsError, match="--resume"):
+        run_job(spec, progress=False)
+    assert ResultStore(JobDir.of(spec).results).files() == files_before
+
+
+def test_resume_refuses_a_missing_or_changed_job(ray_session, tmp_path):
+    spec = job(tmp_path, budget={"trials": 1, "max_iterations": 1})
+    with pytest.raises(ValueError, match="nothing to resume"):
+        run_job(spec, resume=True, progress=False)
+    run_job(spec, progress=False)
+    changed = job(tmp_path, budget={"trials": 1, "max_iterations": 1}, seed=99)
+    with pytest.raises(ValueError, match=r"changed since .* \(fields: \['seed'\]\)"):
+        run_job(changed, resume=True, progress=False)
+
+
+def test_fixed_config_runs_one_trial_at_full_budget(ray_session, tmp_path):
+    spec = job(tmp_path)
+    summary = run_job(spec, config={"x": 0.5, "opt": "b", "z": 1}, progress=False)
+    assert summary.job.startswith("bowl-config-")
+    df = ResultStore(summary.root + "/warmtune/results").read()
+    assert df["trial_id"].nunique() == 1 and df["training_iteration"].max() == 4
+    assert configs(df)[0] == {"x": 0.5, "opt": "b", "z": 1}
+    with pytest.raises(ValueError, match="'z' is inactive"):
+        run_job(spec, config={"x": 0.5, "opt": "a", "z": 1}, progress=False)
+
+
+def test_failed_trials_are_retried_then_reported(ray_session, tmp_path):
+    spec = job(
+        tmp_path,
+        trainable={"name": "quadratic", "params": {"fail_at": 2}},
+        budget={"trials": 1, "max_iterations": 3},
+        max_retries=1,
+    )
+    summary = run_job(spec, progress=False)
+    assert summary.n_errors == 1
+    df = ResultStore(JobDir.of(spec).results).read()
+    # Iteration 1 was reported before the failure and is kept.
+    assert list(df["training_iteration"]) == [1]
