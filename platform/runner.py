@@ -197,9 +197,9 @@ def _tuner(
             )
         )
     if fixed_config is not None:
-        search_alg, param_space = None, dict(fixed_config)
+        search_alg, param_space, scheduler = None, dict(fixed_config), None
     else:
-        search_alg, param_space = _search_alg(spec), {}
+        search_alg, scheduler, param_space = _search_alg_and_scheduler(spec)
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -209,7 +209,7 @@ def _tuner(
             num_samples=spec.budget.trials or -1,
             time_budget_s=spec.budget.time,
             search_alg=search_alg,
-            scheduler=_scheduler(spec),
+            scheduler=scheduler,
             max_concurrent_trials=spec.max_concurrency,
             reuse_actors=True,
         ),
@@ -217,7 +217,10 @@ def _tuner(
             name=jobdir.name,
             storage_path=jobdir.storage,
             stop={"training_iteration": spec.budget.max_iterations},
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # PBT clones checkpoints of other trials later on, so it must keep them all.
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=None if spec.searcher.name == "pbt" else 2
+            ),
             failure_config=tune.FailureConfig(max_failures=spec.max_retries),
             callbacks=callbacks,
             verbose=0,
@@ -236,8 +239,14 @@ def _quiet(fn: Any) -> Any:
     return run
 
 
-def _search_alg(spec: JobSpec) -> Any:
+def _search_alg_and_scheduler(spec: JobSpec) -> tuple[Any, Any, dict[str, Any]]:
+    """Tune's search algorithm, scheduler and param space for the job's searcher.
+
+    A warmtune searcher supplies whole configurations, so the param space stays
+    empty, except for PBT's population (see :func:`_pbt`).
+    """
     from warmtune.searchers import make_searcher
+    from warmtune.searchers.pbt import PBT
     from warmtune.searchers.ray_adapter import TuneSearcher
 
     searcher = make_searcher(
@@ -246,7 +255,42 @@ def _search_alg(spec: JobSpec) -> Any:
         seed=spec.seed,
         options=spec.searcher.options,
     )
-    return TuneSearcher(searcher, metric=spec.objective.metric, mode=spec.objective.mode)
+    if isinstance(searcher, PBT):
+        return _pbt(spec, searcher)
+    adapter = TuneSearcher(searcher, metric=spec.objective.metric, mode=spec.objective.mode)
+    return adapter, _scheduler(spec), {}
+
+
+class _Explore:
+    """PBT's explore step as a picklable callable for Ray's scheduler."""
+
+    def __init__(self, pbt: Any) -> None:
+        self.pbt = pbt
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        others = {k: v for k, v in config.items() if k not in self.pbt.space}
+        return {**others, **self.pbt.explore(config)}
+
+
+def _pbt(spec: JobSpec, pbt: Any) -> tuple[Any, Any, dict[str, Any]]:
+    from ray.tune.schedulers import PopulationBasedTraining
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    # Ray's PBT refuses search algorithms other than its variant generator, so the
+    # population warmtune draws goes to it as points to evaluate. Ray ranks the
+    # population and copies checkpoints (exploit); the explore step is ours,
+    # seeded and kept inside the space.
+    population = [pbt.ask(f"member-{i}").config for i in range(spec.budget.trials or 0)]
+    scheduler = PopulationBasedTraining(
+        time_attr="training_iteration",
+        perturbation_interval=pbt.perturbation_interval,
+        quantile_fraction=pbt.quantile_fraction,
+        custom_explore_fn=_Explore(pbt),
+    )
+    # The variant generator only fills keys that the param space has; every member
+    # overrides all of them (PBT spaces have no conditions, see JobSpec checks).
+    generator = BasicVariantGenerator(points_to_evaluate=population)
+    return generator, scheduler, dict(population[0])
 
 
 def _scheduler(spec: JobSpec) -> Any:

@@ -272,11 +272,31 @@ def _cross_checks(spec: JobSpec) -> list[tuple[str, str]]:
     problems += _check_settings(spec, space, info)
 
     try:
-        make_searcher(
+        searcher = make_searcher(
             spec.searcher.name, space=space, seed=spec.seed, options=spec.searcher.options
         )
     except ValueError as e:
         problems.append(("searcher", str(e)))
+        return problems
+    if searcher.schedules_trials and spec.scheduler.name != "fifo":
+        problems.append(
+            (
+                "scheduler",
+                f"searcher {spec.searcher.name!r} decides itself when trials stop; "
+                f"remove the {spec.scheduler.name!r} scheduler (or set name: fifo)",
+            )
+        )
+    if spec.searcher.name == "pbt":
+        if spec.budget.trials is None:
+            problems.append(("budget.trials", "searcher 'pbt' needs 'trials': the population size"))
+        if space.is_conditional:
+            problems.append(
+                (
+                    "searcher",
+                    "'pbt' explores each parameter on its own and does not support "
+                    "conditional parameters ('when'); use bohb, optuna or random",
+                )
+            )
     return problems
 
 

@@ -17,11 +17,13 @@ from warmtune.searchers.base import (
     searcher_class,
     searcher_from_state,
 )
+from warmtune.searchers.pbt import PBT
 from warmtune.searchers.random_search import RandomSearch
 from warmtune.space import SearchSpace
 
 __all__ = [
     "Observation",
+    "PBT",
     "RandomSearch",
     "Searcher",
     "Suggestion",

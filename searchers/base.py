@@ -98,6 +98,9 @@ class Searcher(abc.ABC):
     """
 
     name: ClassVar[str] = ""
+    #: True for searchers that also decide when trials pause or stop (successive
+    #: halving, PBT): an engine then runs them without a scheduler of its own.
+    schedules_trials: ClassVar[bool] = False
 
     def __init__(self, *, space: SearchSpace, seed: int | None = None) -> None:
         if not isinstance(space, SearchSpace):

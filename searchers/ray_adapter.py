@@ -107,5 +107,11 @@ class TuneSearcher(TuneSearcherBase):
         value = result.get(self._metric)
         if value is not None and self._mode == "max":
             value = -float(value)
-        config = self._configs.get(trial_id, result.get("config", {}))
+        # The result's config is the trial's current one (PBT changes it on exploit).
+        reported = result.get("config")
+        space = self.algorithm.space
+        if isinstance(reported, dict):
+            config = {k: v for k, v in reported.items() if k in space}
+        else:
+            config = self._configs.get(trial_id, {})
         return Observation.of(trial_id, config, result.get("training_iteration", 0), value)

@@ -127,3 +127,38 @@ def test_failed_trials_are_retried_then_reported(ray_session, tmp_path):
     df = ResultStore(JobDir.of(spec).results).read()
     # Iteration 1 was reported before the failure and is kept.
     assert list(df["training_iteration"]) == [1]
+
+
+def test_pbt_exploits_checkpoints_and_explores_inside_the_space(ray_session, tmp_path):
+    spec = job(
+        tmp_path,
+        space={
+            "x": {"type": "float", "low": 0, "high": 1},
+            "y": {"type": "float", "low": 0.01, "high": 1, "log": True},
+        },
+        trainable={"name": "quadratic", "params": {"sleep_s": 0.2}},
+        searcher={"name": "pbt", "options": {"perturbation_interval": 2}},
+        budget={"trials": 4, "max_iterations": 6},
+        resources={"cpu": 0.5},  # the whole population at once, as PBT intends
+    )
+    run_job(spec, progress=False)
+    df = ResultStore(JobDir.of(spec).results).read()
+    assert df["trial_id"].nunique() == 4
+    for config in configs(df):
+        assert spec.search_space.validate(config) == config
+    changed = df.groupby("trial_id")["config_json"].nunique()
+    assert (changed > 1).any(), "no trial ever took a new configuration (no exploit)"
+
+
+def test_pbt_needs_an_unconditional_space_and_a_population(tmp_path):
+    from warmtune.spec import JobSpecError
+
+    with pytest.raises(JobSpecError, match="conditional"):
+        job(tmp_path, searcher={"name": "pbt"})
+    with pytest.raises(JobSpecError, match="population"):
+        job(
+            tmp_path,
+            searcher={"name": "pbt"},
+            space={"x": JOB["space"]["x"]},
+            budget={"time": 10, "max_iterations": 2},
+        )

@@ -174,3 +174,11 @@ def test_spec_is_frozen():
     spec = job_from_dict(GOOD)
     with pytest.raises(Exception, match="frozen"):
         spec.seed = 3
+
+
+def test_searchers_that_schedule_refuse_a_second_scheduler():
+    data = copy.deepcopy(GOOD)
+    data["space"] = {"x": {"type": "float", "low": 0, "high": 1}}
+    data["searcher"] = {"name": "pbt"}
+    data["scheduler"] = {"name": "asha"}
+    assert "decides itself when trials stop" in problems(data)["scheduler"]

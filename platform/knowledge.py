@@ -1,0 +1,624 @@
+"""The knowledge base: every past search's observations, keyed by task.
+
+A new search on a task similar to a past one starts warm from what the past one
+learned (the similarity model and the warm-start searcher read this store). The
+knowledge base only stores and serves observations; it never rewrites a file.
+
+Layout, under one local directory or pyarrow filesystem URI (``file://``, ``s3://``)::
+
+    PATH/observations/   a ResultStore: one Parquet file per add (never rewritten)
+    PATH/removed/        a ResultStore of tombstones, one file per ``remove_task``
+
+Observation row schema (one row per reported result of one trial):
+
+- ``task`` (str): the task name, the key of the knowledge base.
+- ``meta_features_json`` (str): the task's meta-features as JSON (sorted keys).
+- ``space_signature`` (str): :meth:`SearchSpace.signature` of the space searched.
+- ``space_json`` (str): :meth:`SearchSpace.to_dict` as JSON, so a configuration can be
+  projected into a different space later.
+- ``config_json`` (str): the configuration, exactly (decode with :func:`configs`);
+  plus ``config/<name>`` columns flattened for pandas, as :class:`ResultStore` writes.
+- ``budget`` (float): training iterations the value was measured after.
+- ``max_budget`` (float): the full budget of one trial in that search.
+- ``value`` (float): the objective as reported (not sign-flipped; see ``mode``).
+- ``metric`` (str), ``mode`` (``"min"`` | ``"max"``): what ``value`` is.
+- ``job`` (str), ``trial_id`` (str): where the observation came from.
+- ``time`` (float): unix seconds when the trial reported the value (when unknown,
+  :meth:`KnowledgeBase.add_observations` uses the time the row is added).
+- ``source`` (str): ``"job"`` (:meth:`KnowledgeBase.add_job`), ``"import"`` (the
+  default of :meth:`KnowledgeBase.add_observations`), ``"bench"``, ...
+- ``added_ns`` (int): unix nanoseconds when the row joined the knowledge base; the
+  tombstones compare against it.
+
+Rows may carry further columns (say, a second metric); reads return the union.
+
+Reads apply two rules, both at read time so that writers only ever append:
+
+- Removal is time based: a tombstone ``(task, removed_ns)`` hides the task's rows added
+  at or before ``removed_ns``. Rows added later (a re-import, a new search) show again.
+- Duplicates: rows sharing (``task``, ``job``, ``trial_id``, ``budget``) keep the last
+  written one, so adding the same job twice, or from two processes at once, counts
+  each observation once. :meth:`KnowledgeBase.add_job` also skips rows the knowledge
+  base already holds, so re-adding a job writes nothing new.
+
+Tombstones use the clocks of the machines that add and remove; across machines they
+are as exact as the clocks are in sync.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from warmtune.store import CONFIG_PREFIX, ResultStore, configs
+
+if TYPE_CHECKING:
+    from warmtune.jobdir import JobDir
+
+__all__ = [
+    "KB_COLUMNS",
+    "KnowledgeBase",
+    "KnowledgeBaseWarning",
+    "configs",
+    "default_kb_path",
+]
+
+KB_COLUMNS: tuple[str, ...] = (
+    "task",
+    "meta_features_json",
+    "space_signature",
+    "space_json",
+    "config_json",
+    "budget",
+    "max_budget",
+    "value",
+    "metric",
+    "mode",
+    "job",
+    "trial_id",
+    "time",
+    "source",
+    "added_ns",
+)
+
+_REQUIRED = ("task", "value", "metric", "mode")
+_FLOATS = ("budget", "max_budget", "value", "time")
+_DEDUPE_KEYS = ["task", "job", "trial_id", "budget"]
+_TOMBSTONE_COLUMNS = ("task", "removed_ns", "removed_time")
+
+_clock_lock = threading.Lock()
+_last_ns = 0
+
+
+class KnowledgeBaseWarning(UserWarning):
+    """Something in the knowledge base could not be read; the rest still was."""
+
+
+def default_kb_path() -> str:
+    """Where the knowledge base lives unless told otherwise.
+
+    Returns:
+        ``$WARMTUNE_KB`` when set, else ``~/warmtune_kb`` (expanded).
+    """
+    return os.environ.get("WARMTUNE_KB") or str(Path("~/warmtune_kb").expanduser())
+
+
+def _now_ns() -> int:
+    """A strictly increasing ns clock: an add right after a remove is never hidden by it."""
+    global _last_ns
+    with _clock_lock:
+        _last_ns = max(time.time_ns(), _last_ns + 1)
+        return _last_ns
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _resolve(path: str | os.PathLike[str] | None) -> str:
+    path = default_kb_path() if path is None else os.fspath(path)
+    if not isinstance(path, str) or not path:
+        raise ValueError(
+            f"KnowledgeBase path must be a non-empty directory path or URI, got {path!r}; "
+            "pass e.g. ~/warmtune_kb or s3://bucket/kb (or set $WARMTUNE_KB)"
+        )
+    if "://" in path:
+        return path.rstrip("/")
+    return str(Path(path).expanduser().resolve())
+
+
+class KnowledgeBase:
+    """Observations of every past search, keyed by task; see the module docstring.
+
+    Args:
+        path: A local directory or a pyarrow filesystem URI; ``None`` means
+            :func:`default_kb_path`. Created on the first add.
+
+    Example:
+        >>> kb = KnowledgeBase("/tmp/kb")  # doctest: +SKIP
+        >>> kb.add_job(JobDir.find("quickstart"))  # doctest: +SKIP
+        >>> kb.tasks()  # doctest: +SKIP
+        >>> kb.best_configs("sinusoid", k=3)  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self._path = _resolve(path)
+        self._observations = ResultStore(self._path + "/observations")
+        self._removed = ResultStore(self._path + "/removed")
+
+    @property
+    def path(self) -> str:
+        """The resolved path or URI of the knowledge base."""
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"KnowledgeBase({self._path!r})"
+
+    # Writing -------------------------------------------------------------------------
+    def add_observations(self, rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> int:
+        """Append observations as one new file.
+
+        Args:
+            rows: Dicts (or a DataFrame) with the columns of the module docstring.
+                ``task``, ``value``, ``metric`` and ``mode`` are required. Instead of
+                the JSON columns a row may give ``config`` (a dict),
+                ``meta_features`` (a dict) and ``space`` (a ``SearchSpace`` or its
+                dict form); ``source`` defaults to ``"import"``.
+
+        Returns:
+            The number of rows written (0 writes no file).
+
+        Raises:
+            ValueError: A row lacks a required column or has a bad ``mode``/``value``;
+                nothing is written then.
+        """
+        if isinstance(rows, pd.DataFrame):
+            rows = rows.to_dict("records")
+        added_ns = _now_ns()
+        spaces: dict[str, tuple[str, str]] = {}
+        records = [_normalise(i, row, added_ns, spaces) for i, row in enumerate(rows)]
+        self._observations.append(records)
+        return len(records)
+
+    def add_job(
+        self,
+        job: JobDir | str,
+        *,
+        storage: str | None = None,
+        meta_features: Mapping[str, Any] | None = None,
+        strict: bool = False,
+    ) -> int:
+        """Add every result a job reported for its objective (one row per result).
+
+        Idempotent: rows the knowledge base already holds (same task, trial, budget,
+        value and meta-features) are skipped, so adding a job twice writes nothing the
+        second time, and adding a job that has progressed writes only the new rows.
+        Reads also drop duplicates, which covers two processes adding at once.
+
+        Args:
+            job: A :class:`~warmtune.jobdir.JobDir`, or a job name or result directory
+                (found with :meth:`JobDir.find`).
+            storage: Where to look a job name up (default: ``$WARMTUNE_STORAGE``).
+            meta_features: Added to (and overriding) the spec's ``task.meta_features``,
+                e.g. features a trainable computed from the data.
+            strict: Raise on an unreadable knowledge-base file instead of warning.
+
+        Returns:
+            The number of new rows written; 0 when the job has no result with its
+            objective metric yet, or when all of them are in the knowledge base.
+
+        Raises:
+            warmtune.jobdir.JobNotFoundError: ``job`` is not a job directory or name.
+            warmtune.spec.JobSpecError: The job's ``job.yaml`` is invalid.
+        """
+        from warmtune.jobdir import JobDir
+
+        jobdir = job if isinstance(job, JobDir) else JobDir.find(job, storage=storage)
+        frame = _job_rows(jobdir, meta_features or {})
+        if frame.empty:
+            return 0
+        known = self.observations(frame["task"].iloc[0], strict=strict)
+        frame = _unseen(frame, known[known["job"] == frame["job"].iloc[0]])
+        if frame.empty:
+            return 0
+        frame["added_ns"] = _now_ns()
+        self._observations.append(frame)
+        return len(frame)
+
+    def remove_task(self, task: str, *, strict: bool = False) -> int:
+        """Hide every observation of ``task`` added so far (a tombstone; nothing deleted).
+
+        Observations added afterwards show again.
+
+        Args:
+            task: The task name.
+            strict: Raise on an unreadable knowledge-base file instead of warning.
+
+        Returns:
+            The number of observations hidden.
+
+        Raises:
+            ValueError: The knowledge base has no (visible) task of that name.
+        """
+        visible = self.observations(task, strict=strict)
+        if visible.empty:
+            raise ValueError(self._unknown_task(task, strict=strict))
+        removed_ns = _now_ns()
+        self._removed.append(
+            [{"task": task, "removed_ns": removed_ns, "removed_time": removed_ns / 1e9}]
+        )
+        return len(visible)
+
+    # Reading -------------------------------------------------------------------------
+    def observations(
+        self, task: str | None = None, *, metric: str | None = None, strict: bool = False
+    ) -> pd.DataFrame:
+        """Visible observations (tombstones and duplicates applied), in write order.
+
+        Configs stay JSON text here (decode the rows you need with :func:`configs`),
+        so reading is vectorised and fast.
+
+        Args:
+            task: Only this task's rows.
+            metric: Only rows whose objective is this metric.
+            strict: Raise on an unreadable file instead of skipping it with a warning.
+
+        Returns:
+            A DataFrame with the schema columns first and ``config/*`` last, a fresh
+            ``RangeIndex``; empty (with the schema columns) when nothing matches.
+
+        Raises:
+            ValueError: With ``strict=True``, naming the first unreadable file.
+        """
+        df = _with_schema(self._read(self._observations, _REQUIRED, strict))
+        if task is not None:
+            df = df[df["task"] == task]
+        if metric is not None:
+            df = df[df["metric"] == metric]
+        df = self._hide_removed(df, strict)
+        keyed = df[_DEDUPE_KEYS].notna().all(axis=1)
+        duplicated = df[keyed].duplicated(subset=_DEDUPE_KEYS, keep="last")
+        df = df.drop(index=duplicated[duplicated].index)
+        return df.reset_index(drop=True)
+
+    def tasks(self, *, strict: bool = False) -> pd.DataFrame:
+        """One row per visible task, sorted by name.
+
+        Args:
+            strict: Raise on an unreadable file instead of skipping it with a warning.
+
+        Returns:
+            Columns ``task``, ``meta_features`` (dict), ``n_observations``, ``n_jobs``,
+            ``metric`` and ``mode`` (of the latest observation; a task searched with
+            several objectives shows the latest), ``last_time`` (unix seconds).
+        """
+        df = self.observations(strict=strict)
+        columns = ["task", "meta_features", "n_observations", "n_jobs", "metric", "mode"]
+        if df.empty:
+            return pd.DataFrame(columns=[*columns, "last_time"])
+        # "last" skips missing values: a row added without meta-features keeps the
+        # task's latest known ones.
+        out = df.groupby("task", sort=True).agg(
+            n_observations=("task", "size"),
+            n_jobs=("job", "nunique"),
+            metric=("metric", "last"),
+            mode=("mode", "last"),
+            meta_features_json=("meta_features_json", "last"),
+            last_time=("time", "max"),
+        )
+        # One decode per task, not per row.
+        out["meta_features"] = [_loads(s) for s in out["meta_features_json"]]
+        out = out.reset_index()
+        return out[[*columns, "last_time"]]
+
+    def jobs(self, task: str | None = None, *, strict: bool = False) -> pd.DataFrame:
+        """One row per (task, job): how much it contributed and when.
+
+        Args:
+            task: Only this task's jobs.
+            strict: Raise on an unreadable file instead of skipping it with a warning.
+
+        Returns:
+            Columns ``task``, ``job``, ``n_observations``, ``n_trials``, ``metric``,
+            ``mode``, ``source``, ``first_time``, ``last_time``, oldest job first.
+        """
+        df = self.observations(task, strict=strict)
+        df = df.assign(job=df["job"].fillna("(none)"))
+        columns = ["task", "job", "n_observations", "n_trials", "metric", "mode", "source"]
+        if df.empty:
+            return pd.DataFrame(columns=[*columns, "first_time", "last_time"])
+        out = (
+            df.groupby(["task", "job"], sort=False)
+            .agg(
+                n_observations=("task", "size"),
+                n_trials=("trial_id", "nunique"),
+                metric=("metric", "last"),
+                mode=("mode", "last"),
+                source=("source", "last"),
+                first_time=("time", "min"),
+                last_time=("time", "max"),
+            )
+            .reset_index()
+        )
+        return out.sort_values("first_time", kind="stable").reset_index(drop=True)
+
+    def best_configs(
+        self, task: str, k: int = 5, *, metric: str | None = None, strict: bool = False
+    ) -> pd.DataFrame:
+        """The ``k`` best distinct configurations seen on ``task``.
+
+        Each trial counts with its furthest observation (highest ``budget``, Ray Tune's
+        ``scope="last"``); configurations are then ranked by ``value`` in the task's
+        ``mode``, ties broken by the larger fraction of the full budget, and a
+        configuration tried several times counts once, with its best result.
+
+        Args:
+            task: The task name.
+            k: How many configurations (at least 1).
+            metric: The objective to rank by; needed only when the task's
+                observations use several.
+            strict: Raise on an unreadable file instead of skipping it with a warning.
+
+        Returns:
+            Columns ``config`` (dict), ``value``, ``budget``, ``max_budget``,
+            ``metric``, ``mode``, ``job``, ``trial_id``, ``space_signature``,
+            ``config_json``; best first; fewer than ``k`` rows if fewer exist.
+
+        Raises:
+            ValueError: ``k`` < 1, the task is unknown, or ``metric`` is ambiguous.
+        """
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        df = self.observations(task, strict=strict)
+        if df.empty:
+            raise ValueError(self._unknown_task(task, strict=strict))
+        df = df[df["metric"] == _pick_metric(task, df, metric)]
+        # Without a configuration an observation cannot seed anything.
+        df = df[df["value"].notna() & df["config_json"].notna()]
+        columns = ["value", "budget", "max_budget", "metric", "mode", "job", "trial_id"]
+        columns += ["space_signature", "config_json"]
+        if df.empty:
+            return pd.DataFrame(columns=["config", *columns])
+        mode = df["mode"].iloc[-1]
+        last = (
+            df.assign(_trial=_trial_keys(df), _fraction=df["budget"] / df["max_budget"])
+            .sort_values(["_trial", "budget"], kind="stable", na_position="first")
+            .groupby("_trial", sort=False)
+            .tail(1)
+        )
+        ranked = last.sort_values(
+            ["value", "_fraction"], ascending=[mode == "min", False], kind="stable"
+        )
+        top = ranked.drop_duplicates("config_json", keep="first").head(k)
+        out = top[columns].reset_index(drop=True)
+        out.insert(0, "config", configs(out))
+        return out
+
+    # Internals -----------------------------------------------------------------------
+    def _read(self, store: ResultStore, required: Iterable[str], strict: bool) -> pd.DataFrame:
+        """``store.read()``, its warnings re-raised naming the knowledge base."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            df = store.read(dedupe=False, strict=strict)
+        for w in caught:
+            warnings.warn(
+                f"knowledge base {self._path!r}: {w.message}", KnowledgeBaseWarning, stacklevel=3
+            )
+        return _drop_foreign(df, store, tuple(required), strict)
+
+    def _hide_removed(self, df: pd.DataFrame, strict: bool) -> pd.DataFrame:
+        tombstones = self._read(self._removed, ("task", "removed_ns"), strict)
+        if tombstones.empty or df.empty:
+            return df
+        latest = tombstones.groupby("task")["removed_ns"].max()
+        hidden = pd.Series(False, index=df.index)
+        added = df["added_ns"].fillna(0)
+        # Few tasks are ever removed: one vectorised comparison per removed task keeps
+        # the exact int64 nanoseconds (a mapped column with NaN would turn float).
+        for task, removed_ns in latest.items():
+            hidden |= (df["task"] == task) & (added <= removed_ns)
+        return df[~hidden]
+
+    def _unknown_task(self, task: str, *, strict: bool) -> str:
+        known = self.tasks(strict=strict)["task"].tolist()
+        listing = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
+        hint = f"known tasks: {listing}" if known else "the knowledge base is empty"
+        return (
+            f"no task {task!r} in the knowledge base at {self._path} ({hint}); "
+            "check the name with `warmtune kb list`, or pass the right --kb"
+        )
+
+
+def _normalise(
+    i: int, row: Mapping[str, Any], added_ns: int, spaces: dict[str, tuple[str, str]]
+) -> dict[str, Any]:
+    """One ``add_observations`` row as stored: JSON columns filled, types checked."""
+    record = {k: v for k, v in dict(row).items() if not _missing(v) or k in _REQUIRED}
+    missing = [k for k in _REQUIRED if _missing(record.get(k))]
+    if missing:
+        raise ValueError(
+            f"observation {i} lacks {', '.join(missing)}; every row needs task, value, "
+            "metric and mode (e.g. {'task': 'sinusoid', 'value': 0.1, 'metric': 'loss', "
+            "'mode': 'min', 'config': {...}})"
+        )
+    if record["mode"] not in ("min", "max"):
+        raise ValueError(f"observation {i}: mode must be 'min' or 'max', got {record['mode']!r}")
+    if not isinstance(record["task"], str) or not record["task"]:
+        raise ValueError(f"observation {i}: task must be a non-empty string")
+    if isinstance(record["value"], bool) or not isinstance(record["value"], numbers.Real):
+        raise ValueError(
+            f"observation {i}: value must be a number, got {record['value']!r}; "
+            "store the objective as reported (mode says whether lower is better)"
+        )
+    meta = record.pop("meta_features", None)
+    if meta is not None:
+        record["meta_features_json"] = _meta_json(meta)
+    space = record.pop("space", None)
+    if space is not None:
+        record["space_json"], record["space_signature"] = _space_columns(space, spaces)
+    for name in _FLOATS:
+        if name in record:
+            try:
+                record[name] = float(record[name])
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"observation {i}: {name} must be a number, got {record[name]!r}"
+                ) from None
+    record.setdefault("source", "import")
+    # Unknown observation time: the time it joined is the best stand-in.
+    record.setdefault("time", added_ns / 1e9)
+    record["added_ns"] = added_ns
+    return record
+
+
+def _meta_json(meta: Mapping[str, Any]) -> str:
+    if not isinstance(meta, Mapping):
+        raise ValueError(f"meta_features must be a dict, got {type(meta).__name__}")
+    return json.dumps(dict(meta), sort_keys=True, default=str)
+
+
+def _space_columns(space: Any, cache: dict[str, tuple[str, str]]) -> tuple[str, str]:
+    """``(space_json, signature)``; cached, since one batch usually shares one space."""
+    from warmtune.space import SearchSpace
+
+    as_dict = space.to_dict() if isinstance(space, SearchSpace) else dict(space)
+    text = json.dumps(as_dict, sort_keys=True)
+    if text not in cache:
+        space = space if isinstance(space, SearchSpace) else SearchSpace(as_dict)
+        cache[text] = (text, space.signature())
+    return cache[text]
+
+
+def _job_rows(jobdir: JobDir, meta_features: Mapping[str, Any]) -> pd.DataFrame:
+    """The job's results with its objective, as knowledge-base rows (vectorised)."""
+    spec = jobdir.read_spec()
+    results = ResultStore(jobdir.results).read()
+    metric = spec.objective.metric
+    if results.empty or metric not in results.columns:
+        return pd.DataFrame(columns=list(KB_COLUMNS))
+    results = results[pd.to_numeric(results[metric], errors="coerce").notna()]
+    space = spec.search_space
+    n = len(results)
+    job = results["job"] if "job" in results else pd.Series(spec.name, index=results.index)
+    frame = pd.DataFrame(
+        {
+            "task": spec.task.name,
+            "meta_features_json": _meta_json({**spec.task.meta_features, **meta_features}),
+            "space_signature": space.signature(),
+            "space_json": json.dumps(space.to_dict(), sort_keys=True),
+            "config_json": results.get("config_json", pd.Series([None] * n)).to_numpy(),
+            "budget": results["training_iteration"].astype(float).to_numpy(),
+            "max_budget": float(spec.budget.max_iterations),
+            "value": results[metric].astype(float).to_numpy(),
+            "metric": metric,
+            "mode": spec.objective.mode,
+            "job": job.fillna(spec.name).astype(str).to_numpy(),
+            "trial_id": results["trial_id"].astype(str).to_numpy(),
+            "time": results.get("timestamp", pd.Series([math.nan] * n)).astype(float).to_numpy(),
+            "source": "job",
+        },
+        index=range(n),
+    )
+    flat = results[[c for c in results.columns if c.startswith(CONFIG_PREFIX)]]
+    return pd.concat([frame, flat.reset_index(drop=True)], axis=1)
+
+
+def _unseen(frame: pd.DataFrame, known: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``frame`` the knowledge base does not hold yet, identically."""
+    if known.empty:
+        return frame
+    keys = ["task", "trial_id", "budget", "value", "meta_features_json"]
+    fresh = ~pd.MultiIndex.from_frame(frame[keys]).isin(pd.MultiIndex.from_frame(known[keys]))
+    return frame[fresh].reset_index(drop=True)
+
+
+def _drop_foreign(
+    df: pd.DataFrame, store: ResultStore, required: tuple[str, ...], strict: bool
+) -> pd.DataFrame:
+    """Drop rows without the required columns (a foreign Parquet file), naming the files."""
+    if df.empty:
+        return pd.DataFrame(columns=list(required))
+    if all(c in df.columns for c in required):
+        bad = df[list(required)].isna().any(axis=1)
+    else:
+        bad = pd.Series(True, index=df.index)
+    if bad.any():
+        files = ", ".join(_foreign_files(store, required)) or "some rows"
+        message = (
+            f"{store.path}: {files}: no {'/'.join(required)} columns (or empty ones), so "
+            "not a knowledge-base file; its rows are ignored. Move it out of the directory "
+            "(or rename it to start with '_') to silence this."
+        )
+        if strict:
+            raise ValueError(message)
+        warnings.warn(message, KnowledgeBaseWarning, stacklevel=4)
+        df = df[~bad]
+    for name in required:
+        if name not in df.columns:
+            df[name] = None
+    return df
+
+
+def _foreign_files(store: ResultStore, required: tuple[str, ...]) -> list[str]:
+    """Only called when something is off: look at each file's schema to name culprits."""
+    import pyarrow.parquet as pq
+
+    from warmtune.jobdir import filesystem
+
+    fs, _ = filesystem(store.path)
+    names = []
+    for path in store.files():
+        try:
+            with fs.open_input_file(path) as src:
+                schema = pq.read_schema(src)
+        except (OSError, ValueError):
+            continue  # unreadable: ResultStore.read already named it
+        if not set(required) <= set(schema.names):
+            names.append(path)
+    return names
+
+
+def _with_schema(df: pd.DataFrame) -> pd.DataFrame:
+    """Every schema column present (rows added without, say, ``job`` have it empty)."""
+    df = df.assign(**{name: None for name in KB_COLUMNS if name not in df.columns})
+    schema = list(KB_COLUMNS)
+    config = [c for c in df.columns if c.startswith(CONFIG_PREFIX)]
+    rest = [c for c in df.columns if c not in schema and c not in config]
+    return df[schema + rest + config]
+
+
+def _trial_keys(df: pd.DataFrame) -> pd.Series:
+    """One key per trial; a row without a trial id is a trial of its own."""
+    row = "#" + pd.Series(df.index.astype(str), index=df.index)
+    trial = df["trial_id"].astype(str).where(df["trial_id"].notna(), row)
+    return df["job"].fillna("").astype(str) + "/" + trial
+
+
+def _pick_metric(task: str, df: pd.DataFrame, metric: str | None) -> str:
+    metrics = sorted(df["metric"].dropna().unique())
+    if metric is None:
+        if len(metrics) > 1:
+            raise ValueError(
+                f"task {task!r} has observations of several metrics ({', '.join(metrics)}); "
+                "pass metric= (or --metric) to choose one"
+            )
+        return metrics[0]
+    if metric not in metrics:
+        raise ValueError(
+            f"task {task!r} has no observations of metric {metric!r}; it has: {', '.join(metrics)}"
+        )
+    return metric
+
+
+def _loads(text: Any) -> dict[str, Any]:
+    return json.loads(text) if isinstance(text, str) else {}
