@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from warmtune.cli_kb import kb
 from warmtune.spec import JobSpecError
 
 _STORAGE_HELP = "Where jobs live (default: $WARMTUNE_STORAGE or ~/warmtune_results)."
@@ -157,6 +158,11 @@ def _run(
         for key, value in best["config"].items():
             click.echo(f"    {key}: {value!r}")
     click.echo(f"warmtune: results written to {summary.root}")
+    if summary.kb_rows:
+        click.echo(
+            f"warmtune: added {summary.kb_rows} observations of task {spec.task.name!r} "
+            f"to the knowledge base at {spec.knowledge_base.path}"
+        )
     click.echo(f"warmtune: next: warmtune results {summary.root}")
     click.echo(f"          warmtune export {summary.root} -o best.yaml")
     if summary.interrupted:
@@ -281,6 +287,8 @@ def trainables() -> None:
         metrics = ", ".join(f"{m} ({mode})" for m, mode in (info.metrics or {}).items())
         click.echo(f"{info.name}: {info.description}\n    metrics: {metrics}")
 
+
+main.add_command(kb)
 
 if __name__ == "__main__":
     main()

@@ -228,7 +228,7 @@ class KnowledgeBase:
         if frame.empty:
             return 0
         known = self.observations(frame["task"].iloc[0], strict=strict)
-        frame = _unseen(frame, known[known["job"] == frame["job"].iloc[0]])
+        frame = _unseen(frame, known[known["job"].isin(frame["job"].unique())])
         if frame.empty:
             return 0
         frame["added_ns"] = _now_ns()

@@ -41,6 +41,7 @@ class RunSummary:
         best: the best trial's last row as a dict (``trial_id``, metric,
             ``training_iteration``, ``config``), or ``None``.
         interrupted: the run stopped before its budget (Ctrl+C); ``resume`` continues it.
+        kb_rows: observations added to the knowledge base (0 when opted out or interrupted).
     """
 
     job: str
@@ -50,6 +51,7 @@ class RunSummary:
     wall_s: float
     best: dict[str, Any] | None
     interrupted: bool = False
+    kb_rows: int = 0
 
 
 def run_job(
@@ -115,7 +117,13 @@ def run_job(
     missing = spec.budget.trials is not None and len(grid) < spec.budget.trials
     interrupted = unfinished > 0 or (missing and not out_of_time)
     summary = _summary(spec, jobdir, wall_s=wall_s, n_errors=grid.num_errors)
-    return dataclasses.replace(summary, interrupted=interrupted)
+    kb_rows = 0
+    if spec.knowledge_base.add and not interrupted and config is None:
+        from warmtune.knowledge import KnowledgeBase
+
+        # Idempotent: a resumed job adds only what the knowledge base lacks.
+        kb_rows = KnowledgeBase(spec.knowledge_base.path).add_job(jobdir)
+    return dataclasses.replace(summary, interrupted=interrupted, kb_rows=kb_rows)
 
 
 def _single_config_job(spec: JobSpec, config: dict[str, Any]) -> JobSpec:
@@ -184,6 +192,7 @@ def _tuner(
 
     from warmtune.progress import ProgressPrinter
     from warmtune.recorder import ResultRecorder
+    from warmtune.searchers.ray_adapter import BudgetScheduler
     from warmtune.store import ResultStore
 
     callbacks: list[Any] = [ResultRecorder(ResultStore(jobdir.results), job=spec.name)]
@@ -210,7 +219,11 @@ def _tuner(
             time_budget_s=spec.budget.time,
             search_alg=search_alg,
             scheduler=scheduler,
-            max_concurrent_trials=spec.max_concurrency,
+            # Tune's own limit counts paused trials as running; the budget
+            # scheduler applies max_concurrency itself.
+            max_concurrent_trials=None
+            if isinstance(scheduler, BudgetScheduler)
+            else spec.max_concurrency,
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
@@ -247,17 +260,25 @@ def _search_alg_and_scheduler(spec: JobSpec) -> tuple[Any, Any, dict[str, Any]]:
     """
     from warmtune.searchers import make_searcher
     from warmtune.searchers.pbt import PBT
-    from warmtune.searchers.ray_adapter import TuneSearcher
+    from warmtune.searchers.ray_adapter import BudgetScheduler, TuneSearcher
 
     searcher = make_searcher(
         spec.searcher.name,
         space=spec.search_space,
         seed=spec.seed,
         options=spec.searcher.options,
+        max_budget=spec.budget.max_iterations,
     )
     if isinstance(searcher, PBT):
         return _pbt(spec, searcher)
     adapter = TuneSearcher(searcher, metric=spec.objective.metric, mode=spec.objective.mode)
+    if searcher.schedules_trials:
+        # Successive halving decided by the searcher, carried out by pausing and
+        # resuming Tune's trials.
+        scheduler = BudgetScheduler(
+            max_budget=spec.budget.max_iterations, max_concurrent=spec.max_concurrency
+        )
+        return adapter, scheduler, {}
     return adapter, _scheduler(spec), {}
 
 
@@ -290,7 +311,7 @@ def _pbt(spec: JobSpec, pbt: Any) -> tuple[Any, Any, dict[str, Any]]:
     # The variant generator only fills keys that the param space has; every member
     # overrides all of them (PBT spaces have no conditions, see JobSpec checks).
     generator = BasicVariantGenerator(points_to_evaluate=population)
-    return generator, scheduler, dict(population[0])
+    return generator, scheduler, spec.search_space.to_tune()
 
 
 def _scheduler(spec: JobSpec) -> Any:

@@ -190,6 +190,18 @@ class ResourcesSpec(_Strict):
         return v
 
 
+class KnowledgeBaseSpec(_Strict):
+    """Where past searches are kept, and whether this job joins them."""
+
+    path: str = Field(
+        default_factory=lambda: (
+            os.environ.get("WARMTUNE_KB") or str(Path("~/warmtune_kb").expanduser())
+        ),
+        description="Local path or URI (default: $WARMTUNE_KB or ~/warmtune_kb).",
+    )
+    add: bool = Field(True, description="Add this job's observations when it finishes.")
+
+
 class JobSpec(_Strict):
     """A whole search job. Build it from a dict (``JobSpec.model_validate``) or a file
     (:func:`load_job`); construction validates everything."""
@@ -208,6 +220,7 @@ class JobSpec(_Strict):
     )
     max_retries: int = Field(2, ge=0, description="Retries of a failed trial from its checkpoint.")
     storage: str = Field(default_factory=default_storage, description="Local path or URI.")
+    knowledge_base: KnowledgeBaseSpec = Field(default_factory=KnowledgeBaseSpec)
     seed: int = 0
 
     _check_name = field_validator("name")(lambda v: _valid_name(v))
@@ -273,7 +286,11 @@ def _cross_checks(spec: JobSpec) -> list[tuple[str, str]]:
 
     try:
         searcher = make_searcher(
-            spec.searcher.name, space=space, seed=spec.seed, options=spec.searcher.options
+            spec.searcher.name,
+            space=space,
+            seed=spec.seed,
+            options=spec.searcher.options,
+            max_budget=spec.budget.max_iterations,
         )
     except ValueError as e:
         problems.append(("searcher", str(e)))

@@ -1,9 +1,17 @@
-"""Ray Tune adapter: any warmtune ask/tell searcher as a ``ray.tune.search.Searcher``.
+"""Ray Tune adapters: any warmtune ask/tell searcher as a Tune ``Searcher``, and the
+pause/resume side of successive halving as a Tune ``TrialScheduler``.
 
-The adapter owns no search logic. It forwards Tune's calls to the ask/tell object,
-negates ``max`` metrics (searchers always minimise), and saves the searcher's
-JSON state (not a pickle) into the experiment directory, so ``Tuner.restore``
-continues the search where it stopped.
+The adapters own no search logic. :class:`TuneSearcher` forwards Tune's calls to
+the ask/tell object, negates ``max`` metrics (searchers always minimise), and
+saves the searcher's JSON state (not a pickle) into the experiment directory, so
+``Tuner.restore`` continues the search where it stopped.
+
+For searchers that hand out budgets (Hyperband, ASHA, BOHB),
+:class:`BudgetScheduler` carries out their decisions on Tune's trials: a trial
+pauses when it reports at the budget it was given, and resumes (from its
+checkpoint) when the searcher promotes it to a higher rung. Promotions are
+asked for with ``searcher.promotion()`` whenever a worker is free, so no worker
+waits for the next new trial to be created first.
 """
 
 from __future__ import annotations
@@ -11,6 +19,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher as TuneSearcherBase
 
 from warmtune.searchers.base import Observation, Searcher, searcher_from_state
@@ -36,6 +46,10 @@ class TuneSearcher(TuneSearcherBase):
         super().__init__(metric=metric, mode=mode)
         self.algorithm = searcher
         self._configs: dict[str, dict[str, Any]] = {}
+        # Budgeted searchers: trial id -> budget of its current segment, and
+        # promotions decided but not yet resumed by Tune.
+        self.targets: dict[str, float] = {}
+        self.promotions: dict[str, float] = {}
 
     # Tune's Searcher API ---------------------------------------------------------------
     def set_search_properties(
@@ -52,8 +66,33 @@ class TuneSearcher(TuneSearcherBase):
         suggestion = self.algorithm.ask(trial_id)
         if suggestion is None:
             return None
+        if suggestion.resume_from is not None and suggestion.trial_id != trial_id:
+            # A promotion of a paused trial: the scheduler resumes it; no new trial.
+            self.promote(suggestion.trial_id, suggestion.budget)
+            return None
         self._configs[trial_id] = dict(suggestion.config)
+        if suggestion.budget is not None:
+            self.targets[trial_id] = float(suggestion.budget)
         return dict(suggestion.config)
+
+    def promote(self, trial_id: str, budget: float | None) -> None:
+        """Record that the searcher resumes ``trial_id`` up to ``budget``."""
+        self.promotions[trial_id] = float(budget) if budget is not None else float("inf")
+
+    def next_promotion(self) -> tuple[str, float] | None:
+        """A promotion to carry out: an earlier undone one, else the searcher's next."""
+        if not self.promotions:
+            suggestion = getattr(self.algorithm, "promotion", lambda: None)()
+            if suggestion is None:
+                return None
+            self.promote(suggestion.trial_id, suggestion.budget)
+        trial_id = next(iter(self.promotions))
+        return trial_id, self.promotions[trial_id]
+
+    def resumed(self, trial_id: str) -> None:
+        """Tune restarted a promoted trial: its new segment's budget becomes current."""
+        if trial_id in self.promotions:
+            self.targets[trial_id] = self.promotions.pop(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self.algorithm.tell(self._observation(trial_id, result))
@@ -69,6 +108,8 @@ class TuneSearcher(TuneSearcherBase):
             self.algorithm.tell(Observation.of(trial_id, config, budget, None))
         self.algorithm.on_trial_end(trial_id)
         self._configs.pop(trial_id, None)
+        self.targets.pop(trial_id, None)
+        self.promotions.pop(trial_id, None)
 
     # Persistence ----------------------------------------------------------------------
     def get_state(self) -> dict:
@@ -76,6 +117,8 @@ class TuneSearcher(TuneSearcherBase):
             "space": self.algorithm.space.to_dict(),
             "searcher": self.algorithm.state(),
             "configs": self._configs,
+            "targets": self.targets,
+            "promotions": self.promotions,
             "metric": self._metric,
             "mode": self._mode,
         }
@@ -83,6 +126,8 @@ class TuneSearcher(TuneSearcherBase):
     def set_state(self, state: dict) -> None:
         self.algorithm = searcher_from_state(state["searcher"], SearchSpace(state["space"]))
         self._configs = dict(state["configs"])
+        self.targets = dict(state.get("targets", {}))
+        self.promotions = dict(state.get("promotions", {}))
         self._metric, self._mode = state["metric"], state["mode"]
 
     def save(self, checkpoint_path: str) -> None:
@@ -115,3 +160,85 @@ class TuneSearcher(TuneSearcherBase):
         else:
             config = self._configs.get(trial_id, {})
         return Observation.of(trial_id, config, result.get("training_iteration", 0), value)
+
+
+class BudgetScheduler(TrialScheduler):
+    """Pause trials at their budget and resume the ones the searcher promotes.
+
+    Works with a :class:`TuneSearcher` whose searcher hands out budgets
+    (``Suggestion.budget``) and promotions (``Suggestion.resume_from``), found at
+    run time through Tune's search algorithm, so a restored searcher is the one
+    used. Trials that reach the job's full budget end through the run's stop
+    criterion; when the search can start nothing more, paused trials that will
+    never be promoted are stopped so the run ends.
+
+    Args:
+        max_budget: the job's full budget (training iterations).
+        max_concurrent: at most this many trials run at once (``None``: as
+            resources allow). Paused trials do not count, unlike Tune's own
+            concurrency limit, which would wait for them forever.
+    """
+
+    def __init__(self, *, max_budget: float, max_concurrent: int | None = None) -> None:
+        super().__init__()
+        self.max_budget = float(max_budget)
+        self.max_concurrent = max_concurrent
+
+    @staticmethod
+    def _adapter(tune_controller: Any) -> TuneSearcher:
+        searcher = tune_controller.search_alg
+        while not isinstance(searcher, TuneSearcher):
+            searcher = getattr(searcher, "searcher", None)
+            if searcher is None:
+                raise ValueError(
+                    "BudgetScheduler needs a warmtune TuneSearcher as the search algorithm"
+                )
+        return searcher
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        pass
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        pass
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        pass
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        pass
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        adapter = self._adapter(tune_controller)
+        adapter.resumed(trial.trial_id)
+        target = adapter.targets.get(trial.trial_id, self.max_budget)
+        iteration = float(result.get("training_iteration", 0))
+        if iteration >= target and target < self.max_budget:
+            return TrialScheduler.PAUSE
+        return TrialScheduler.CONTINUE
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        trials = tune_controller.get_trials()
+        running = sum(t.status == Trial.RUNNING for t in trials)
+        if self.max_concurrent is not None and running >= self.max_concurrent:
+            return None
+        adapter = self._adapter(tune_controller)
+        paused = {t.trial_id: t for t in trials if t.status == Trial.PAUSED}
+        promotion = adapter.next_promotion()
+        while promotion is not None and promotion[0] not in paused:
+            # Promoted but not paused here (it errored or was removed): drop it.
+            adapter.promotions.pop(promotion[0], None)
+            promotion = adapter.next_promotion()
+        if promotion is not None:
+            return paused[promotion[0]]
+        for t in trials:
+            if t.status == Trial.PENDING:
+                return t
+        if running == 0 and tune_controller.search_alg.is_finished():
+            # Nothing runs, nothing more starts, nothing is promoted: the paused
+            # trials are done (their results are already in).
+            for t in paused.values():
+                tune_controller.stop_trial(t)
+        return None
+
+    def debug_string(self) -> str:
+        return "warmtune budget scheduler (successive halving decided by the searcher)"

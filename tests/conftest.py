@@ -10,6 +10,21 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_storage(tmp_path_factory):
+    """Keep tests out of the user's ~/warmtune_results and ~/warmtune_kb."""
+    base = tmp_path_factory.mktemp("warmtune-home")
+    saved = {k: os.environ.get(k) for k in ("WARMTUNE_STORAGE", "WARMTUNE_KB")}
+    os.environ["WARMTUNE_STORAGE"] = str(base / "results")
+    os.environ["WARMTUNE_KB"] = str(base / "kb")
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """Reference data (../shared/data beside the checkout, or $WARMTUNE_DATA)."""

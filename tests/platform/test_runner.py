@@ -137,8 +137,11 @@ def test_pbt_exploits_checkpoints_and_explores_inside_the_space(ray_session, tmp
             "y": {"type": "float", "low": 0.01, "high": 1, "log": True},
         },
         trainable={"name": "quadratic", "params": {"sleep_s": 0.2}},
-        searcher={"name": "pbt", "options": {"perturbation_interval": 2}},
-        budget={"trials": 4, "max_iterations": 6},
+        searcher={
+            "name": "pbt",
+            "options": {"perturbation_interval": 2, "quantile_fraction": 0.5},
+        },
+        budget={"trials": 4, "max_iterations": 8},
         resources={"cpu": 0.5},  # the whole population at once, as PBT intends
     )
     run_job(spec, progress=False)
@@ -162,3 +165,27 @@ def test_pbt_needs_an_unconditional_space_and_a_population(tmp_path):
             space={"x": JOB["space"]["x"]},
             budget={"time": 10, "max_iterations": 2},
         )
+
+
+def test_a_finished_job_joins_the_knowledge_base_unless_opted_out(ray_session, tmp_path):
+    from warmtune.knowledge import KnowledgeBase
+
+    kb_path = str(tmp_path / "kb")
+    spec = job(
+        tmp_path, budget={"trials": 2, "max_iterations": 2}, knowledge_base={"path": kb_path}
+    )
+    summary = run_job(spec, progress=False)
+    assert summary.kb_rows == 2 * 2
+    kb = KnowledgeBase(kb_path)
+    obs = kb.observations("bowl")
+    assert len(obs) == 4 and set(obs["job"]) == {"bowl"}
+    assert set(obs["space_signature"]) == {spec.search_space.signature()}
+
+    quiet = job(
+        tmp_path,
+        name="quiet",
+        budget={"trials": 1, "max_iterations": 1},
+        knowledge_base={"path": kb_path, "add": False},
+    )
+    assert run_job(quiet, progress=False).kb_rows == 0
+    assert set(kb.observations("bowl")["job"]) == {"bowl"}

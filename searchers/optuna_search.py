@@ -1,0 +1,246 @@
+"""Optuna's TPE as a warmtune ask/tell searcher.
+
+An in-memory :class:`optuna.Study` driven through Optuna's own ask/tell API with
+define-by-run: :meth:`OptunaTPE.ask` walks the :class:`~warmtune.space.SearchSpace`
+in order and suggests only the parameters that are active given the values chosen
+so far, so conditional spaces need no translation. Results are held back until the
+trial ends: Optuna's TPE models one value per trial, and the last value a trial
+reported (also when a scheduler stopped it early) is the one it is told, as Ray
+Tune's ``OptunaSearch`` does.
+
+Resuming is by replay (STYLE.md #3): the state is the ordered log of asks and
+ends; a rebuilt searcher creates a fresh study with the same sampler seed and
+replays the log through the same ``study.ask`` / ``study.tell`` calls, which
+leaves the sampler exactly where the uninterrupted one was. Nothing of Optuna is
+pickled, so a saved state stays readable.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from warmtune.searchers.base import Observation, Searcher, Suggestion
+from warmtune.space import CategoricalParam, FloatParam, SearchSpace
+
+_SEED_BOUND = 2**31 - 1
+
+
+class OptunaTPE(Searcher):
+    """Tree-structured Parzen estimator from Optuna (``optuna.samplers.TPESampler``).
+
+    Lifecycle: :meth:`ask` starts an Optuna trial and suggests its parameters;
+    :meth:`tell` keeps each trial's latest value; :meth:`on_trial_end` tells the
+    study that value (or ``FAIL`` when the trial failed or never reported).
+    :meth:`ask` never returns ``None``: trials still running are handled by the
+    constant liar instead of waiting for them.
+
+    Args:
+        space: the search space.
+        seed: seed of the searcher's own generator, from which the sampler's seed
+            is drawn; the same seed gives the same suggestions for the same tells.
+        n_startup_trials: finished trials sampled at random before TPE takes over.
+        multivariate: model the parameters jointly (Optuna's multivariate TPE)
+            rather than one by one.
+        group: decompose a conditional space into the groups of parameters that
+            occur together and model each jointly (needs ``multivariate``). ``None``
+            turns it on exactly when the space is conditional and ``multivariate``
+            is on: without it Optuna samples every parameter that is not in all
+            trials independently. Optuna 5 still marks ``group`` experimental;
+            warmtune opts in deliberately, so that warning is silenced.
+        constant_liar: treat running trials as bad results so that parallel
+            workers do not all get the same suggestion (keep it on with many workers).
+
+    Raises:
+        ValueError: an option is out of range or the options contradict each other.
+    """
+
+    name = "optuna"
+
+    def __init__(
+        self,
+        *,
+        space: SearchSpace,
+        seed: int | None = None,
+        n_startup_trials: int = 10,
+        multivariate: bool = True,
+        group: bool | None = None,
+        constant_liar: bool = True,
+    ) -> None:
+        super().__init__(space=space, seed=seed)
+        if isinstance(n_startup_trials, bool) or not isinstance(n_startup_trials, int):
+            raise ValueError(f"n_startup_trials must be an int, got {n_startup_trials!r}; e.g. 10")
+        if n_startup_trials < 0:
+            raise ValueError(
+                f"n_startup_trials must be >= 0, got {n_startup_trials}; "
+                "use 0 to let TPE decide from the first trial"
+            )
+        if group is None:
+            group = space.is_conditional and bool(multivariate)
+        if group and not multivariate:
+            raise ValueError(
+                "group=True needs multivariate=True (Optuna's grouped TPE is multivariate); "
+                "set multivariate=True or group=False"
+            )
+        self.n_startup_trials = n_startup_trials
+        self.multivariate = bool(multivariate)
+        self.group = bool(group)
+        self.constant_liar = bool(constant_liar)
+        # Drawn from our own generator so that even seed=None gives a sampler seed
+        # that the state can record, and a resumed searcher replays exactly.
+        self._study_seed = int(self.rng.integers(_SEED_BOUND))
+        self._choices = {
+            name: _optuna_choices(p) for name, p in space.items() if isinstance(p, CategoricalParam)
+        }
+        self._new_study()
+
+    # Lifecycle --------------------------------------------------------------------
+    def ask(self, trial_id: str) -> Suggestion:
+        """Start an Optuna trial and suggest its active parameters.
+
+        Raises:
+            ValueError: ``trial_id`` was asked for before; use a fresh id.
+        """
+        if trial_id in self._asked:
+            raise ValueError(f"trial id {trial_id!r} was already asked for; use a fresh id")
+        config = self._ask(trial_id)
+        self._history.append({"ask": trial_id, "config": config})
+        return Suggestion(trial_id=trial_id, config=dict(config))
+
+    def tell(self, observation: Observation) -> None:
+        """Keep the latest value of a running trial; the study hears it at the trial's end.
+
+        Results of trials this searcher did not start, or that already ended,
+        are ignored.
+        """
+        if observation.trial_id in self._running:
+            self._latest[observation.trial_id] = _finite_or_none(observation.value)
+
+    def on_trial_end(self, trial_id: str) -> None:
+        """Tell the study the trial's last value, or ``FAIL`` if it failed or never reported."""
+        if trial_id not in self._running:
+            return
+        value = self._latest.pop(trial_id, None)
+        self._end(trial_id, value)
+        self._history.append({"end": trial_id, "value": value})
+
+    # State ------------------------------------------------------------------------
+    def options(self) -> dict[str, Any]:
+        return {
+            "n_startup_trials": self.n_startup_trials,
+            "multivariate": self.multivariate,
+            "group": self.group,
+            "constant_liar": self.constant_liar,
+        }
+
+    def state(self) -> dict[str, Any]:
+        """The base state plus the sampler seed, the event log and running trials' values."""
+        return {
+            **super().state(),
+            "space": self.space.signature(),
+            "study_seed": self._study_seed,
+            "history": [dict(event) for event in self._history],
+            "latest": dict(self._latest),
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        if state.get("space") != self.space.signature():
+            raise ValueError(
+                "this optuna state was saved for a different search space; "
+                "rebuild it with the space it was saved with, or start a fresh searcher"
+            )
+        self._study_seed = int(state["study_seed"])
+        self._new_study()
+        for event in state["history"]:
+            if "ask" in event:
+                config = self._ask(event["ask"])
+                if not _same_config(config, event["config"]):
+                    raise ValueError(
+                        f"replaying the saved optuna history gave trial {event['ask']!r} "
+                        f"the config {config} instead of the recorded {event['config']}; "
+                        f"the state was probably written by another optuna version "
+                        f"(this is {optuna.__version__}): resume with that version, "
+                        "or start a fresh searcher"
+                    )
+            else:
+                self._end(event["end"], event["value"])
+            self._history.append(dict(event))
+        self._latest.update({k: _finite_or_none(v) for k, v in state["latest"].items()})
+        super()._restore(state)
+
+    # Internals --------------------------------------------------------------------
+    def _new_study(self) -> None:
+        with warnings.catch_warnings():
+            # ``group`` is experimental in Optuna 5; it is our deliberate choice.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(
+                seed=self._study_seed,
+                n_startup_trials=self.n_startup_trials,
+                multivariate=self.multivariate,
+                group=self.group,
+                constant_liar=self.constant_liar,
+            )
+        self._study = optuna.create_study(direction="minimize", sampler=sampler)
+        self._history: list[dict[str, Any]] = []
+        self._asked: set[str] = set()
+        self._running: dict[str, int] = {}  # trial id -> Optuna trial number
+        self._latest: dict[str, float | None] = {}
+
+    def _ask(self, trial_id: str) -> dict[str, Any]:
+        trial = self._study.ask()
+        config: dict[str, Any] = {}
+        for name, p in self.space.items():
+            if not self.space.is_active(name, config):
+                continue
+            if isinstance(p, FloatParam):
+                config[name] = float(trial.suggest_float(name, p.low, p.high, log=p.log))
+            elif isinstance(p, CategoricalParam):
+                choices = self._choices[name]
+                value = trial.suggest_categorical(name, choices)
+                config[name] = value if choices is p.choices else p.choices[value]
+            else:
+                config[name] = int(trial.suggest_int(name, p.low, p.high, log=p.log))
+        self._asked.add(trial_id)
+        self._running[trial_id] = trial.number
+        return config
+
+    def _end(self, trial_id: str, value: float | None) -> None:
+        number = self._running.pop(trial_id)
+        if value is None:
+            self._study.tell(number, state=TrialState.FAIL)
+        else:
+            self._study.tell(number, value)
+
+
+def _optuna_choices(p: CategoricalParam) -> Any:
+    """The choices as Optuna sees them: the values themselves, or their indices.
+
+    Optuna finds a choice with ``==``, under which ``True`` and ``1`` (or ``1``
+    and ``1.0``) are the same choice; our space tells them apart. Such choices
+    go to Optuna as indices, which TPE treats identically (categoricals are
+    unordered), while the common case keeps readable values in the study.
+    """
+    try:
+        distinct = len(set(p.choices)) == len(p.choices)
+    except TypeError:  # unhashable: cannot happen for JSON scalars, but stay safe
+        distinct = False
+    return p.choices if distinct else list(range(len(p.choices)))
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    # Observation.of already maps NaN/inf to None; a hand-built one may not have.
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    # Strict: ``True == 1`` under ``==``, but they are different choices here. Floats
+    # survive a JSON round trip exactly, so exact equality is the right test.
+    if a.keys() != b.keys():
+        return False
+    return all(type(x) is type(b[k]) and x == b[k] for k, x in a.items())
