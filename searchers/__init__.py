@@ -17,11 +17,16 @@ from warmtune.searchers.base import (
     searcher_class,
     searcher_from_state,
 )
+from warmtune.searchers.bohb import BOHB
+from warmtune.searchers.hyperband import ASHA, Hyperband
 from warmtune.searchers.pbt import PBT
 from warmtune.searchers.random_search import RandomSearch
 from warmtune.space import SearchSpace
 
 __all__ = [
+    "ASHA",
+    "BOHB",
+    "Hyperband",
     "Observation",
     "PBT",
     "RandomSearch",
@@ -34,9 +39,17 @@ __all__ = [
 
 
 def make_searcher(
-    name: str, *, space: SearchSpace, seed: int | None, options: dict[str, Any] | None = None
+    name: str,
+    *,
+    space: SearchSpace,
+    seed: int | None,
+    options: dict[str, Any] | None = None,
+    max_budget: float | None = None,
 ) -> Searcher:
     """Build the searcher registered as ``name`` with its options.
+
+    ``max_budget`` (the job's full budget in training iterations) fills the
+    option of the same name for searchers that take one, unless given.
 
     Raises:
         ValueError: unknown name, or options the searcher does not take.
@@ -54,4 +67,6 @@ def make_searcher(
     if unknown:
         takes = ", ".join(accepted) or "no options"
         raise ValueError(f"searcher {name!r} has no option(s) {unknown}; it takes: {takes}")
+    if "max_budget" in accepted and max_budget is not None:
+        options.setdefault("max_budget", max_budget)
     return cls(space=space, seed=seed, **options)

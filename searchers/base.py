@@ -18,11 +18,32 @@ Lifecycle, as an engine (the Ray Tune adapter or the benchmark simulator) drives
    the rebuilt searcher makes the same next suggestions.
 
 A searcher never reaches into Ray; everything it knows arrives through these calls.
+
+Budgets (multi-fidelity searchers: Hyperband, ASHA, BOHB):
+
+- ``Suggestion.budget`` means: run the trial to this many training iterations,
+  then pause it (keep its checkpoint). ``None`` leaves it to the job's full budget.
+- A promotion resumes a paused trial under its own id:
+  ``Suggestion(trial_id=<paused id>, config=<its config>, budget=<higher rung>,
+  resume_from=<paused id>)``. The fresh id the engine offered to ``ask`` is then
+  unused; the engine may offer it again.
+- Observations arrive per reported iteration (``Observation.budget`` is the
+  iteration). A searcher takes, for each rung, the observation at its budget (or
+  the last one below it when reports skip iterations).
+- A trial's segment is over when it reports at (or past) its budget, or when the
+  engine calls ``on_trial_end``, whichever comes first. Ending before the budget
+  (stopped by the engine) counts as a failure at that rung; an engine that also
+  calls ``on_trial_end`` when it pauses a trial does so before it asks again.
+  Failed observations (``value is None``) count as the worst result of their
+  rung and are never promoted.
+- The engine decides when to ask; a searcher never hands out a trial that is
+  still running.
 """
 
 from __future__ import annotations
 
 import abc
+import importlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -83,6 +104,12 @@ class _Registry:
 
 
 _REGISTRY = _Registry()
+
+# Searchers whose libraries take long to import register on first use.
+_LAZY_MODULES = {
+    "optuna": "warmtune.searchers.optuna_search",
+    "hyperopt": "warmtune.searchers.hyperopt_search",
+}
 
 
 class Searcher(abc.ABC):
@@ -158,7 +185,7 @@ class Searcher(abc.ABC):
 def searcher_from_state(state: dict[str, Any], space: SearchSpace) -> Searcher:
     """Rebuild a searcher from :meth:`Searcher.state`."""
     try:
-        cls = _REGISTRY.classes[state["name"]]
+        cls = searcher_class(state.get("name", ""))
     except KeyError:
         raise ValueError(
             f"unknown searcher {state.get('name')!r} in saved state; "
@@ -168,12 +195,15 @@ def searcher_from_state(state: dict[str, Any], space: SearchSpace) -> Searcher:
 
 
 def searcher_class(name: str) -> type[Searcher]:
-    """The searcher class registered under ``name``."""
+    """The searcher class registered under ``name`` (raises ``KeyError`` if none)."""
+    if name not in _REGISTRY.classes and name in _LAZY_MODULES:
+        importlib.import_module(_LAZY_MODULES[name])
     return _REGISTRY.classes[name]
 
 
 def registered_searchers() -> list[str]:
-    return sorted(_REGISTRY.classes)
+    """Names of every searcher a job file can use."""
+    return sorted(set(_REGISTRY.classes) | set(_LAZY_MODULES))
 
 
 def _rng_state(rng: np.random.Generator) -> dict[str, Any]:

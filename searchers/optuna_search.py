@@ -184,6 +184,9 @@ class OptunaTPE(Searcher):
                 group=self.group,
                 constant_liar=self.constant_liar,
             )
+        # Optuna logs a line per study and per trial at INFO; inside a warmtune search
+        # those lines drown the progress report, so keep Optuna to warnings.
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._study = optuna.create_study(direction="minimize", sampler=sampler)
         self._history: list[dict[str, Any]] = []
         self._asked: set[str] = set()

@@ -79,15 +79,13 @@ class TuneSearcher(TuneSearcherBase):
         """Record that the searcher resumes ``trial_id`` up to ``budget``."""
         self.promotions[trial_id] = float(budget) if budget is not None else float("inf")
 
-    def next_promotion(self) -> tuple[str, float] | None:
-        """A promotion to carry out: an earlier undone one, else the searcher's next."""
-        if not self.promotions:
-            suggestion = getattr(self.algorithm, "promotion", lambda: None)()
-            if suggestion is None:
-                return None
-            self.promote(suggestion.trial_id, suggestion.budget)
-        trial_id = next(iter(self.promotions))
-        return trial_id, self.promotions[trial_id]
+    def new_promotion(self) -> str | None:
+        """Ask the searcher for its next promotion and record it; return the trial id."""
+        suggestion = getattr(self.algorithm, "promotion", lambda: None)()
+        if suggestion is None:
+            return None
+        self.promote(suggestion.trial_id, suggestion.budget)
+        return suggestion.trial_id
 
     def resumed(self, trial_id: str) -> None:
         """Tune restarted a promoted trial: its new segment's budget becomes current."""
@@ -222,22 +220,28 @@ class BudgetScheduler(TrialScheduler):
         if self.max_concurrent is not None and running >= self.max_concurrent:
             return None
         adapter = self._adapter(tune_controller)
-        paused = {t.trial_id: t for t in trials if t.status == Trial.PAUSED}
-        promotion = adapter.next_promotion()
-        while promotion is not None and promotion[0] not in paused:
-            # Promoted but not paused here (it errored or was removed): drop it.
-            adapter.promotions.pop(promotion[0], None)
-            promotion = adapter.next_promotion()
-        if promotion is not None:
-            return paused[promotion[0]]
+        by_id = {t.trial_id: t for t in trials}
+        # Promotions decided earlier: resume the paused ones; those Tune is already
+        # resuming wait for their first result (see on_trial_result); the rest
+        # (errored, removed) are dropped.
+        for trial_id in list(adapter.promotions):
+            trial = by_id.get(trial_id)
+            if trial is not None and trial.status == Trial.PAUSED:
+                return trial
+            if trial is None or trial.status not in (Trial.RUNNING, Trial.PENDING):
+                adapter.promotions.pop(trial_id)
+        trial_id = adapter.new_promotion()
+        if trial_id is not None and trial_id in by_id and by_id[trial_id].status == Trial.PAUSED:
+            return by_id[trial_id]
         for t in trials:
             if t.status == Trial.PENDING:
                 return t
-        if running == 0 and tune_controller.search_alg.is_finished():
+        if running == 0 and not adapter.promotions and tune_controller.search_alg.is_finished():
             # Nothing runs, nothing more starts, nothing is promoted: the paused
             # trials are done (their results are already in).
-            for t in paused.values():
-                tune_controller.stop_trial(t)
+            for t in trials:
+                if t.status == Trial.PAUSED:
+                    tune_controller.stop_trial(t)
         return None
 
     def debug_string(self) -> str:

@@ -189,3 +189,33 @@ def test_a_finished_job_joins_the_knowledge_base_unless_opted_out(ray_session, t
     )
     assert run_job(quiet, progress=False).kb_rows == 0
     assert set(kb.observations("bowl")["job"]) == {"bowl"}
+
+
+@pytest.mark.parametrize(
+    "searcher",
+    [
+        {"name": "hyperband", "options": {"eta": 3}},
+        {"name": "asha", "options": {"eta": 3}},
+        {"name": "bohb", "options": {"eta": 3}},
+    ],
+    ids=lambda s: s["name"],
+)
+def test_successive_halving_searchers_pause_and_promote_on_ray(ray_session, tmp_path, searcher):
+    spec = job(
+        tmp_path,
+        searcher=searcher,
+        budget={"trials": 12, "max_iterations": 9},
+        max_concurrency=2,
+    )
+    summary = run_job(spec, progress=False)
+    assert not summary.interrupted and summary.n_errors == 0
+    df = ResultStore(JobDir.of(spec).results).read()
+    reached = df.groupby("trial_id")["training_iteration"].max()
+    assert len(reached) == 12
+    # Rungs at 1, 3 and 9 iterations: most trials stop at a rung, the best reach 9.
+    assert set(reached) <= {1, 3, 9} and (reached == 9).any() and (reached < 9).sum() >= 6
+    # A promoted trial continued from its checkpoint: no iteration reported twice.
+    raw = ResultStore(JobDir.of(spec).results).read(dedupe=False)
+    assert not raw.duplicated(["trial_id", "training_iteration"]).any()
+    for config in configs(df):
+        assert spec.search_space.validate(config) == config

@@ -1,0 +1,87 @@
+"""The contract every registered searcher keeps, whatever its algorithm.
+
+Each check drives the searcher with the in-memory engine of ``conftest.py`` on a
+mixed, conditional space, with several workers, so asynchrony, promotions and
+pauses are exercised the way an engine exercises them.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import pkgutil
+
+import pytest
+
+import warmtune.searchers
+from warmtune.searchers import registered_searchers, searcher_from_state
+
+# A searcher registers when its module is imported: import them all, so the suite
+# covers every searcher whichever test files run before it (the Ray adapter is
+# an engine, not a searcher).
+for _module in pkgutil.iter_modules(warmtune.searchers.__path__):
+    if _module.name != "ray_adapter":
+        importlib.import_module(f"warmtune.searchers.{_module.name}")
+
+# Every registered searcher with its defaults, plus the variants that take another path.
+VARIANTS = [(name, {}) for name in registered_searchers()] + [
+    ("bohb", {"mode": "sync"}),
+    ("hyperband", {"max_concurrent_brackets": 1}),
+]
+
+
+def _id(variant: tuple[str, dict]) -> str:
+    name, options = variant
+    return name + "".join(f"-{k}={v}" for k, v in options.items())
+
+
+@pytest.fixture(params=VARIANTS, ids=[_id(v) for v in VARIANTS])
+def variant(request):
+    return request.param
+
+
+@pytest.fixture
+def make(variant, mixed_space, build_searcher):
+    name, options = variant
+    return lambda seed: build_searcher(name, mixed_space, seed, **options)
+
+
+def test_same_seed_gives_the_same_suggestions(make, driver_cls):
+    first = driver_cls(make(7), workers=3).run(40)
+    second = driver_cls(make(7), workers=3).run(40)
+    assert first == second
+
+
+def test_state_round_trip_continues_identically(make, mixed_space, driver_cls):
+    original = driver_cls(make(3), workers=3, stop_probability=0.1)
+    original.run(30)
+    state = json.loads(json.dumps(original.searcher.state(), allow_nan=False))
+    resumed = copy.deepcopy(original)
+    resumed.searcher = searcher_from_state(state, mixed_space)
+    assert type(resumed.searcher) is type(original.searcher)
+    assert resumed.run(20) == original.run(20)
+
+
+def test_every_suggestion_is_valid_in_a_conditional_mixed_space(make, mixed_space, driver_cls):
+    driver = driver_cls(make(11), workers=4)
+    for suggestion in driver.run(120):
+        # validate() raises on a missing, inactive, unknown or out-of-range parameter.
+        assert mixed_space.validate(suggestion.config) == suggestion.config
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_failures_do_not_break_it_and_are_never_resumed(
+    make, mixed_space, driver_cls, objectives, workers
+):
+    driver = driver_cls(make(5), objective=objectives["failing"], workers=workers)
+    for suggestion in driver.run(120):
+        mixed_space.validate(suggestion.config)
+    assert driver.failed, "the objective should have produced failures"
+    assert not driver.violations
+
+
+def test_never_hands_out_a_running_trial(make, driver_cls):
+    driver = driver_cls(make(2), workers=6, stop_probability=0.2)
+    driver.run(150)
+    assert not driver.violations
