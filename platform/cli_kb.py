@@ -250,3 +250,85 @@ def rm(task: str, kb_path: str | None, yes: bool) -> None:
         click.confirm(f"Remove task {task!r} ({n} observations) from {base.path}?", abort=True)
     hidden = _read(base.remove_task, task)
     click.echo(f"warmtune: removed task {task!r} ({hidden} observations hidden)")
+
+
+@kb.command()
+@click.argument("task")
+@kb_option
+@click.option("-k", "--top", default=10, show_default=True, help="How many past tasks to show.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+def similar(task: str, kb_path: str | None, top: int, fmt: str) -> None:
+    """The past tasks most similar to TASK, with their weights and why.
+
+    TASK's meta-features give a prior similarity (the meta-feature kernel is
+    calibrated leave-one-task-out on the knowledge base); TASK's own observations,
+    where it has some, move each weight towards the measured agreement (Kendall's
+    tau between TASK's results and the past task's surrogate predictions). These are
+    the weights a warm-started BOHB on TASK would use.
+    """
+    from warmtune.searchers.similarity import TaskSimilarity, past_tasks_from_frame
+
+    store = _open(kb_path)
+    frame = _read(store.observations)
+    if frame.empty:
+        _fail(f"the knowledge base at {store.path} is empty; run or import a job first")
+    mine = frame[frame["task"] == task]
+    if mine.empty:
+        known = ", ".join(sorted(frame["task"].unique()))
+        _fail(f"no task {task!r} in the knowledge base; known tasks: {known}")
+    others = frame[frame["task"] != task]
+    if others["task"].nunique() == 0:
+        _fail(f"{task!r} is the only task in the knowledge base; nothing to compare it with")
+    (target,) = past_tasks_from_frame(mine)
+    model = TaskSimilarity(past_tasks=past_tasks_from_frame(others))
+    weights = model.weights(
+        space=target.space,
+        meta_features=target.meta_features,
+        configs=target.configs,
+        values=target.values,
+        budgets=target.budgets,
+    )
+    rows = []
+    for name, weight in weights.ranked()[:top]:
+        why = weights.explanations[name]
+        rows.append({"task": name, "weight": weight, **why})
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "task": task,
+                    "n_own": weights.n_own,
+                    "weight_of_past": weights.weight_of_past(weights.n_own),
+                    "similar": rows,
+                },
+                indent=2,
+                default=float,
+            )
+        )
+        return
+    click.echo(
+        f"tasks most similar to {task!r} ({weights.n_own} own observations; the past "
+        f"counts as {weights.prior_strength:.1f} observations of its own):"
+    )
+    click.echo(
+        f"  {'task':24} {'weight':>7} {'meta dist':>9} {'prior sim':>9} "
+        f"{'perf sim':>8} {'pairs':>6} {'evidence':>8}"
+    )
+    for r in rows:
+        perf = r.get("performance_similarity")
+        click.echo(
+            f"  {r['task']:24} {r['weight']:7.3f} {_num(r.get('meta_distance')):>9} "
+            f"{_num(r.get('prior_similarity')):>9} {_num(perf):>8} "
+            f"{int(r.get('comparable_pairs') or 0):>6} {_num(r.get('evidence_share')):>8}"
+        )
+    click.echo(
+        "  weight: share of the warm start; meta dist: meta-feature distance; prior sim: "
+        "similarity predicted from meta-features; perf sim: measured rank agreement; "
+        "evidence: how much the measurement counts against the prediction"
+    )
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.3f}"

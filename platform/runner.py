@@ -261,17 +261,22 @@ def _search_alg_and_scheduler(spec: JobSpec) -> tuple[Any, Any, dict[str, Any]]:
     from warmtune.searchers import make_searcher
     from warmtune.searchers.pbt import PBT
     from warmtune.searchers.ray_adapter import BudgetScheduler, TuneSearcher
+    from warmtune.warm import warm_start_for
 
+    warm, source = warm_start_for(spec)
     searcher = make_searcher(
         spec.searcher.name,
         space=spec.search_space,
         seed=spec.seed,
         options=spec.searcher.options,
         max_budget=spec.budget.max_iterations,
+        warm_start=warm,
     )
     if isinstance(searcher, PBT):
         return _pbt(spec, searcher)
-    adapter = TuneSearcher(searcher, metric=spec.objective.metric, mode=spec.objective.mode)
+    adapter = TuneSearcher(
+        searcher, metric=spec.objective.metric, mode=spec.objective.mode, rebuild=source
+    )
     if searcher.schedules_trials:
         # Successive halving decided by the searcher, carried out by pausing and
         # resuming Tune's trials.

@@ -45,11 +45,15 @@ def make_searcher(
     seed: int | None,
     options: dict[str, Any] | None = None,
     max_budget: float | None = None,
+    warm_start: Any = None,
 ) -> Searcher:
     """Build the searcher registered as ``name`` with its options.
 
     ``max_budget`` (the job's full budget in training iterations) fills the
-    option of the same name for searchers that take one, unless given.
+    option of the same name for searchers that take one, unless given. In
+    ``options``, ``warm_start`` is the job file's switch (``true``/``false``; absent
+    means "when the knowledge base has data"); the ``warm_start`` argument is the
+    :class:`~warmtune.searchers.warmstart.WarmStart` to use when it is on.
 
     Raises:
         ValueError: unknown name, or options the searcher does not take.
@@ -58,15 +62,24 @@ def make_searcher(
         raise ValueError(f"unknown searcher {name!r}; choose one of {registered_searchers()}")
     cls = searcher_class(name)
     options = dict(options or {})
+    switch = options.pop("warm_start", None)
+    if switch is not None and not isinstance(switch, bool):
+        raise ValueError(f"warm_start must be true or false, got {switch!r}")
     accepted = [
         p.name
         for p in inspect.signature(cls.__init__).parameters.values()
-        if p.kind is p.KEYWORD_ONLY and p.name not in ("space", "seed")
+        if p.kind is p.KEYWORD_ONLY and p.name not in ("space", "seed", "prior")
     ]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         takes = ", ".join(accepted) or "no options"
         raise ValueError(f"searcher {name!r} has no option(s) {unknown}; it takes: {takes}")
+    if switch is not None and "warm_start" not in accepted:
+        raise ValueError(
+            f"searcher {name!r} cannot start warm; remove warm_start, or use searcher bohb"
+        )
     if "max_budget" in accepted and max_budget is not None:
         options.setdefault("max_budget", max_budget)
+    if warm_start is not None and switch is not False:
+        options["warm_start"] = warm_start
     return cls(space=space, seed=seed, **options)

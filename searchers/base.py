@@ -182,8 +182,12 @@ class Searcher(abc.ABC):
         self.rng.bit_generator.state = state["rng"]
 
 
-def searcher_from_state(state: dict[str, Any], space: SearchSpace) -> Searcher:
-    """Rebuild a searcher from :meth:`Searcher.state`."""
+def searcher_from_state(state: dict[str, Any], space: SearchSpace, **extras: Any) -> Searcher:
+    """Rebuild a searcher from :meth:`Searcher.state`.
+
+    ``extras`` are the non-data arguments the searcher's ``from_state`` takes again
+    (a BOHB warm start, say).
+    """
     try:
         cls = searcher_class(state.get("name", ""))
     except KeyError:
@@ -191,7 +195,7 @@ def searcher_from_state(state: dict[str, Any], space: SearchSpace) -> Searcher:
             f"unknown searcher {state.get('name')!r} in saved state; "
             f"known: {sorted(_REGISTRY.classes)}"
         ) from None
-    return cls.from_state(state, space)
+    return cls.from_state(state, space, **extras)
 
 
 def searcher_class(name: str) -> type[Searcher]:

@@ -8,6 +8,7 @@ import numpy as np
 
 from warmtune.searchers.successive_halving import SuccessiveHalvingSearcher
 from warmtune.searchers.tpe import DensityRatioModel, PriorModel, SpaceCodec
+from warmtune.searchers.warmstart import WarmStart
 from warmtune.space import SearchSpace
 
 
@@ -52,6 +53,15 @@ class BOHB(SuccessiveHalvingSearcher):
             :meth:`state`: pass it again to :meth:`from_state`.
         prior_weight: the prior's worth in observations (its weight is
             ``prior_weight / (prior_weight + n)`` with ``n`` the model's observations).
+        warm_start: a :class:`~warmtune.searchers.warmstart.WarmStart` over the
+            knowledge base. It supplies the first ``initial_design`` configurations
+            (a portfolio of the most similar tasks' best ones) and the prior: its
+            good-region density, mixed into ``l`` with the weight the similarity
+            model gives the past for the own observations so far (zero for a
+            dissimilar past, which makes this a cold start). Overrides ``prior`` and
+            ``prior_weight``. Not part of :meth:`state`: pass it again to
+            :meth:`from_state`.
+        initial_design: how many configurations the warm start designs.
 
     Raises:
         ValueError: a missing ``max_budget`` or an option out of range.
@@ -77,6 +87,8 @@ class BOHB(SuccessiveHalvingSearcher):
         min_bandwidth: float = 1e-3,
         prior: PriorModel | None = None,
         prior_weight: float = 10.0,
+        warm_start: WarmStart | None = None,
+        initial_design: int = 5,
     ) -> None:
         super().__init__(
             space=space,
@@ -111,6 +123,8 @@ class BOHB(SuccessiveHalvingSearcher):
             )
         if not prior_weight >= 0:
             raise ValueError(f"prior_weight must be >= 0, got {prior_weight}; e.g. 10")
+        if not (isinstance(initial_design, int) and initial_design >= 0):
+            raise ValueError(f"initial_design must be an int >= 0, got {initial_design!r}; e.g. 5")
         self.min_points_in_model = min_points_in_model
         self.top_n_percent = top_n_percent
         self.num_samples = num_samples
@@ -119,6 +133,18 @@ class BOHB(SuccessiveHalvingSearcher):
         self.min_bandwidth = min_bandwidth
         self.prior = prior
         self.prior_weight = prior_weight
+        self.warm_start = warm_start
+        self.initial_design = initial_design
+        # The design is fixed at construction (from the meta-feature prior alone) with
+        # a generator of its own, so the searcher's stream does not depend on it.
+        self._design = (
+            warm_start.initial_design(initial_design, rng=np.random.default_rng(seed))
+            if warm_start is not None
+            else []
+        )
+        self._design_used = 0
+        self._warm_n = -1  # own observations at the last re-weighting of the past
+        self._agreement = 1.0  # how well the prior ranks own results (see _prior_agreement)
         self._codec = SpaceCodec(space)
         # Derived from the state, never saved: encoded rows per trial, the last model.
         self._rows: dict[str, np.ndarray] = {}
@@ -135,14 +161,34 @@ class BOHB(SuccessiveHalvingSearcher):
             "bandwidth_factor": self.bandwidth_factor,
             "min_bandwidth": self.min_bandwidth,
             "prior_weight": self.prior_weight,
+            "initial_design": self.initial_design,
         }
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "design_used": self._design_used}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        super()._restore(state)
+        self._design_used = int(state.get("design_used", 0))
 
     @classmethod
     def from_state(
-        cls, state: dict[str, Any], space: SearchSpace, *, prior: PriorModel | None = None
+        cls,
+        state: dict[str, Any],
+        space: SearchSpace,
+        *,
+        prior: PriorModel | None = None,
+        warm_start: WarmStart | None = None,
     ) -> BOHB:
-        """Rebuild from :meth:`state`; a prior, not being data, is passed again here."""
-        searcher = cls(space=space, seed=state["seed"], prior=prior, **state.get("options", {}))
+        """Rebuild from :meth:`state`; a prior or warm start, not being data, is passed
+        again here."""
+        searcher = cls(
+            space=space,
+            seed=state["seed"],
+            prior=prior,
+            warm_start=warm_start,
+            **state.get("options", {}),
+        )
         searcher._restore(state)
         return searcher
 
@@ -153,6 +199,7 @@ class BOHB(SuccessiveHalvingSearcher):
             if key == self._model_key:
                 return self._model
             rows = np.stack([self._row(tid) for tid, _ in results]) if results else None
+            prior, prior_weight = self._prior()
             model = (
                 DensityRatioModel.fit(
                     self._codec,
@@ -161,8 +208,8 @@ class BOHB(SuccessiveHalvingSearcher):
                     top_n_percent=self.top_n_percent,
                     min_points=self.min_points_in_model,
                     min_bandwidth=self.min_bandwidth,
-                    prior=self.prior,
-                    prior_weight=self.prior_weight,
+                    prior=prior,
+                    prior_weight=prior_weight,
                 )
                 if rows is not None
                 else None
@@ -172,18 +219,80 @@ class BOHB(SuccessiveHalvingSearcher):
                 return model
         return None
 
+    def _prior(self) -> tuple[PriorModel | None, float]:
+        """The prior and its worth in observations: the warm start's when there is one."""
+        if self.warm_start is None:
+            return self.prior, self.prior_weight
+        own = [
+            (self.trial_config(tid), value, budget)
+            for budget, results in self.results_by_budget().items()
+            for tid, value in results
+            if value is not None
+        ]
+        # Re-weight the past when the own evidence has grown by a tenth: the
+        # similarity estimate's variance shrinks like 1/n, so smaller steps change
+        # the weights little and would cost a similarity pass per suggestion.
+        if len(own) >= self._warm_n + max(1, self._warm_n // 10):
+            configs, values, budgets = zip(*own, strict=True) if own else ((), (), ())
+            self.warm_start.update(configs=configs, values=values, budgets=budgets)
+            self._warm_n = len(own)
+            self._agreement = self._prior_agreement(own)
+        strength = self.warm_start.weights.prior_strength * self._agreement
+        return _GoodRegion(self.warm_start), strength
+
+    def _prior_agreement(self, own: list[tuple[dict[str, Any], float, float]]) -> float:
+        """How well the prior's good region separates own good results from bad ones.
+
+        ``2 * AUC - 1`` (clipped to [0, 1]) of the prior's log density as a classifier of
+        each budget's top ``top_n_percent`` against the rest: 1 when the prior ranks every
+        own good result above every bad one, 0 when it does no better than chance or
+        points the wrong way. The similarity model weighs tasks; this checks the
+        resulting density itself on the evidence, so a misleading past loses its say
+        after a handful of results instead of decaying with ``1 / n``.
+        """
+        by_budget: dict[float, list[tuple[dict[str, Any], float]]] = {}
+        for config, value, budget in own:
+            by_budget.setdefault(budget, []).append((config, value))
+        wins = pairs = 0.0
+        for results in by_budget.values():
+            if len(results) < 4:
+                continue
+            results.sort(key=lambda r: r[1])
+            n_good = max(1, int(round(len(results) * self.top_n_percent / 100)))
+            # At most 64 of each side: enough to estimate the AUC, cheap to evaluate.
+            good = [c for c, _ in results[:n_good]][:64]
+            bad = [c for c, _ in results[n_good:]][:: max(1, (len(results) - n_good) // 64)]
+            density = self.warm_start.good_log_density(good + bad)
+            dg, db = density[: len(good)], density[len(good) :]
+            wins += float(
+                (dg[:, None] > db[None, :]).sum() + 0.5 * (dg[:, None] == db[None, :]).sum()
+            )
+            pairs += len(dg) * len(db)
+        if pairs == 0:
+            return 1.0  # no evidence yet: the similarity model's weight stands
+        return float(np.clip(2.0 * wins / pairs - 1.0, 0.0, 1.0))
+
     def _new_config(self, budget: float) -> dict[str, Any]:
-        # Always draw the coin, so the stream of random numbers does not depend on
-        # whether a model happens to exist.
-        if self.rng.random() < self.random_fraction:
+        # Always draw both coins, so the stream of random numbers does not depend on
+        # whether a model or a past happens to exist.
+        u_random, u_past = self.rng.random(2)
+        prior, weight = self._prior()
+        n_own = sum(v is not None for rs in self.results_by_budget().values() for _, v in rs)
+        # How much the past counts now: all of it before any own result, then less as
+        # own evidence grows, and nothing once the similarity model finds it misleading.
+        trust = weight / (weight + n_own) if prior is not None and weight > 0 else 0.0
+        if self._design_used < len(self._design) and u_past < trust:
+            self._design_used += 1
+            return dict(self._design[self._design_used - 1])
+        if u_random < self.random_fraction:
             return self.space.sample(self.rng)
         model = self.model()
         if model is not None:
             return model.propose(
                 self.rng, num_samples=self.num_samples, bandwidth_factor=self.bandwidth_factor
             )
-        if self.prior is not None:
-            (drawn,) = self.prior.sample(self.rng, 1)
+        if prior is not None and u_past < trust:
+            (drawn,) = prior.sample(self.rng, 1)
             return self.space.complete(self.space.project(drawn), self.rng)
         return self.space.sample(self.rng)
 
@@ -192,3 +301,16 @@ class BOHB(SuccessiveHalvingSearcher):
         if row is None:
             row = self._rows[trial_id] = self._codec.encode([self.trial_config(trial_id)])[0]
         return row
+
+
+class _GoodRegion:
+    """A warm start's good-region density as BOHB's :class:`PriorModel`."""
+
+    def __init__(self, warm_start: WarmStart) -> None:
+        self.warm_start = warm_start
+
+    def log_density(self, configs: Any) -> np.ndarray:
+        return self.warm_start.good_log_density(configs)
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
+        return self.warm_start.sample(n, rng, which="good")

@@ -17,6 +17,7 @@ waits for the next new trial to be created first.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from ray.tune.experiment import Trial
@@ -34,17 +35,27 @@ class TuneSearcher(TuneSearcherBase):
         searcher: the ask/tell search algorithm.
         metric: the reported metric to optimise.
         mode: ``"min"`` or ``"max"``.
+        rebuild: returns the non-data arguments the searcher takes again when it is
+            restored from its state (a BOHB warm start); must pickle.
     """
 
     CKPT_FILE_TMPL = "warmtune-searcher-{}.json"
     # Not called `searcher`: Tune treats any object with a `.searcher` as a wrapper
     # (ConcurrencyLimiter style) and walks into it when saving.
 
-    def __init__(self, searcher: Searcher, *, metric: str, mode: str) -> None:
+    def __init__(
+        self,
+        searcher: Searcher,
+        *,
+        metric: str,
+        mode: str,
+        rebuild: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         super().__init__(metric=metric, mode=mode)
         self.algorithm = searcher
+        self.rebuild = rebuild
         self._configs: dict[str, dict[str, Any]] = {}
         # Budgeted searchers: trial id -> budget of its current segment, and
         # promotions decided but not yet resumed by Tune.
@@ -122,7 +133,10 @@ class TuneSearcher(TuneSearcherBase):
         }
 
     def set_state(self, state: dict) -> None:
-        self.algorithm = searcher_from_state(state["searcher"], SearchSpace(state["space"]))
+        extras = self.rebuild() if getattr(self, "rebuild", None) else {}
+        self.algorithm = searcher_from_state(
+            state["searcher"], SearchSpace(state["space"]), **extras
+        )
         self._configs = dict(state["configs"])
         self.targets = dict(state.get("targets", {}))
         self.promotions = dict(state.get("promotions", {}))
@@ -139,10 +153,12 @@ class TuneSearcher(TuneSearcherBase):
 
     def __getstate__(self) -> dict:
         # Tune pickles the search algorithm into its experiment state; keep that
-        # pickle to plain JSON-able data so it survives library upgrades.
-        return self.get_state()
+        # pickle to plain data (the JSON state and the rebuild recipe) so it
+        # survives library upgrades.
+        return {**self.get_state(), "rebuild": self.rebuild}
 
     def __setstate__(self, state: dict) -> None:
+        self.rebuild = state.pop("rebuild", None)
         self.set_state(state)
 
     # Helpers --------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
@@ -219,3 +220,59 @@ def test_successive_halving_searchers_pause_and_promote_on_ray(ray_session, tmp_
     assert not raw.duplicated(["trial_id", "training_iteration"]).any()
     for config in configs(df):
         assert spec.search_space.validate(config) == config
+
+
+def test_bohb_starts_warm_from_the_knowledge_base(ray_session, tmp_path):
+    from warmtune.knowledge import KnowledgeBase
+
+    kb_path = str(tmp_path / "kb")
+    space = {
+        "x": {"type": "float", "low": 0, "high": 1},
+        "y": {"type": "float", "low": 0.01, "high": 1, "log": True},
+    }
+    for k in range(2):  # two past tasks, so the similarity model can calibrate
+        past = job(
+            tmp_path,
+            name=f"past{k}",
+            task={"name": f"bowl-{k}"},
+            space=space,
+            budget={"trials": 20, "max_iterations": 1},
+            knowledge_base={"path": kb_path},
+            seed=k,
+        )
+        run_job(past, progress=False)
+    assert len(KnowledgeBase(kb_path).tasks()) == 2
+
+    new = job(
+        tmp_path,
+        name="new",
+        task={"name": "bowl-new"},
+        space=space,
+        searcher={"name": "bohb"},
+        budget={"trials": 3, "max_iterations": 3},
+        knowledge_base={"path": kb_path, "add": False},
+        max_concurrency=1,
+    )
+    run_job(new, progress=False)
+    df = ResultStore(JobDir.of(new).results).read()
+    first = configs(df.sort_values("timestamp").drop_duplicates("trial_id"))[0]
+    # The first configuration tried is one of the past's good ones: a config of a
+    # past task that ranked in that task's top fifth.
+    obs = KnowledgeBase(kb_path).observations()
+    obs["rank"] = obs.groupby("task")["value"].rank(pct=True)
+    match = obs[obs["config_json"].map(json.loads) == first]
+    assert len(match) and match["rank"].min() <= 0.2
+
+    cold = job(
+        tmp_path,
+        name="cold",
+        task={"name": "bowl-new"},
+        space=space,
+        searcher={"name": "bohb", "options": {"warm_start": False}},
+        budget={"trials": 3, "max_iterations": 3},
+        knowledge_base={"path": kb_path, "add": False},
+        max_concurrency=1,
+    )
+    run_job(cold, progress=False)
+    cold_df = ResultStore(JobDir.of(cold).results).read()
+    assert configs(cold_df.sort_values("timestamp").drop_duplicates("trial_id"))[0] != first
