@@ -5,8 +5,10 @@ population every ``perturbation_interval`` iterations, and a trial in the bottom
 ``quantile_fraction`` copies the checkpoint of one in the top (exploit). What
 warmtune adds is owned here, with no Ray in it:
 
-- the initial population: :meth:`PBT.ask` draws it (uniformly for now; a
-  warm-start prior plugs in through the same call);
+- the initial population: :meth:`PBT.ask` draws it, uniformly or, with a warm
+  start, first the similarity-weighted portfolio of past best configurations,
+  then a mix of the past's good region and uniform draws whose prior share
+  shrinks as the population grows (as BOHB's prior weight does with evidence);
 - the explore step, :meth:`PBT.explore`: each value is resampled from the space
   with probability ``resample_probability``, else perturbed on its own scale
   (x 0.8 or x 1.25 on log scales, +-20 % of the range on linear ones, the next
@@ -35,6 +37,9 @@ class PBT(Searcher):
         perturbation_interval: training iterations between exploit/explore rounds.
         quantile_fraction: the bottom fraction copies the top fraction (0 < q <= 0.5).
         resample_probability: chance of redrawing a value instead of perturbing it.
+        warm_start: a :class:`~warmtune.searchers.warmstart.WarmStart` for the initial
+            population (not part of :meth:`state`; pass it again to ``from_state``).
+        initial_design: how many members the warm start designs.
     """
 
     name = "pbt"
@@ -48,6 +53,8 @@ class PBT(Searcher):
         perturbation_interval: int = 2,
         quantile_fraction: float = 0.25,
         resample_probability: float = 0.25,
+        warm_start: Any = None,
+        initial_design: int = 5,
     ) -> None:
         super().__init__(space=space, seed=seed)
         if perturbation_interval < 1:
@@ -61,16 +68,49 @@ class PBT(Searcher):
         self.perturbation_interval = int(perturbation_interval)
         self.quantile_fraction = float(quantile_fraction)
         self.resample_probability = float(resample_probability)
+        self.warm_start = warm_start
+        self.initial_design = int(initial_design)
+        self._design = (
+            warm_start.initial_design(self.initial_design, rng=np.random.default_rng(seed))
+            if warm_start is not None
+            else []
+        )
+        self._members = 0
 
     def options(self) -> dict[str, Any]:
         return {
             "perturbation_interval": self.perturbation_interval,
             "quantile_fraction": self.quantile_fraction,
             "resample_probability": self.resample_probability,
+            "initial_design": self.initial_design,
         }
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "members": self._members}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], space: SearchSpace, **extras: Any) -> PBT:
+        searcher = cls(space=space, seed=state["seed"], **extras, **state.get("options", {}))
+        searcher._restore(state)
+        return searcher
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        super()._restore(state)
+        self._members = int(state.get("members", 0))
 
     def ask(self, trial_id: str) -> Suggestion:
         """A new member of the initial population."""
+        i = self._members
+        self._members += 1
+        u = self.rng.random()
+        if i < len(self._design):
+            return Suggestion(trial_id=trial_id, config=dict(self._design[i]))
+        if self.warm_start is not None:
+            strength = self.warm_start.weights.prior_strength
+            if strength > 0 and u < strength / (strength + i):
+                (drawn,) = self.warm_start.sample(1, self.rng, which="good")
+                config = self.space.complete(self.space.project(drawn), self.rng)
+                return Suggestion(trial_id=trial_id, config=config)
         return Suggestion(trial_id=trial_id, config=self.space.sample(self.rng))
 
     def explore(self, config: dict[str, Any]) -> dict[str, Any]:

@@ -71,3 +71,34 @@ def test_population_is_uniform():
     acts = [pbt.ask(str(i)).config["act"] for i in range(600)]
     counts = np.unique(acts, return_counts=True)[1]
     assert counts.min() > 150
+
+
+def test_warm_population_starts_in_the_past_good_region():
+    from warmtune.searchers.similarity import PastTask
+    from warmtune.searchers.warmstart import WarmStart
+
+    space = SearchSpace({n: {"type": "float", "low": 0.0, "high": 1.0} for n in ("a", "b")})
+    tasks = []
+    for k in range(4):
+        x = np.random.default_rng(k).uniform(size=(80, 2))
+        values = ((x - [0.2 + 0.02 * k, 0.7]) ** 2).sum(axis=1)
+        configs = [{"a": float(r[0]), "b": float(r[1])} for r in x]
+        tasks.append(
+            PastTask(
+                name=f"t{k}", meta_features={"k": k}, space=space, configs=configs, values=values
+            )
+        )
+    warm = WarmStart(space=space, past_tasks=tasks, meta_features={"k": 1.5}, seed=0)
+    pbt = PBT(space=space, seed=0, warm_start=warm, initial_design=3)
+    population = [pbt.ask(str(i)).config for i in range(8)]
+    assert population[:3] == warm.initial_design(3, rng=np.random.default_rng(0))
+    near = [abs(c["a"] - 0.23) < 0.15 and abs(c["b"] - 0.7) < 0.15 for c in population]
+    assert sum(near) >= 4
+    cold = PBT(space=space, seed=0)
+    assert (
+        sum(
+            abs(c["a"] - 0.23) < 0.15 and abs(c["b"] - 0.7) < 0.15
+            for c in (cold.ask(str(i)).config for i in range(8))
+        )
+        <= 2
+    )
