@@ -122,7 +122,9 @@ def run_job(
         from warmtune.knowledge import KnowledgeBase
 
         # Idempotent: a resumed job adds only what the knowledge base lacks.
-        kb_rows = KnowledgeBase(spec.knowledge_base.path).add_job(jobdir)
+        kb_rows = KnowledgeBase(spec.knowledge_base.path).add_job(
+            jobdir, meta_features=spec.task_meta_features()
+        )
     return dataclasses.replace(summary, interrupted=interrupted, kb_rows=kb_rows)
 
 

@@ -237,6 +237,15 @@ class JobSpec(_Strict):
         """The validated :class:`~warmtune.space.SearchSpace`."""
         return SearchSpace(self.space)
 
+    def task_meta_features(self) -> dict[str, Any]:
+        """Meta-features of the task: the trainable's computed ones, then the job file's."""
+        from warmtune.trainables import resolve_trainable
+
+        computed = resolve_trainable(self.trainable.name).task_meta_features(
+            self.trainable.params
+        )
+        return {**computed, **self.task.meta_features}
+
     def storage_uri(self) -> str:
         """``storage`` with ``~`` expanded and local paths made absolute."""
         return resolve_storage(self.storage)

@@ -87,7 +87,7 @@ def warm_start_for(spec: JobSpec) -> tuple[Any, WarmStartSource | None]:
     source = WarmStartSource(
         kb_path=spec.knowledge_base.path,
         space=spec.search_space.to_dict(),
-        meta_features=dict(spec.task.meta_features),
+        meta_features=spec.task_meta_features(),
         seed=spec.seed,
     )
     warm = source.build()

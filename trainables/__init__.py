@@ -39,6 +39,9 @@ class TrainableInfo:
         settings: ``"module:Class"`` of a pydantic model that validates the merged
             fixed params and searched config, or ``None``.
         description: one line for ``warmtune trainables``.
+        meta_features: ``"module:function"`` computing task meta-features from the
+            fixed params (``fn(params: dict) -> dict``), or ``None``. The job file's
+            ``task.meta_features`` add to (and override) them.
     """
 
     name: str
@@ -46,6 +49,11 @@ class TrainableInfo:
     metrics: Mapping[str, str] | None = None
     settings: str | None = None
     description: str = ""
+    meta_features: str | None = None
+
+    def task_meta_features(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The meta-features this trainable computes for its fixed ``params``."""
+        return dict(_import(self.meta_features)(dict(params))) if self.meta_features else {}
 
     def load(self) -> Callable[..., None]:
         return _import(self.target)
@@ -64,6 +72,7 @@ BUILTIN: dict[str, TrainableInfo] = {
             settings="warmtune.trainables.maml.trainable:SinusoidSettings",
             description="MAML on sinusoid regression (Finn et al. 2017); loss = MSE after "
             "adaptation on held-out tasks",
+            meta_features="warmtune.trainables.maml.trainable:sinusoid_meta_features",
         ),
         TrainableInfo(
             name="quadratic",

@@ -276,3 +276,36 @@ def test_bohb_starts_warm_from_the_knowledge_base(ray_session, tmp_path):
     run_job(cold, progress=False)
     cold_df = ResultStore(JobDir.of(cold).results).read()
     assert configs(cold_df.sort_values("timestamp").drop_duplicates("trial_id"))[0] != first
+
+
+@pytest.mark.parametrize("name", ["optuna", "hyperopt"])
+def test_library_baselines_run_on_ray(ray_session, tmp_path, name):
+    spec = job(
+        tmp_path,
+        searcher={"name": name},
+        budget={"trials": 5, "max_iterations": 2},
+        scheduler={"name": "asha", "options": {"grace_period": 1}},
+    )
+    summary = run_job(spec, progress=False)
+    df = ResultStore(JobDir.of(spec).results).read()
+    assert summary.n_errors == 0 and df["trial_id"].nunique() == 5
+    for config in configs(df):
+        assert spec.search_space.validate(config) == config
+
+
+def test_trainable_meta_features_reach_the_knowledge_base(tmp_path):
+    from warmtune.spec import job_from_dict
+
+    spec = job_from_dict(
+        {
+            "name": "m",
+            "task": {"name": "sine", "meta_features": {"k_shot": 5, "note": "mine"}},
+            "trainable": {"name": "maml-sinusoid", "params": {"k_shot": 5}},
+            "space": {"inner_lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True}},
+            "objective": {"metric": "loss", "mode": "min"},
+            "budget": {"trials": 1},
+            "storage": str(tmp_path),
+        }
+    )
+    meta = spec.task_meta_features()
+    assert meta["family"] == "sinusoid" and meta["k_shot"] == 5 and meta["note"] == "mine"

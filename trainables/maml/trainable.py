@@ -266,3 +266,16 @@ def train_sinusoid(config: dict, *, max_iterations: int, seed: int, **params: An
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
         else:
             tune.report(metrics)
+
+
+def sinusoid_meta_features(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Task meta-features for the knowledge base: the task family and its shape."""
+    from .sinusoid import AMPLITUDE_RANGE, PHASE_RANGE
+
+    k_shot = params.get("k_shot", SinusoidSettings.model_fields["k_shot"].default)
+    return {
+        "family": "sinusoid",
+        "k_shot": int(k_shot),
+        "amplitude_max": AMPLITUDE_RANGE[1],
+        "phase_max": PHASE_RANGE[1],
+    }
