@@ -241,9 +241,7 @@ class JobSpec(_Strict):
         """Meta-features of the task: the trainable's computed ones, then the job file's."""
         from warmtune.trainables import resolve_trainable
 
-        computed = resolve_trainable(self.trainable.name).task_meta_features(
-            self.trainable.params
-        )
+        computed = resolve_trainable(self.trainable.name).task_meta_features(self.trainable.params)
         return {**computed, **self.task.meta_features}
 
     def storage_uri(self) -> str:
