@@ -190,3 +190,17 @@ def test_interrupt_then_resume_continues_without_rerunning(ray_session, tmp_path
     fresh_df = ResultStore(tmp_path / "results" / "fresh" / "warmtune" / "results").read()
     key = lambda df: sorted(map(str, configs(df.drop_duplicates("trial_id"))))  # noqa: E731
     assert key(after) == key(fresh_df)
+
+
+def test_demo_picks_a_fresh_name_and_resumes_the_latest(tmp_path, monkeypatch):
+    import warmtune.cli as cli
+    from warmtune.spec import load_job
+
+    seen = []
+    monkeypatch.setattr(cli, "_run", lambda spec, **kw: seen.append((spec.name, kw["resume"])))
+    quickstart = load_job(cli.example_path("quickstart.yaml"), overrides={"storage": str(tmp_path)})
+    for name in ("quickstart", "quickstart-2"):
+        JobDir.of(quickstart, name=name).write_spec(quickstart)
+    invoke("demo", "--storage", str(tmp_path))
+    invoke("demo", "--storage", str(tmp_path), "--resume")
+    assert seen == [("quickstart-3", False), ("quickstart-2", True)]
