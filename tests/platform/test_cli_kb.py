@@ -79,10 +79,6 @@ def test_every_command_explains_itself(command):
         assert "--kb PATH" in result.output and "WARMTUNE_KB" in result.output
 
 
-def test_similar_is_not_here():
-    assert "similar" not in kb.commands  # it belongs to the similarity model
-
-
 def test_import_then_list(tmp_path):
     make_job(tmp_path / "results")
     kb_path = str(tmp_path / "kb")
