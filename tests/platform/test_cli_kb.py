@@ -1,4 +1,4 @@
-"""``warmtune kb``: list, show, import and rm, their help, and their errors."""
+"""``warmtune kb``: list, show, import, rm and similar: their help and their errors."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def filled(tmp_path):
     return path
 
 
-COMMANDS = [[], ["list"], ["show"], ["import"], ["rm"]]
+COMMANDS = [[], ["list"], ["show"], ["import"], ["rm"], ["similar"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "kb")
