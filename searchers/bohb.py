@@ -135,13 +135,11 @@ class BOHB(SuccessiveHalvingSearcher):
         self.prior_weight = prior_weight
         self.warm_start = warm_start
         self.initial_design = initial_design
-        # The design is fixed at construction (from the meta-feature prior alone) with
-        # a generator of its own, so the searcher's stream does not depend on it.
-        self._design = (
-            warm_start.initial_design(initial_design, rng=np.random.default_rng(seed))
-            if warm_start is not None
-            else []
-        )
+        # The design is drawn once, the first time the past has any weight: at once
+        # when meta-features make a past task similar, else after the own results
+        # show one is. It has a generator of its own, so the searcher's stream does
+        # not depend on it, and it is part of the state.
+        self._design: list[dict[str, Any]] | None = None
         self._design_used = 0
         self._warm_n = -1  # own observations at the last re-weighting of the past
         self._agreement = 1.0  # how well the prior ranks own results (see _prior_agreement)
@@ -165,10 +163,11 @@ class BOHB(SuccessiveHalvingSearcher):
         }
 
     def state(self) -> dict[str, Any]:
-        return {**super().state(), "design_used": self._design_used}
+        return {**super().state(), "design": self._design, "design_used": self._design_used}
 
     def _restore(self, state: dict[str, Any]) -> None:
         super()._restore(state)
+        self._design = state.get("design")
         self._design_used = int(state.get("design_used", 0))
 
     @classmethod
@@ -281,9 +280,18 @@ class BOHB(SuccessiveHalvingSearcher):
         # How much the past counts now: all of it before any own result, then less as
         # own evidence grows, and nothing once the similarity model finds it misleading.
         trust = weight / (weight + n_own) if prior is not None and weight > 0 else 0.0
-        if self._design_used < len(self._design) and u_past < trust:
+        if self._design is None and trust > 0:
+            self._design = (
+                self.warm_start.initial_design(
+                    self.initial_design, rng=np.random.default_rng(self.seed)
+                )
+                if self.warm_start is not None
+                else []
+            )
+        design = self._design or []
+        if self._design_used < len(design) and u_past < trust:
             self._design_used += 1
-            return dict(self._design[self._design_used - 1])
+            return dict(design[self._design_used - 1])
         if u_random < self.random_fraction:
             return self.space.sample(self.rng)
         model = self.model()

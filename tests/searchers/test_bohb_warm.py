@@ -113,3 +113,15 @@ def test_state_round_trip_with_a_warm_start(similar, driver_cls):
     )
     b = BOHB.from_state(state, SPACE, warm_start=warm)
     assert [a.ask(f"n{i}") for i in range(6)] == [b.ask(f"n{i}") for i in range(6)]
+
+
+def test_a_single_past_task_earns_its_weight_from_evidence(driver_cls):
+    # One past task cannot calibrate the meta-feature kernel, so the past starts
+    # with no weight; the target's own results then show it is the same problem.
+    (same,) = [t for t in past(spread=0.0)][:1]
+    warm = WarmStart(space=SPACE, past_tasks=[same], meta_features={"s": 0.3}, seed=0)
+    searcher = BOHB(space=SPACE, seed=0, max_budget=MAX_BUDGET, warm_start=warm)
+    assert searcher.warm_start.weights.past[same.name] == 0.0
+    driver_cls(searcher, objective=objective, workers=2, max_budget=MAX_BUDGET).run(30)
+    assert searcher.warm_start.weights.past[same.name] > 0.5
+    assert searcher.state()["design"], "the design was drawn once the past had weight"
