@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 __all__ = ["RayAuthError", "connect_ray", "find_token"]
 
@@ -66,7 +67,7 @@ def connect_ray(
     kwargs: dict = {"address": target, "logging_level": logging.WARNING}
     if target in (None, "local"):
         kwargs.update(num_cpus=num_cpus, include_dashboard=dashboard)
-    ctx = ray.init(**kwargs)
+    ctx: Any = ray.init(**kwargs)
     url = getattr(ctx, "dashboard_url", None)
     return f"Ray at {ctx.address_info.get('gcs_address')}" + (
         f" (dashboard http://{url})" if url else ""

@@ -51,7 +51,13 @@ class ProgressPrinter(Callback):
         state["stream"] = None  # streams do not pickle; Tune pickles callbacks on restore
         return state
 
-    def setup(self, **info: Any) -> None:
+    def setup(
+        self,
+        stop: Any = None,
+        num_samples: int | None = None,
+        total_num_samples: int | None = None,
+        **info: Any,
+    ) -> None:
         self._start = time.monotonic()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any):

@@ -80,7 +80,7 @@ class IntParam(_Param):
         return self
 
     def contains(self, value: Any) -> bool:
-        return (
+        return bool(
             isinstance(value, (int, np.integer))
             and not isinstance(value, bool)
             and self.low <= value <= self.high
@@ -313,8 +313,9 @@ class SearchSpace(Mapping[str, FloatParam | IntParam | CategoricalParam]):
         import ConfigSpace as CS
 
         cs = CS.ConfigurationSpace(seed=seed)
-        hps = {}
+        hps: dict[str, Any] = {}
         for name, p in self._params.items():
+            hp: Any
             if isinstance(p, FloatParam):
                 hp = CS.UniformFloatHyperparameter(name, p.low, p.high, log=p.log)
             elif isinstance(p, IntParam):
@@ -323,9 +324,9 @@ class SearchSpace(Mapping[str, FloatParam | IntParam | CategoricalParam]):
                 hp = CS.CategoricalHyperparameter(name, list(p.choices))
             hps[name] = hp
         cs.add(list(hps.values()))
-        conditions = []
+        conditions: list[Any] = []
         for name, p in self._params.items():
-            parts = []
+            parts: list[Any] = []
             for parent, values in (p.when or {}).items():
                 parent_hp, child_hp = hps[parent], hps[name]
                 if len(values) == 1:

@@ -15,7 +15,8 @@ stay distinct). A parameter conditional on a categorical parent is nested in the
 parent's ``hp.choice`` branches for the values that activate it, so Hyperopt
 samples it only there; such parents may themselves be conditional (chains).
 
-Resuming is by replay (STYLE.md #3): the state is the ordered log of asks (with
+Resuming is by replay (STYLE.md #3, see
+:class:`~warmtune.searchers.replay.ReplayedSearcher`): the state is the ordered log of asks (with
 the seed each ``tpe.suggest`` call got, drawn from the searcher's own
 generator) and ends; a rebuilt searcher replays it through the same calls.
 """
@@ -29,13 +30,11 @@ import numpy as np
 from hyperopt import Trials, hp, tpe
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, STATUS_FAIL, STATUS_OK, Domain
 
-from warmtune.searchers.base import Observation, Searcher, Suggestion
+from warmtune.searchers.replay import ReplayedSearcher
 from warmtune.space import CategoricalParam, FloatParam, IntParam, SearchSpace
 
-_SEED_BOUND = 2**31 - 1
 
-
-class HyperOptTPE(Searcher):
+class HyperOptTPE(ReplayedSearcher[dict[str, Any]]):
     """Tree-structured Parzen estimator from Hyperopt (``hyperopt.tpe.suggest``).
 
     Lifecycle: :meth:`ask` runs ``tpe.suggest`` for one new trial document;
@@ -57,6 +56,7 @@ class HyperOptTPE(Searcher):
     """
 
     name = "hyperopt"
+    library = "hyperopt"
 
     def __init__(
         self,
@@ -78,98 +78,35 @@ class HyperOptTPE(Searcher):
         self._domain = Domain(lambda config: config, hyperopt_space(space))
         self._reset()
 
-    # Lifecycle --------------------------------------------------------------------
-    def ask(self, trial_id: str) -> Suggestion:
-        """Suggest a configuration with ``tpe.suggest``.
-
-        Raises:
-            ValueError: ``trial_id`` was asked for before; use a fresh id.
-        """
-        if trial_id in self._asked:
-            raise ValueError(f"trial id {trial_id!r} was already asked for; use a fresh id")
-        seed = int(self.rng.integers(_SEED_BOUND))
-        config = self._ask(trial_id, seed)
-        self._history.append({"ask": trial_id, "seed": seed, "config": config})
-        return Suggestion(trial_id=trial_id, config=dict(config))
-
-    def tell(self, observation: Observation) -> None:
-        """Keep the latest value of a running trial; Hyperopt hears it at the trial's end.
-
-        Results of trials this searcher did not start, or that already ended,
-        are ignored.
-        """
-        if observation.trial_id in self._running:
-            self._latest[observation.trial_id] = _finite_or_none(observation.value)
-
-    def on_trial_end(self, trial_id: str) -> None:
-        """Record the trial's last value, or a failure if it failed or never reported."""
-        if trial_id not in self._running:
-            return
-        value = self._latest.pop(trial_id, None)
-        self._end(trial_id, value)
-        self._history.append({"end": trial_id, "value": value})
-
     # State ------------------------------------------------------------------------
     def options(self) -> dict[str, Any]:
         return {"n_startup_jobs": self.n_startup_jobs}
 
-    def state(self) -> dict[str, Any]:
-        """The base state plus the event log and running trials' latest values."""
-        return {
-            **super().state(),
-            "space": self.space.signature(),
-            "history": [dict(event) for event in self._history],
-            "latest": dict(self._latest),
-        }
+    # Replay hooks -----------------------------------------------------------------
+    def _ask_event(self, trial_id: str) -> dict[str, Any]:
+        # tpe.suggest takes its seed per call: log it so that replay repeats the call.
+        return {"ask": trial_id, "seed": self._draw_seed()}
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        if state.get("space") != self.space.signature():
-            raise ValueError(
-                "this hyperopt state was saved for a different search space; "
-                "rebuild it with the space it was saved with, or start a fresh searcher"
-            )
-        self._reset()
-        for event in state["history"]:
-            if "ask" in event:
-                config = self._ask(event["ask"], int(event["seed"]))
-                if not _same_config(config, event["config"]):
-                    raise ValueError(
-                        f"replaying the saved hyperopt history gave trial {event['ask']!r} "
-                        f"the config {config} instead of the recorded {event['config']}; "
-                        "the state was probably written by another hyperopt version: "
-                        "resume with that version, or start a fresh searcher"
-                    )
-            else:
-                self._end(event["end"], event["value"])
-            self._history.append(dict(event))
-        self._latest.update({k: _finite_or_none(v) for k, v in state["latest"].items()})
-        # Last: replay drew nothing from self.rng (the seeds came from the log).
-        super()._restore(state)
-
-    # Internals --------------------------------------------------------------------
-    def _reset(self) -> None:
+    def _reset_library(self) -> None:
         self._trials = Trials()
-        self._history: list[dict[str, Any]] = []
-        self._asked: set[str] = set()
-        self._running: dict[str, dict[str, Any]] = {}  # trial id -> Hyperopt trial doc
-        self._latest: dict[str, float | None] = {}
 
-    def _ask(self, trial_id: str, seed: int) -> dict[str, Any]:
+    def _start_trial(self, event: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         new_ids = self._trials.new_trial_ids(1)
         self._trials.refresh()
         docs = tpe.suggest(
-            new_ids, self._domain, self._trials, seed, n_startup_jobs=self.n_startup_jobs
+            new_ids,
+            self._domain,
+            self._trials,
+            int(event["seed"]),
+            n_startup_jobs=self.n_startup_jobs,
         )
         self._trials.insert_trial_docs(docs)
         self._trials.refresh()
         # insert_trial_docs may copy the document; keep the stored one to fill in later.
         doc = next(d for d in reversed(self._trials.trials) if d["tid"] == new_ids[0])
-        self._asked.add(trial_id)
-        self._running[trial_id] = doc
-        return config_from_vals(self.space, doc["misc"]["vals"])
+        return config_from_vals(self.space, doc["misc"]["vals"]), doc
 
-    def _end(self, trial_id: str, value: float | None) -> None:
-        doc = self._running.pop(trial_id)
+    def _finish_trial(self, doc: dict[str, Any], value: float | None) -> None:
         if value is None:
             # As Ray's HyperOptSearch marks errored trials.
             doc["state"] = JOB_STATE_ERROR
@@ -267,17 +204,3 @@ def config_from_vals(space: SearchSpace, vals: dict[str, list[Any]]) -> dict[str
         else:
             config[name] = p.choices[int(v)]
     return config
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    # Observation.of already maps NaN/inf to None; a hand-built one may not have.
-    if value is None or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    # Strict: ``True == 1`` under ``==``, but they are different choices here.
-    if a.keys() != b.keys():
-        return False
-    return all(type(x) is type(b[k]) and x == b[k] for k, x in a.items())

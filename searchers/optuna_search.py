@@ -8,7 +8,8 @@ trial ends: Optuna's TPE models one value per trial, and the last value a trial
 reported (also when a scheduler stopped it early) is the one it is told, as Ray
 Tune's ``OptunaSearch`` does.
 
-Resuming is by replay (STYLE.md #3): the state is the ordered log of asks and
+Resuming is by replay (STYLE.md #3, see
+:class:`~warmtune.searchers.replay.ReplayedSearcher`): the state is the ordered log of asks and
 ends; a rebuilt searcher creates a fresh study with the same sampler seed and
 replays the log through the same ``study.ask`` / ``study.tell`` calls, which
 leaves the sampler exactly where the uninterrupted one was. Nothing of Optuna is
@@ -17,20 +18,17 @@ pickled, so a saved state stays readable.
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from warmtune.searchers.base import Observation, Searcher, Suggestion
+from warmtune.searchers.replay import ReplayedSearcher
 from warmtune.space import CategoricalParam, FloatParam, SearchSpace
 
-_SEED_BOUND = 2**31 - 1
 
-
-class OptunaTPE(Searcher):
+class OptunaTPE(ReplayedSearcher[int]):
     """Tree-structured Parzen estimator from Optuna (``optuna.samplers.TPESampler``).
 
     Lifecycle: :meth:`ask` starts an Optuna trial and suggests its parameters;
@@ -60,6 +58,7 @@ class OptunaTPE(Searcher):
     """
 
     name = "optuna"
+    library = "optuna"
 
     def __init__(
         self,
@@ -92,41 +91,11 @@ class OptunaTPE(Searcher):
         self.constant_liar = bool(constant_liar)
         # Drawn from our own generator so that even seed=None gives a sampler seed
         # that the state can record, and a resumed searcher replays exactly.
-        self._study_seed = int(self.rng.integers(_SEED_BOUND))
+        self._study_seed = self._draw_seed()
         self._choices = {
             name: _optuna_choices(p) for name, p in space.items() if isinstance(p, CategoricalParam)
         }
-        self._new_study()
-
-    # Lifecycle --------------------------------------------------------------------
-    def ask(self, trial_id: str) -> Suggestion:
-        """Start an Optuna trial and suggest its active parameters.
-
-        Raises:
-            ValueError: ``trial_id`` was asked for before; use a fresh id.
-        """
-        if trial_id in self._asked:
-            raise ValueError(f"trial id {trial_id!r} was already asked for; use a fresh id")
-        config = self._ask(trial_id)
-        self._history.append({"ask": trial_id, "config": config})
-        return Suggestion(trial_id=trial_id, config=dict(config))
-
-    def tell(self, observation: Observation) -> None:
-        """Keep the latest value of a running trial; the study hears it at the trial's end.
-
-        Results of trials this searcher did not start, or that already ended,
-        are ignored.
-        """
-        if observation.trial_id in self._running:
-            self._latest[observation.trial_id] = _finite_or_none(observation.value)
-
-    def on_trial_end(self, trial_id: str) -> None:
-        """Tell the study the trial's last value, or ``FAIL`` if it failed or never reported."""
-        if trial_id not in self._running:
-            return
-        value = self._latest.pop(trial_id, None)
-        self._end(trial_id, value)
-        self._history.append({"end": trial_id, "value": value})
+        self._reset()
 
     # State ------------------------------------------------------------------------
     def options(self) -> dict[str, Any]:
@@ -137,43 +106,17 @@ class OptunaTPE(Searcher):
             "constant_liar": self.constant_liar,
         }
 
-    def state(self) -> dict[str, Any]:
-        """The base state plus the sampler seed, the event log and running trials' values."""
-        return {
-            **super().state(),
-            "space": self.space.signature(),
-            "study_seed": self._study_seed,
-            "history": [dict(event) for event in self._history],
-            "latest": dict(self._latest),
-        }
+    # Replay hooks -----------------------------------------------------------------
+    def _extra_state(self) -> dict[str, Any]:
+        return {"study_seed": self._study_seed}
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        if state.get("space") != self.space.signature():
-            raise ValueError(
-                "this optuna state was saved for a different search space; "
-                "rebuild it with the space it was saved with, or start a fresh searcher"
-            )
+    def _restore_extra(self, state: dict[str, Any]) -> None:
         self._study_seed = int(state["study_seed"])
-        self._new_study()
-        for event in state["history"]:
-            if "ask" in event:
-                config = self._ask(event["ask"])
-                if not _same_config(config, event["config"]):
-                    raise ValueError(
-                        f"replaying the saved optuna history gave trial {event['ask']!r} "
-                        f"the config {config} instead of the recorded {event['config']}; "
-                        f"the state was probably written by another optuna version "
-                        f"(this is {optuna.__version__}): resume with that version, "
-                        "or start a fresh searcher"
-                    )
-            else:
-                self._end(event["end"], event["value"])
-            self._history.append(dict(event))
-        self._latest.update({k: _finite_or_none(v) for k, v in state["latest"].items()})
-        super()._restore(state)
 
-    # Internals --------------------------------------------------------------------
-    def _new_study(self) -> None:
+    def _version_note(self) -> str:
+        return f" (this is {optuna.__version__})"
+
+    def _reset_library(self) -> None:
         with warnings.catch_warnings():
             # ``group`` is experimental in Optuna 5; it is our deliberate choice.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -188,12 +131,9 @@ class OptunaTPE(Searcher):
         # those lines drown the progress report, so keep Optuna to warnings.
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._study = optuna.create_study(direction="minimize", sampler=sampler)
-        self._history: list[dict[str, Any]] = []
-        self._asked: set[str] = set()
-        self._running: dict[str, int] = {}  # trial id -> Optuna trial number
-        self._latest: dict[str, float | None] = {}
 
-    def _ask(self, trial_id: str) -> dict[str, Any]:
+    def _start_trial(self, event: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        # Define-by-run: only the parameters active given the values so far.
         trial = self._study.ask()
         config: dict[str, Any] = {}
         for name, p in self.space.items():
@@ -207,12 +147,9 @@ class OptunaTPE(Searcher):
                 config[name] = value if choices is p.choices else p.choices[value]
             else:
                 config[name] = int(trial.suggest_int(name, p.low, p.high, log=p.log))
-        self._asked.add(trial_id)
-        self._running[trial_id] = trial.number
-        return config
+        return config, trial.number
 
-    def _end(self, trial_id: str, value: float | None) -> None:
-        number = self._running.pop(trial_id)
+    def _finish_trial(self, number: int, value: float | None) -> None:
         if value is None:
             self._study.tell(number, state=TrialState.FAIL)
         else:
@@ -232,18 +169,3 @@ def _optuna_choices(p: CategoricalParam) -> Any:
     except TypeError:  # unhashable: cannot happen for JSON scalars, but stay safe
         distinct = False
     return p.choices if distinct else list(range(len(p.choices)))
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    # Observation.of already maps NaN/inf to None; a hand-built one may not have.
-    if value is None or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    # Strict: ``True == 1`` under ``==``, but they are different choices here. Floats
-    # survive a JSON round trip exactly, so exact equality is the right test.
-    if a.keys() != b.keys():
-        return False
-    return all(type(x) is type(b[k]) and x == b[k] for k, x in a.items())

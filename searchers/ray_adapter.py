@@ -92,7 +92,8 @@ class TuneSearcher(TuneSearcherBase):
 
     def new_promotion(self) -> str | None:
         """Ask the searcher for its next promotion and record it; return the trial id."""
-        suggestion = getattr(self.algorithm, "promotion", lambda: None)()
+        promotion: Any = getattr(self.algorithm, "promotion", None)
+        suggestion = promotion() if promotion is not None else None
         if suggestion is None:
             return None
         self.promote(suggestion.trial_id, suggestion.budget)
@@ -133,7 +134,9 @@ class TuneSearcher(TuneSearcherBase):
         }
 
     def set_state(self, state: dict) -> None:
-        extras = self.rebuild() if getattr(self, "rebuild", None) else {}
+        # __setstate__ sets `rebuild` before calling here; a plain construction has it.
+        rebuild = getattr(self, "rebuild", None)
+        extras = rebuild() if callable(rebuild) else {}
         self.algorithm = searcher_from_state(
             state["searcher"], SearchSpace(state["space"]), **extras
         )
@@ -246,9 +249,9 @@ class BudgetScheduler(TrialScheduler):
                 return trial
             if trial is None or trial.status not in (Trial.RUNNING, Trial.PENDING):
                 adapter.promotions.pop(trial_id)
-        trial_id = adapter.new_promotion()
-        if trial_id is not None and trial_id in by_id and by_id[trial_id].status == Trial.PAUSED:
-            return by_id[trial_id]
+        promoted = adapter.new_promotion()
+        if promoted is not None and promoted in by_id and by_id[promoted].status == Trial.PAUSED:
+            return by_id[promoted]
         for t in trials:
             if t.status == Trial.PENDING:
                 return t
