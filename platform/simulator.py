@@ -1,0 +1,633 @@
+"""The benchmark simulator: N asynchronous workers replayed as a discrete-event simulation.
+
+It drives the very same ask/tell searchers as the Ray adapters
+(:mod:`warmtune.searchers.base`), but instead of training it asks a *backend* (a
+surrogate or tabular benchmark) for each iteration's value and runtime, and
+advances a simulated clock by that runtime. Searchers therefore see the
+interleaving they would see on a cluster of ``workers`` machines, in seconds of
+real time.
+
+How a simulation runs:
+
+- Every free worker asks the searcher for work with a fresh trial id (``t0``,
+  ``t1``, ...). A :class:`~warmtune.searchers.base.Suggestion` runs from its start
+  iteration (0, or the progress of the trial named by ``resume_from``) up to its
+  budget (``None``: the backend's ``max_budget``), one iteration at a time.
+- Each iteration takes the backend's cost in simulated seconds. Its observation
+  is told to the searcher at the simulated moment it is reported, in time order
+  across all workers (ties: the order the iterations were scheduled in), so an
+  asynchronous searcher decides with exactly the results a cluster would have.
+- A segment ends when it reports at its budget or fails (value ``None`` or not
+  finite). :meth:`~warmtune.searchers.base.Searcher.on_trial_end` is called when
+  the trial will not continue: it reached ``max_budget``, it failed, or the
+  simulation stopped. A trial that reached a lower budget is *paused*: a
+  promotion may resume it later, from where it stopped.
+- When :meth:`~warmtune.searchers.base.Searcher.ask` returns ``None`` the worker
+  idles until the next report; when it returns ``None`` and no worker is busy,
+  the search is over.
+
+Limits, whichever comes first:
+
+- ``budget_ffe``: full-fidelity equivalents. Each reported iteration costs
+  ``1 / max_budget`` FFE, so one evaluation at full fidelity costs 1 FFE.
+- ``max_evaluations``: reported iterations (rows of the result).
+- ``max_time``: simulated seconds.
+
+At a limit the simulation *cuts* the work in flight rather than finishing it: the
+report that spends the last FFE (or evaluation) is the last one told, and the
+iterations other workers were computing at that moment are neither reported nor
+charged. Charging only what was reported keeps the anytime curve honest: every
+point of :meth:`SimulationResult.incumbent_trajectory` was paid for with exactly
+the FFE it is plotted at, whatever the number of workers. The cut trials end
+with ``on_trial_end``, as a cluster stops its trials when a job's budget runs out.
+
+The simulator owns no randomness except an optional runtime jitter drawn from
+its own generator (``seed``); ties in the event queue are broken by a sequence
+number, so the same searcher seed, backend and simulation seed give the same
+result, row for row.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from warmtune.searchers.base import Observation, Searcher, Suggestion
+from warmtune.space import CategoricalParam, SearchSpace
+
+__all__ = [
+    "Backend",
+    "BatchedBackend",
+    "ContractError",
+    "SimulationResult",
+    "SyntheticBackend",
+    "simulate",
+]
+
+#: Columns of :attr:`SimulationResult.evaluations`, in order.
+COLUMNS = [
+    "trial_id",
+    "config_json",
+    "budget",
+    "value",
+    "start_time",
+    "end_time",
+    "worker",
+    "segment",
+    "ffe_spent_so_far",
+]
+
+# Suggestion budgets are floats after rung arithmetic (27 * 3**-2 = 3.0000000000000004).
+_EPS = 1e-9
+
+
+# Backends -------------------------------------------------------------------------------
+@runtime_checkable
+class Backend(Protocol):
+    """What the simulator evaluates: one training iteration of a configuration.
+
+    ``evaluate(config, budget)`` returns ``(value, cost)`` for the report at
+    iteration ``budget`` (an int from 1 to ``max_budget``):
+
+    - ``value`` is minimised (negate accuracies); ``None`` or a non-finite value
+      is a failed trial, which the simulator tells and never resumes.
+    - ``cost`` is the simulated seconds it takes to go from iteration
+      ``budget - 1`` to ``budget``, not the cumulative runtime. A surrogate that
+      predicts cumulative time (LCBench reports ``time`` per epoch) returns
+      ``time(budget) - time(budget - 1)``; a tabular backend without runtimes
+      documents a cost model of its own, e.g. a constant cost per iteration
+      (its full training time divided by ``max_budget``), scaled by the model size.
+
+    The simulator calls ``evaluate`` for iterations in increasing order within a
+    segment, but a backend should not rely on it: a pure function of
+    ``(config, budget)`` is what makes simulations reproducible.
+
+    Attributes:
+        max_budget: the full fidelity, in training iterations.
+    """
+
+    max_budget: int
+
+    def evaluate(self, config: dict[str, Any], budget: int) -> tuple[float | None, float]:
+        """``(value to minimise or None, cost in seconds)`` of iteration ``budget``."""
+        ...
+
+
+@runtime_checkable
+class BatchedBackend(Backend, Protocol):
+    """A backend that can also evaluate a whole segment at once (one surrogate call).
+
+    The simulator prefers ``evaluate_many`` when a backend has it: it is called
+    once per segment with the iterations the segment will run, and must return
+    what ``evaluate`` would return for each. If the segment is cut short
+    (failure, end of the simulation), the extra results are discarded.
+    """
+
+    def evaluate_many(
+        self, config: dict[str, Any], budgets: Sequence[int]
+    ) -> Sequence[tuple[float | None, float]]:
+        """``[evaluate(config, b) for b in budgets]``, computed in one go."""
+        ...
+
+
+class SyntheticBackend:
+    """A multi-fidelity quadratic on any search space, with a fixed cost per iteration.
+
+    For tests and overhead measurements, not for benchmarks. Each active
+    parameter contributes ``(u - optimum) ** 2``, where ``u`` in ``[0, 1]`` is its
+    position on its own scale (log for log parameters, the choice's index for
+    categoricals); the value at iteration ``b`` adds ``1 / b``, so it improves with
+    budget like a learning curve and the ranking is the same at every budget.
+
+    Args:
+        space: the space the configurations come from.
+        max_budget: the full fidelity, in iterations.
+        cost_per_iteration: simulated seconds each iteration takes.
+        optimum: the position ``u`` of the best value of every parameter.
+    """
+
+    def __init__(
+        self,
+        *,
+        space: SearchSpace,
+        max_budget: int = 27,
+        cost_per_iteration: float = 1.0,
+        optimum: float = 0.3,
+    ) -> None:
+        if not isinstance(max_budget, int) or max_budget < 1:
+            raise ValueError(f"max_budget must be an int >= 1 iteration, got {max_budget!r}")
+        if not cost_per_iteration >= 0:
+            raise ValueError(f"cost_per_iteration must be >= 0 seconds, got {cost_per_iteration}")
+        self.space = space
+        self.max_budget = max_budget
+        self.cost_per_iteration = float(cost_per_iteration)
+        self.optimum = float(optimum)
+
+    def evaluate(self, config: dict[str, Any], budget: int) -> tuple[float, float]:
+        """The value at iteration ``budget`` and the cost of one iteration."""
+        return self.base_value(config) + 1.0 / budget, self.cost_per_iteration
+
+    def evaluate_many(
+        self, config: dict[str, Any], budgets: Sequence[int]
+    ) -> list[tuple[float, float]]:
+        """:meth:`evaluate` for each budget, with the configuration's part computed once."""
+        base, cost = self.base_value(config), self.cost_per_iteration
+        return [(base + 1.0 / b, cost) for b in budgets]
+
+    def base_value(self, config: dict[str, Any]) -> float:
+        """The value the learning curve converges to (``budget`` -> infinity)."""
+        return sum((self._position(name, v) - self.optimum) ** 2 for name, v in config.items())
+
+    def _position(self, name: str, value: Any) -> float:
+        p = self.space[name]
+        if isinstance(p, CategoricalParam):
+            return p.index(value) / max(len(p.choices) - 1, 1)
+        if p.high == p.low:
+            return 0.0
+        if p.log:
+            return math.log(value / p.low) / math.log(p.high / p.low)
+        return (value - p.low) / (p.high - p.low)
+
+
+# Results --------------------------------------------------------------------------------
+StopReason = Literal["exhausted", "budget_ffe", "max_evaluations", "max_time"]
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """What a simulation produced.
+
+    Attributes:
+        evaluations: one row per reported iteration, in the order they were told
+            (non-decreasing ``end_time``); columns :data:`COLUMNS`: ``trial_id``,
+            ``config_json`` (sorted keys), ``budget`` (the iteration), ``value``
+            (minimised; NaN for a failure), ``start_time`` / ``end_time`` of the
+            iteration in simulated seconds, ``worker``, ``segment`` (0 for a
+            trial's first run, +1 per resume) and ``ffe_spent_so_far``.
+        max_budget: the backend's full fidelity.
+        workers: how many workers were simulated.
+        seed: the simulation's seed.
+        stop_reason: ``"exhausted"`` (the searcher had nothing left), or the limit
+            that stopped it: ``"budget_ffe"``, ``"max_evaluations"``, ``"max_time"``.
+        end_time: simulated seconds at the stop (``max_time`` when that cut it).
+        ffe_spent: full-fidelity equivalents reported.
+    """
+
+    evaluations: pd.DataFrame
+    max_budget: int
+    workers: int
+    seed: int
+    stop_reason: StopReason
+    end_time: float
+    ffe_spent: float
+
+    def incumbent_trajectory(self, at_budget: float | Literal["max"] = "max") -> pd.DataFrame:
+        """The anytime curve: best value found at ``at_budget`` against FFE spent.
+
+        Only evaluations at that budget count (by default full fidelity, the
+        benchmark's regret), failures never do.
+
+        Returns:
+            One row per evaluation at the budget, in the order found, with columns
+            ``ffe`` (spent when it was reported), ``time`` (its ``end_time``),
+            ``value`` (the best so far) and ``trial_id`` (the incumbent's).
+        """
+        rows = self._at(at_budget)
+        best = rows["value"].cummin()
+        improved = rows["value"] < best.shift(1, fill_value=math.inf)
+        return pd.DataFrame(
+            {
+                "ffe": rows["ffe_spent_so_far"].to_numpy(),
+                "time": rows["end_time"].to_numpy(),
+                "value": best.to_numpy(),
+                "trial_id": rows["trial_id"].where(improved).ffill().to_numpy(),
+            }
+        )
+
+    def best_at(self, ffe: float, *, at_budget: float | Literal["max"] = "max") -> float:
+        """Best value at ``at_budget`` found with at most ``ffe`` spent (inf if none yet)."""
+        rows = self._at(at_budget)
+        values = rows["value"][rows["ffe_spent_so_far"] <= ffe + _EPS]
+        return float(values.min()) if len(values) else math.inf
+
+    def _at(self, at_budget: float | Literal["max"]) -> pd.DataFrame:
+        budget = self.max_budget if at_budget == "max" else at_budget
+        if isinstance(budget, str) or not 0 < budget <= self.max_budget:
+            raise ValueError(
+                f"at_budget must be 'max' or an iteration in 1..{self.max_budget}, "
+                f"got {at_budget!r}"
+            )
+        df = self.evaluations
+        return df[(df["budget"] == budget) & df["value"].notna()]
+
+
+class ContractError(RuntimeError):
+    """The searcher broke the ask/tell contract (:mod:`warmtune.searchers.base`)."""
+
+
+# The simulation -------------------------------------------------------------------------
+def simulate(
+    searcher: Searcher,
+    backend: Backend,
+    *,
+    workers: int,
+    budget_ffe: float | None = None,
+    max_evaluations: int | None = None,
+    max_time: float | None = None,
+    seed: int = 0,
+    jitter: float = 0.0,
+) -> SimulationResult:
+    """Run ``searcher`` on ``backend`` with ``workers`` simulated asynchronous workers.
+
+    See the module docstring for the event model and how limits cut the work in flight.
+
+    Args:
+        searcher: a freshly built ask/tell searcher (for multi-fidelity searchers,
+            built with ``max_budget=backend.max_budget``).
+        backend: what evaluates one iteration (see :class:`Backend`).
+        workers: how many trials run at once.
+        budget_ffe: stop once this many full-fidelity equivalents were reported.
+        max_evaluations: stop once this many iterations were reported.
+        max_time: stop at this simulated time (seconds).
+        seed: seed of the simulation's own generator (used only by ``jitter``).
+        jitter: spread of each iteration's runtime around the backend's cost
+            (sigma of a mean-preserving log-normal factor); 0 keeps costs exact.
+            Models machines of uneven speed and breaks the lock-step of
+            backends with constant costs.
+
+    Returns:
+        The :class:`SimulationResult`.
+
+    Raises:
+        ValueError: a bad argument or backend output (the message says the fix).
+        ContractError: the searcher broke the ask/tell contract.
+    """
+    _check_arguments(searcher, backend, workers, budget_ffe, max_evaluations, max_time, jitter)
+    limit_ffe = (
+        math.inf if budget_ffe is None else math.ceil(budget_ffe * backend.max_budget - _EPS)
+    )
+    limit_evaluations = math.inf if max_evaluations is None else max_evaluations
+    simulation = _Simulation(
+        searcher=searcher,
+        backend=backend,
+        workers=workers,
+        stop_after=min(limit_ffe, limit_evaluations),
+        max_time=math.inf if max_time is None else float(max_time),
+        rng=np.random.default_rng(seed) if jitter > 0 else None,
+        jitter=float(jitter),
+    )
+    ended = simulation.run()
+    reason: StopReason
+    if ended == "limit":
+        reason = "budget_ffe" if limit_ffe <= limit_evaluations else "max_evaluations"
+    elif ended == "max_time":
+        reason = "max_time"
+    else:
+        reason = "exhausted"
+    return SimulationResult(
+        evaluations=pd.DataFrame.from_records(simulation.rows, columns=COLUMNS),
+        max_budget=backend.max_budget,
+        workers=workers,
+        seed=seed,
+        stop_reason=reason,
+        end_time=simulation.now,
+        ffe_spent=simulation.reported / backend.max_budget,
+    )
+
+
+def _check_arguments(
+    searcher: Searcher,
+    backend: Backend,
+    workers: int,
+    budget_ffe: float | None,
+    max_evaluations: int | None,
+    max_time: float | None,
+    jitter: float,
+) -> None:
+    if not isinstance(searcher, Searcher):
+        raise ValueError(
+            f"searcher must be a warmtune Searcher, got {type(searcher).__name__}; "
+            "build one with warmtune.searchers.make_searcher"
+        )
+    max_budget = getattr(backend, "max_budget", None)
+    if not isinstance(max_budget, int) or isinstance(max_budget, bool) or max_budget < 1:
+        raise ValueError(f"backend.max_budget must be an int >= 1 (iterations), got {max_budget!r}")
+    if not callable(getattr(backend, "evaluate", None)):
+        raise ValueError("backend needs evaluate(config, budget) -> (value, cost)")
+    searcher_budget = getattr(searcher, "max_budget", None)
+    if searcher_budget is not None and abs(searcher_budget - max_budget) > _EPS:
+        raise ValueError(
+            f"the searcher's max_budget ({searcher_budget}) differs from the backend's "
+            f"({max_budget}); build it with make_searcher(..., max_budget=backend.max_budget)"
+        )
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    if budget_ffe is None and max_evaluations is None and max_time is None:
+        raise ValueError(
+            "give at least one limit: budget_ffe, max_evaluations or max_time "
+            "(most searchers never run out of suggestions)"
+        )
+    if budget_ffe is not None and not budget_ffe > 0:
+        raise ValueError(f"budget_ffe must be > 0 full-fidelity evaluations, got {budget_ffe}")
+    if max_evaluations is not None and (
+        isinstance(max_evaluations, bool)
+        or not isinstance(max_evaluations, int)
+        or max_evaluations < 1
+    ):
+        raise ValueError(f"max_evaluations must be an int >= 1, got {max_evaluations!r}")
+    if max_time is not None and not max_time > 0:
+        raise ValueError(f"max_time must be > 0 simulated seconds, got {max_time}")
+    if not 0 <= jitter < math.inf:
+        raise ValueError(f"jitter must be >= 0 (0 keeps the backend's costs), got {jitter}")
+
+
+class _Segment:
+    """One suggestion being run on one worker: iterations ``start + 1 .. target``."""
+
+    __slots__ = (
+        "trial_id",
+        "config",
+        "config_json",
+        "worker",
+        "segment",
+        "target",
+        "iteration",
+        "results",
+        "value",
+        "started",
+    )
+
+    def __init__(
+        self,
+        *,
+        trial_id: str,
+        config: dict[str, Any],
+        config_json: str,
+        worker: int,
+        segment: int,
+        target: int,
+        iteration: int,
+        results: Iterator[tuple[float | None, float]],
+    ) -> None:
+        self.trial_id = trial_id
+        self.config = config
+        self.config_json = config_json
+        self.worker = worker
+        self.segment = segment
+        self.target = target
+        self.iteration = iteration  # the iteration in flight
+        self.results = results
+        self.value: float | None = None  # the in-flight iteration's value, told when reported
+        self.started = 0.0
+
+
+@dataclass
+class _Trial:
+    """What the engine remembers of a trial between segments."""
+
+    config: dict[str, Any]
+    config_json: str
+    progress: int = 0  # last iteration reported
+    segments: int = 0
+    running: bool = False
+    failed: bool = False
+    ended: bool = False  # on_trial_end was called
+
+
+class _Simulation:
+    """The event loop; kept free of pandas so that the overhead per iteration stays small."""
+
+    def __init__(
+        self,
+        *,
+        searcher: Searcher,
+        backend: Backend,
+        workers: int,
+        stop_after: float,
+        max_time: float,
+        rng: np.random.Generator | None,
+        jitter: float,
+    ) -> None:
+        self.searcher = searcher
+        self.backend = backend
+        self.max_budget = backend.max_budget
+        self.stop_after = stop_after
+        self.max_time = max_time
+        self.rng = rng
+        self.jitter = jitter
+        self.batched = callable(getattr(backend, "evaluate_many", None))
+        self.idle = list(range(workers))  # a heap: the lowest free worker takes the next work
+        self.queue: list[tuple[float, int, _Segment]] = []
+        self.sequence = 0
+        self.now = 0.0
+        self.reported = 0
+        self.next_id = 0
+        self.trials: dict[str, _Trial] = {}
+        self.rows: list[tuple[Any, ...]] = []
+
+    def run(self) -> str:
+        """Simulate until a limit or until the searcher is out of work; returns why it stopped."""
+        self._fill()
+        reason = "exhausted"
+        while self.queue:
+            if self.queue[0][0] > self.max_time:
+                self.now, reason = self.max_time, "max_time"
+                break
+            self.now, _, segment = heapq.heappop(self.queue)
+            self._report(segment)
+            if self.reported >= self.stop_after:
+                reason = "limit"
+                break
+            if self.idle:
+                self._fill()
+        self._end_all()
+        return reason
+
+    # Asking ------------------------------------------------------------------------------
+    def _fill(self) -> None:
+        """Ask for work for every idle worker, until the searcher has none right now."""
+        while self.idle:
+            fresh = f"t{self.next_id}"
+            suggestion = self.searcher.ask(fresh)
+            if suggestion is None:
+                return  # asked again after the next report, when the searcher knows more
+            if suggestion.trial_id == fresh:
+                self.next_id += 1
+            self._launch(suggestion, heapq.heappop(self.idle))
+
+    def _launch(self, suggestion: Suggestion, worker: int) -> None:
+        trial, start = self._trial_for(suggestion)
+        target = self._target(suggestion, start)
+        trial.running = True
+        budgets = range(start + 1, target + 1)
+        if self.batched:
+            results = iter(self.backend.evaluate_many(trial.config, budgets))  # type: ignore[attr-defined]
+        else:
+            results = map(partial(self.backend.evaluate, trial.config), budgets)
+        segment = _Segment(
+            trial_id=suggestion.trial_id,
+            config=trial.config,
+            config_json=trial.config_json,
+            worker=worker,
+            segment=trial.segments,
+            target=target,
+            iteration=start + 1,
+            results=results,
+        )
+        trial.segments += 1
+        self._schedule(segment)
+
+    def _trial_for(self, suggestion: Suggestion) -> tuple[_Trial, int]:
+        """The trial a suggestion runs (checked against the contract) and its start iteration."""
+        tid, source = suggestion.trial_id, suggestion.resume_from
+        known = self.trials.get(tid)
+        if known is not None and known.running:
+            raise ContractError(f"the searcher handed out trial {tid!r} while it is still running")
+        if known is not None and source != tid:
+            raise ContractError(
+                f"the searcher reused trial id {tid!r} for a new trial; a new trial "
+                "takes the fresh id passed to ask(), a promotion sets resume_from"
+            )
+        if source is None:
+            config = dict(suggestion.config)
+            trial = _Trial(config=config, config_json=json.dumps(config, sort_keys=True))
+            self.trials[tid] = trial
+            return trial, 0
+        parent = self.trials.get(source)
+        if parent is None:
+            raise ContractError(f"trial {tid!r} resumes from {source!r}, which never ran")
+        if parent.failed:
+            raise ContractError(f"trial {tid!r} resumes from {source!r}, which failed")
+        if source == tid:  # a promotion: the paused trial continues from its checkpoint
+            return parent, parent.progress
+        # A new trial from another's checkpoint (PBT's exploit), with its own config.
+        config = dict(suggestion.config)
+        trial = _Trial(config=config, config_json=json.dumps(config, sort_keys=True))
+        trial.progress = parent.progress
+        self.trials[tid] = trial
+        return trial, parent.progress
+
+    def _target(self, suggestion: Suggestion, start: int) -> int:
+        if suggestion.budget is None:
+            target = self.max_budget
+        else:
+            target = min(math.ceil(suggestion.budget - _EPS), self.max_budget)
+        if target <= start:
+            raise ContractError(
+                f"trial {suggestion.trial_id!r} should run to budget {suggestion.budget} but "
+                f"its checkpoint is already at iteration {start} (max_budget {self.max_budget})"
+            )
+        return target
+
+    # Running -----------------------------------------------------------------------------
+    def _schedule(self, segment: _Segment) -> None:
+        """Start the segment's next iteration now; its report is due when its cost has passed."""
+        value, cost = next(segment.results)
+        if not 0.0 <= cost < math.inf:
+            raise ValueError(
+                f"backend returned cost {cost!r} for iteration {segment.iteration} of "
+                f"{segment.config_json}; a cost is the seconds from the previous iteration "
+                "to this one, finite and >= 0"
+            )
+        if self.rng is not None:
+            cost *= self.rng.lognormal(-0.5 * self.jitter**2, self.jitter)
+        segment.value, segment.started = value, self.now
+        self.sequence += 1
+        heapq.heappush(self.queue, (self.now + cost, self.sequence, segment))
+
+    def _report(self, segment: _Segment) -> None:
+        """Tell the in-flight iteration's result; then continue, pause or end the trial."""
+        iteration, tid = segment.iteration, segment.trial_id
+        observation = Observation.of(tid, segment.config, iteration, segment.value)
+        self.reported += 1
+        value = math.nan if observation.value is None else observation.value
+        self.rows.append(
+            (
+                tid,
+                segment.config_json,
+                iteration,
+                value,
+                segment.started,
+                self.now,
+                segment.worker,
+                segment.segment,
+                self.reported / self.max_budget,
+            )
+        )
+        trial = self.trials[tid]
+        trial.progress = iteration
+        self.searcher.tell(observation)
+        if observation.value is None:
+            trial.failed = True
+            self._finish(segment, trial, end=True)
+        elif iteration >= segment.target:
+            self._finish(segment, trial, end=iteration >= self.max_budget)
+        else:
+            segment.iteration += 1
+            self._schedule(segment)
+
+    def _finish(self, segment: _Segment, trial: _Trial, *, end: bool) -> None:
+        """The segment is over: free its worker; end the trial unless it may be resumed."""
+        trial.running = False
+        heapq.heappush(self.idle, segment.worker)
+        if end:
+            self._end(segment.trial_id, trial)
+
+    def _end(self, tid: str, trial: _Trial) -> None:
+        trial.ended = True
+        self.searcher.on_trial_end(tid)
+
+    def _end_all(self) -> None:
+        """At the stop, end every trial still running (cut) or paused, in the order they began."""
+        for tid, trial in self.trials.items():
+            if not trial.ended:
+                trial.running = False
+                self._end(tid, trial)
