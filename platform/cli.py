@@ -302,7 +302,11 @@ def trainables() -> None:
     from warmtune.trainables import BUILTIN
 
     for info in BUILTIN.values():
-        metrics = ", ".join(f"{m} ({mode})" for m, mode in (info.metrics or {}).items())
+        metrics = (
+            ", ".join(f"{m} ({mode})" for m, mode in info.metrics.items())
+            if info.metrics is not None
+            else "depend on the params (checked when the run starts)"
+        )
         click.echo(f"{info.name}: {info.description}\n    metrics: {metrics}")
 
 

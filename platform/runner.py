@@ -181,7 +181,7 @@ def _tuner(
             _quiet(info.load()),
             max_iterations=spec.budget.max_iterations,
             seed=spec.seed,
-            **spec.trainable.params,
+            **_validated_params(info, spec.trainable.params),
         ),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
@@ -241,6 +241,16 @@ def _tuner(
             verbose=0,
         ),
     )
+
+
+def _validated_params(info: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """The fixed params as the trainable's settings model normalises them (paths made
+    absolute, say), so that trials on Ray workers see what the driver checked."""
+    settings = info.load_settings()
+    if settings is None:
+        return dict(params)
+    checked = settings.model_validate(params).model_dump()
+    return {k: checked.get(k, v) for k, v in params.items()}
 
 
 def _quiet(fn: Any) -> Any:

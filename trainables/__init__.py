@@ -75,6 +75,24 @@ BUILTIN: dict[str, TrainableInfo] = {
             meta_features="warmtune.trainables.maml.trainable:sinusoid_meta_features",
         ),
         TrainableInfo(
+            name="yahpo",
+            target="warmtune.trainables.benchmarks.trainable:train_yahpo",
+            # Outputs differ between scenarios (lcbench: val_accuracy, time, ...;
+            # rbv2_*: acc, auc, logloss, ...), so the metric is checked at run time.
+            metrics=None,
+            settings="warmtune.trainables.benchmarks.trainable:YahpoSettings",
+            description="YAHPO Gym surrogate of any scenario folder (params.scenario, "
+            "params.instance); one iteration = one fidelity step",
+        ),
+        TrainableInfo(
+            name="nb201",
+            target="warmtune.trainables.benchmarks.trainable:train_nb201",
+            metrics={"accuracy": "max", "cost": "min"},
+            settings="warmtune.trainables.benchmarks.trainable:NB201Settings",
+            description="NAS-Bench-201 table lookup (cifar10, cifar100, imagenet16-120); "
+            "a single fidelity",
+        ),
+        TrainableInfo(
             name="quadratic",
             target="warmtune.trainables.quadratic:train_quadratic",
             metrics={"loss": "min"},
