@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from warmtune.cli_bench import bench
 from warmtune.cli_kb import kb
 from warmtune.spec import JobSpecError
 
@@ -311,6 +312,7 @@ def trainables() -> None:
 
 
 main.add_command(kb)
+main.add_command(bench)
 
 if __name__ == "__main__":
     main()
