@@ -61,7 +61,11 @@ class BOHB(SuccessiveHalvingSearcher):
             dissimilar past, which makes this a cold start). Overrides ``prior`` and
             ``prior_weight``. Not part of :meth:`state`: pass it again to
             :meth:`from_state`.
-        initial_design: how many configurations the warm start designs.
+        initial_design: how many configurations the warm start designs. In async mode
+            they run straight to ``max_budget``: they are already known to be good, and a
+            low rung would only delay the first full-budget result.
+        warm_design: use the warm start's initial design (an ablation switch).
+        warm_prior: use the warm start's prior (an ablation switch).
 
     Raises:
         ValueError: a missing ``max_budget`` or an option out of range.
@@ -89,6 +93,8 @@ class BOHB(SuccessiveHalvingSearcher):
         prior_weight: float = 10.0,
         warm_start: WarmStart | None = None,
         initial_design: int = 5,
+        warm_design: bool = True,
+        warm_prior: bool = True,
     ) -> None:
         super().__init__(
             space=space,
@@ -135,6 +141,8 @@ class BOHB(SuccessiveHalvingSearcher):
         self.prior_weight = prior_weight
         self.warm_start = warm_start
         self.initial_design = initial_design
+        self.warm_design = bool(warm_design)
+        self.warm_prior = bool(warm_prior)
         # The design is drawn once, the first time the past has any weight: at once
         # when meta-features make a past task similar, else after the own results
         # show one is. It has a generator of its own, so the searcher's stream does
@@ -160,6 +168,8 @@ class BOHB(SuccessiveHalvingSearcher):
             "min_bandwidth": self.min_bandwidth,
             "prior_weight": self.prior_weight,
             "initial_design": self.initial_design,
+            "warm_design": self.warm_design,
+            "warm_prior": self.warm_prior,
         }
 
     def state(self) -> dict[str, Any]:
@@ -222,6 +232,13 @@ class BOHB(SuccessiveHalvingSearcher):
         """The prior and its worth in observations: the warm start's when there is one."""
         if self.warm_start is None:
             return self.prior, self.prior_weight
+        strength = self._past_strength(self.warm_start)
+        if not self.warm_prior:
+            return None, 0.0
+        return _GoodRegion(self.warm_start), strength
+
+    def _past_strength(self, warm_start: WarmStart) -> float:
+        """What the warm start's past is worth in own observations now (re-weighted when due)."""
         own = [
             (self.trial_config(tid), value, budget)
             for budget, results in self.results_by_budget().items()
@@ -233,11 +250,31 @@ class BOHB(SuccessiveHalvingSearcher):
         # the weights little and would cost a similarity pass per suggestion.
         if len(own) >= self._warm_n + max(1, self._warm_n // 10):
             configs, values, budgets = zip(*own, strict=True) if own else ((), (), ())
-            self.warm_start.update(configs=configs, values=values, budgets=budgets)
+            warm_start.update(configs=configs, values=values, budgets=budgets)
             self._warm_n = len(own)
             self._agreement = self._prior_agreement(own)
-        strength = self.warm_start.weights.prior_strength * self._agreement
-        return _GoodRegion(self.warm_start), strength
+        return warm_start.weights.prior_strength * self._agreement
+
+    def _draw_design(self) -> None:
+        if self.warm_start is not None and self.warm_design:
+            self._design = self.warm_start.initial_design(
+                self.initial_design, rng=np.random.default_rng(self.seed)
+            )
+        else:
+            self._design = []
+
+    def _full_budget_config(self) -> dict[str, Any] | None:
+        if self.warm_start is None or not self.warm_design:
+            return None
+        if self._design is None:
+            if self._past_strength(self.warm_start) <= 0:
+                return None  # the past has no say yet; asked again on the next ask
+            self._draw_design()
+        design = self._design or []
+        if self._design_used < len(design):
+            self._design_used += 1
+            return dict(design[self._design_used - 1])
+        return None
 
     def _prior_agreement(self, own: list[tuple[dict[str, Any], float, float]]) -> float:
         """How well the prior's good region separates own good results from bad ones.
@@ -281,13 +318,7 @@ class BOHB(SuccessiveHalvingSearcher):
         # own evidence grows, and nothing once the similarity model finds it misleading.
         trust = weight / (weight + n_own) if prior is not None and weight > 0 else 0.0
         if self._design is None and trust > 0:
-            self._design = (
-                self.warm_start.initial_design(
-                    self.initial_design, rng=np.random.default_rng(self.seed)
-                )
-                if self.warm_start is not None
-                else []
-            )
+            self._draw_design()
         design = self._design or []
         if self._design_used < len(design) and u_past < trust:
             self._design_used += 1

@@ -182,6 +182,15 @@ class SuccessiveHalvingSearcher(Searcher):
     def _new_config(self, budget: float) -> dict[str, Any]:
         """A new configuration to start at ``budget`` (valid in ``self.space``)."""
 
+    def _full_budget_config(self) -> dict[str, Any] | None:
+        """A configuration to run straight to the full budget, skipping the rungs below.
+
+        Async mode only, asked before any promotion. For configurations already known
+        to be good (a warm start's portfolio), where a low-budget rung would only delay
+        the first full-budget result. None (the default) starts nothing this way.
+        """
+        return None
+
     # Searcher API ---------------------------------------------------------------------
     def options(self) -> dict[str, Any]:
         return {
@@ -194,6 +203,9 @@ class SuccessiveHalvingSearcher(Searcher):
 
     def ask(self, trial_id: str) -> Suggestion | None:
         if self.mode == "async":
+            direct = self._full_budget_config()
+            if direct is not None:
+                return self._start(trial_id, 0, config=direct, rung=-1)
             return self._promotion_async() or self._start(trial_id, 0)
         return self._ask_sync(trial_id)
 
@@ -281,16 +293,26 @@ class SuccessiveHalvingSearcher(Searcher):
         trial.last = None
         self._brackets[trial.bracket].rungs[trial.rung].results[trial_id] = None
 
-    def _start(self, trial_id: str, bracket: int) -> Suggestion:
+    def _start(
+        self,
+        trial_id: str,
+        bracket: int,
+        *,
+        config: dict[str, Any] | None = None,
+        rung: int = 0,
+    ) -> Suggestion:
+        """A new trial in ``bracket`` at its rung ``rung`` (-1: the full budget)."""
         if trial_id in self._trials:
             raise ValueError(
                 f"trial id {trial_id!r} was handed out before; the engine must offer a fresh id"
             )
-        rung = self._brackets[bracket].rungs[0]
-        config = self.space.validate(self._new_config(rung.budget))
-        self._trials[trial_id] = _Trial(config=config, bracket=bracket, rung=0)
-        rung.members.append(trial_id)
-        return Suggestion(trial_id=trial_id, config=dict(config), budget=rung.budget)
+        rungs = self._brackets[bracket].rungs
+        index = rung % len(rungs)
+        rung_ = rungs[index]
+        config = self.space.validate(self._new_config(rung_.budget) if config is None else config)
+        self._trials[trial_id] = _Trial(config=config, bracket=bracket, rung=index)
+        rung_.members.append(trial_id)
+        return Suggestion(trial_id=trial_id, config=dict(config), budget=rung_.budget)
 
     def _promote(self, trial_id: str, bracket: int, to_rung: int) -> Suggestion:
         trial = self._trials[trial_id]

@@ -5,11 +5,12 @@ into two things a TPE/BOHB searcher can use:
 
 * :meth:`WarmStart.initial_design`: a *portfolio* of past configurations, projected into
   the current space. Candidates are the best configurations of each past task with a
-  positive weight; each is scored on every weighted task by that task's surrogate (its
-  true rank on its own task). The portfolio is chosen greedily: each next configuration
-  is the one that most lowers ``sum_t w_t * min_{c in portfolio} rank_t(c)``, the
-  similarity-weighted best normalised rank per task (zero-shot greedy selection,
-  weighted by task similarity). The first pick is therefore the configuration with the
+  positive weight; each is scored on every weighted task by its measured rank where
+  that task evaluated it, else by that task's surrogate. The portfolio is chosen
+  greedily: each next configuration is the one that most lowers
+  ``sum_t w_t * min_{c in portfolio} rank_t(c)``, the similarity-weighted best
+  normalised rank per task (zero-shot greedy selection, weighted by task
+  similarity). The first pick is therefore the configuration with the
   best weighted average rank: the design starts exactly where zero-shot transfer would.
 * A *prior* over good and bad configurations: per past task, a kernel density estimate
   over its top ``good_fraction`` (good) and the rest (bad) in the unit-scaled current
@@ -159,6 +160,9 @@ class WarmStart:
             split at the same quantile.
         max_points: at most this many good and this many bad points per task in the
             densities (rank-stratified subsets), a speed knob.
+        uniform_weights: weigh every past task equally in the design and the prior (an
+            ablation of the similarity model); what the past is worth as a whole is
+            still the similarity model's ``prior_strength``.
 
     Raises:
         ValueError: no past tasks, a similarity over other tasks, or a bad fraction.
@@ -174,6 +178,7 @@ class WarmStart:
         seed: int | None = None,
         good_fraction: float = 0.15,
         max_points: int = 256,
+        uniform_weights: bool = False,
     ) -> None:
         if not isinstance(space, SearchSpace):
             raise ValueError(f"space must be a SearchSpace, got {type(space).__name__}")
@@ -199,11 +204,13 @@ class WarmStart:
         self.meta_features = dict(meta_features or {})
         self.good_fraction = float(good_fraction)
         self.max_points = int(max_points)
+        self.uniform_weights = bool(uniform_weights)
         self.similarity = similarity
         self.rng = np.random.default_rng(seed)
         self._tasks = list(past_tasks)
         self._layout = _Layout.of(space)
         goods, bads, self._top = [], [], []
+        self._measured: list[dict[str, float]] = []
         for task in self._tasks:
             final = task.final_indices()
             values, budgets = task.values[final], task.budgets[final]
@@ -219,6 +226,11 @@ class WarmStart:
             ranks = _rank01(values)
             # Best first, as (config, normalised rank on its own task): design candidates.
             self._top.append([(task.configs[final[i]], float(ranks[i])) for i in order])
+            # Every measured rank by configuration: a candidate from another task that
+            # this one also evaluated is scored by measurement, not by its surrogate.
+            self._measured.append(
+                {json.dumps(task.configs[final[i]], sort_keys=True): float(ranks[i]) for i in order}
+            )
         self._good = _Kde(self._layout, goods)
         self._bad = _Kde(self._layout, bads)
         self._own: dict[str, list[Any]] = {"configs": [], "values": [], "budgets": []}
@@ -263,7 +275,10 @@ class WarmStart:
         return self._weights.weight_of_past(n_own)
 
     def _task_weights(self) -> np.ndarray:
-        return np.array([self._weights.past[t.name] for t in self._tasks])
+        w = np.array([self._weights.past[t.name] for t in self._tasks])
+        if self.uniform_weights and (w > 0).any():
+            return np.full(len(w), 1.0 / len(w))
+        return w
 
     # -- initial design -----------------------------------------------------------------
     def initial_design(
@@ -305,6 +320,11 @@ class WarmStart:
         scores = self.similarity.predict_ranks(space=self.space, configs=partials)
         for c, (t, rank) in enumerate(origin):
             scores[t, c] = rank  # measured beats predicted
+        for t, measured in enumerate(self._measured):
+            for c, partial in enumerate(partials):
+                rank = measured.get(json.dumps(partial, sort_keys=True))
+                if rank is not None:
+                    scores[t, c] = rank
         active = w > 0
         scores, wa = scores[active], w[active]
         best = np.ones(len(wa))
@@ -386,6 +406,7 @@ class WarmStart:
             "seed": self.seed,
             "good_fraction": self.good_fraction,
             "max_points": self.max_points,
+            "uniform_weights": self.uniform_weights,
             "own": self._own,
             "rng": dict(self.rng.bit_generator.state),
         }
@@ -418,6 +439,7 @@ class WarmStart:
             seed=state["seed"],
             good_fraction=state["good_fraction"],
             max_points=state["max_points"],
+            uniform_weights=state.get("uniform_weights", False),
         )
         own = state["own"]
         if own["configs"]:

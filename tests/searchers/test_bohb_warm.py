@@ -125,3 +125,39 @@ def test_a_single_past_task_earns_its_weight_from_evidence(driver_cls):
     driver_cls(searcher, objective=objective, workers=2, max_budget=MAX_BUDGET).run(30)
     assert searcher.warm_start.weights.past[same.name] > 0.5
     assert searcher.state()["design"], "the design was drawn once the past had weight"
+
+
+def test_the_design_runs_straight_to_the_full_budget(similar):
+    searcher = bohb(0, *similar)
+    asks = [searcher.ask(f"t{i}") for i in range(searcher.initial_design + 2)]
+    design = asks[: searcher.initial_design]
+    assert [a.budget for a in design] == [MAX_BUDGET] * len(design)
+    assert [a.config for a in design] == searcher.state()["design"]
+    # After the design, new configurations start at the lowest rung again.
+    assert all(a.budget < MAX_BUDGET for a in asks[searcher.initial_design :])
+    # Synchronous brackets keep Hyperband's shape: the design starts at a bracket's rung.
+    sync = BOHB(
+        space=SPACE, seed=0, max_budget=MAX_BUDGET, mode="sync",
+        warm_start=WarmStart(space=SPACE, past_tasks=similar[0], similarity=similar[1],
+                             meta_features={"s": 0.3}, seed=0),
+    )  # fmt: skip
+    assert sync.ask("s0").budget < MAX_BUDGET
+
+
+def test_ablation_switches(similar):
+    tasks, sim = similar
+
+    def make(**options):
+        warm = WarmStart(
+            space=SPACE, past_tasks=tasks, similarity=sim, meta_features={"s": 0.3}, seed=0
+        )
+        return BOHB(space=SPACE, seed=0, max_budget=MAX_BUDGET, warm_start=warm, **options)
+
+    prior_only = make(warm_design=False)
+    assert prior_only.ask("t0").budget < MAX_BUDGET
+    assert prior_only.state()["design"] in (None, [])
+    design_only = make(warm_prior=False)
+    assert design_only.ask("t0").budget == MAX_BUDGET
+    assert design_only._prior() == (None, 0.0)  # noqa: SLF001 - the switch's whole effect
+    state = json.loads(json.dumps(design_only.state()))
+    assert state["options"]["warm_prior"] is False and state["options"]["warm_design"] is True

@@ -226,3 +226,35 @@ def test_timing_design_and_densities(fam):
         f"\nWarmStart (8 tasks x 120 obs): initial_design(10) {1e3 * (t1 - t0):.1f} ms, "
         f"good+bad density at 64 configs {1e3 * (t2 - t1):.1f} ms"
     )
+
+
+def test_design_scores_shared_configurations_by_measurement():
+    # Every task evaluated the same configurations: the first pick must be the one with
+    # the best measured average rank (zero-shot's), not a surrogate's guess.
+    x = np.random.default_rng(3).uniform(size=(40, 3))
+    configs = as_configs(x)
+    tasks = [
+        PastTask(name=f"t{k}", meta_features={}, space=SPACE, configs=configs,
+                 values=f(x, center(s)) + np.random.default_rng(k).normal(0, 0.05, len(x)))
+        for k, s in enumerate((0.2, 0.4, 0.6))
+    ]  # fmt: skip
+    warm = WarmStart(space=SPACE, past_tasks=tasks, seed=0)
+    w = np.array([warm.weights.past[t.name] for t in tasks])
+    ranks = np.array([(np.argsort(np.argsort(t.values)) / (len(x) - 1)) for t in tasks])
+    best = int(np.argmin(w @ ranks))
+    assert warm.initial_design(3)[0] == configs[best]
+
+
+def test_uniform_weights_ablation(fam):
+    tasks, sim = fam
+    warm = WarmStart(
+        space=SPACE, past_tasks=tasks, similarity=sim, meta_features={"s": 0.0}, seed=0,
+        uniform_weights=True,
+    )  # fmt: skip
+    assert np.allclose(warm._task_weights(), 1.0 / len(tasks))  # noqa: SLF001
+    similar = WarmStart(
+        space=SPACE, past_tasks=tasks, similarity=sim, meta_features={"s": 0.0}, seed=0
+    )
+    assert not np.allclose(similar._task_weights(), 1.0 / len(tasks))  # noqa: SLF001
+    back = WarmStart.from_state(json.loads(json.dumps(warm.state())), past_tasks=tasks)
+    assert back.uniform_weights
