@@ -14,10 +14,18 @@ Benchmarks (:func:`load_benchmark`):
   whose cost is :func:`~warmtune.trainables.benchmarks.nb201.evaluation_cost`.
 
 Protocol, leave-one-task-out: for a target task, the knowledge base is every *other*
-task of the benchmark, each with the same :data:`KB_CONFIGS` random configurations
-evaluated at full fidelity (seed :data:`KB_SEED`). The same configurations on every
-task make the zero-shot portfolio well defined: a configuration's average normalised
-rank across the past tasks needs its value on each of them.
+task of the benchmark. Two kinds of past (``past=``):
+
+* ``random`` (default, comparable with published transfer baselines): each other task
+  with the same :data:`KB_CONFIGS` random configurations evaluated at full fidelity
+  (seed :data:`KB_SEED`). The same configurations on every task make the zero-shot
+  portfolio exact: a configuration's average normalised rank across the past tasks.
+* ``searches`` (what users' knowledge bases hold): each other task with the
+  observations of one earlier simulated cold BOHB search of :data:`PAST_SEARCH_FFE`
+  full-fidelity equivalents (seed :data:`KB_SEED`, one worker): multi-fidelity, and
+  different configurations on every task. Zero-shot then ranks each task's
+  full-fidelity configurations on the other tasks by their surrogates
+  (:meth:`~warmtune.searchers.similarity.TaskSimilarity.predict_ranks`).
 
 Normalised regret at a budget of ``b`` full-fidelity equivalents (FFE)::
 
@@ -25,12 +33,27 @@ Normalised regret at a budget of ``b`` full-fidelity equivalents (FFE)::
 
 in the metric's natural direction, where ``y*`` and ``y_median`` are the best and the
 median of :data:`REFERENCE_CONFIGS` random configurations of the task at full
-fidelity (seed :data:`REFERENCE_SEED`), and ``y_best(b)`` the best full-fidelity value
-the method reported with at most ``b`` FFE spent. 0 is the reference best, 1 is a
-median configuration; a method can beat the sampled optimum, so slightly negative
-values are possible. Before its first full-fidelity result a method has no incumbent:
-its ``best_value`` and ``normalized_regret`` are NaN (tables and plots average the
-runs that have one).
+fidelity (seed :data:`REFERENCE_SEED`; nb201: all 15,625 architectures, so ``y*`` is the
+true optimum), and ``y_best(b)`` the best full-fidelity value the method reported with
+at most ``b`` FFE spent. 0 is the reference best, 1 is a median configuration; a method
+can beat the sampled optimum, so slightly negative values are possible. Before its
+first full-fidelity result a method has no incumbent: its ``best_value`` is NaN and its
+``normalized_regret`` counts as 1 (a median configuration, what a guess is worth), so
+that averages over runs do not flatter methods that reach full fidelity late;
+``has_incumbent`` tells such rows apart.
+
+FFE are counted as iterations are *reported*, across all workers: with ``N`` workers,
+``N`` trials share the clock, so a full-fidelity result arrives later in FFE than with
+one worker. Published references are sequential (``--workers 1``).
+
+Per run, ``runs.csv`` also holds ``evals_to_target``: full-fidelity results reported up
+to and including the first within ``target_gap`` (metric units, absolute) of ``y*``
+(the NAS-Bench-201 measure: 0.5 percentage points of test accuracy).
+
+Method comparisons (``comparison.csv``, in ``summary.md``): per budget, bohb-warm's
+regret minus each other method's, paired over (task, seed), with a 95 % t-interval;
+``no_harm.csv``: per task, bohb-warm's and cold bohb's final regret and seed-to-seed
+standard deviations.
 
 Knowledge bases and references are cached as Parquet in the cache folder
 (default ``OUT/cache``), keyed by benchmark, task, metric, size and seed.
@@ -44,6 +67,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -67,22 +91,32 @@ __all__ = [
     "run_bench",
 ]
 
-#: Methods ``warmtune bench`` knows, in report order.
+#: Methods ``warmtune bench`` knows, in report order. ``bohb-warm-design`` uses only the
+#: warm start's initial design, ``bohb-warm-prior`` only its prior, ``bohb-warm-uniform``
+#: both with every past task weighted equally (ablations of ``bohb-warm``).
 ALL_METHODS = (
     "random",
     "hyperband",
     "asha",
     "bohb",
     "bohb-warm",
+    "bohb-warm-design",
+    "bohb-warm-prior",
+    "bohb-warm-uniform",
     "zeroshot",
     "optuna",
     "hyperopt",
 )
+WARM_METHODS = ("bohb-warm", "bohb-warm-design", "bohb-warm-prior", "bohb-warm-uniform", "zeroshot")
+#: The kinds of past a knowledge base can hold (see the module docstring).
+PASTS = ("random", "searches")
+#: Budget of each earlier simulated search in a ``searches`` past.
+PAST_SEARCH_FFE = 20.0
 #: Random configurations per past task in the knowledge base, and their seed.
 KB_CONFIGS = 100
 KB_SEED = 0
 #: Random configurations that define ``y*`` and ``y_median`` of a task, and their seed.
-REFERENCE_CONFIGS = 2000
+REFERENCE_CONFIGS = 20_000
 REFERENCE_SEED = 12345
 #: Budgets (FFE) the summary reports, capped at the run's budget.
 BUDGET_GRID = (1, 2, 5, 10, 20)
@@ -185,6 +219,10 @@ class Benchmark:
         backend: task -> a simulator backend.
         full_values: (task, configs) -> metric at full fidelity, natural direction.
         default_tasks: targets run when ``--tasks`` is not given.
+        reference_configs: every configuration of the space when it is small enough to
+            enumerate (nb201): the reference is then exhaustive.
+        target_gap: the ``evals_to_target`` tolerance, in metric units.
+        source: :func:`load_benchmark`'s arguments, so worker processes can rebuild it.
     """
 
     name: str
@@ -196,6 +234,9 @@ class Benchmark:
     backend: Callable[[str], Any]
     full_values: Callable[[str, Sequence[Mapping[str, Any]]], np.ndarray]
     default_tasks: list[str] = field(default_factory=list)
+    reference_configs: list[dict[str, Any]] | None = None
+    target_gap: float = 0.5
+    source: dict[str, Any] = field(default_factory=dict)
 
     def minimised(self, values: np.ndarray) -> np.ndarray:
         """Values in the direction the searchers minimise."""
@@ -215,6 +256,21 @@ def load_benchmark(
     Raises:
         ValueError: an unknown benchmark, missing data, or a bad metric/fidelity.
     """
+    source = {"spec": spec, "data_dir": data_dir, "metric": metric, "mode": mode}
+    source["fidelity"] = fidelity
+    bench = _load(spec, data_dir=data_dir, metric=metric, mode=mode, fidelity=fidelity)
+    bench.source = source
+    return bench
+
+
+def _load(
+    spec: str,
+    *,
+    data_dir: str | Path | None,
+    metric: str | None,
+    mode: str | None,
+    fidelity: str | None,
+) -> Benchmark:
     if mode is not None and mode not in ("min", "max"):
         raise ValueError(f"--mode must be 'min' or 'max', got {mode!r}")
     if spec == "lcbench":
@@ -310,7 +366,7 @@ class _FixedFidelity:
 
 
 def _nb201(data_dir: Path, dataset: str) -> Benchmark:
-    from warmtune.trainables.benchmarks.nb201 import NB201Table, search_space
+    from warmtune.trainables.benchmarks.nb201 import NB201Table, all_archs, search_space
 
     if dataset not in _NB201_DATASETS:
         raise ValueError(f"unknown nb201 dataset {dataset!r}; use one of {list(_NB201_DATASETS)}")
@@ -325,6 +381,7 @@ def _nb201(data_dir: Path, dataset: str) -> Benchmark:
         backend=lambda task: NB201Backend(table, task),
         full_values=lambda task, configs: table.accuracies(configs, task),
         default_tasks=[dataset],
+        reference_configs=all_archs(),
     )
 
 
@@ -352,46 +409,107 @@ def task_values(
     configs = sample_configs(bench.space, n, seed)
     values = np.asarray(bench.full_values(task, configs), dtype=float)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(
+        frame = pd.DataFrame(
             {"config_json": [json.dumps(c, sort_keys=True) for c in configs], "value": values}
-        ).to_parquet(path, index=False)
+        )
+        _write_atomically(frame, path)
     return configs, values
+
+
+def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
+    """Write a cache file so that a concurrent reader sees all of it or none of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
 
 
 def reference(
     bench: Benchmark, task: str, *, n: int = REFERENCE_CONFIGS, cache_dir: Path | None = None
 ) -> tuple[float, float]:
     """``(y*, y_median)`` of ``task`` in the metric's natural direction."""
-    _, values = task_values(bench, task, n=n, seed=REFERENCE_SEED, cache_dir=cache_dir)
+    if bench.reference_configs is not None:
+        values = np.asarray(bench.full_values(task, bench.reference_configs), dtype=float)
+    else:
+        _, values = task_values(bench, task, n=n, seed=REFERENCE_SEED, cache_dir=cache_dir)
     values = values[np.isfinite(values)]
     best = values.min() if bench.mode == "min" else values.max()
     return float(best), float(np.median(values))
 
 
 def knowledge_base(
-    bench: Benchmark, target: str, *, n: int = KB_CONFIGS, cache_dir: Path | None = None
+    bench: Benchmark,
+    target: str,
+    *,
+    n: int = KB_CONFIGS,
+    cache_dir: Path | None = None,
+    past: str = "random",
 ) -> list[Any]:
-    """The past tasks of ``target``: every other task, ``n`` random configs each."""
+    """The past tasks of ``target``: every other task, as ``past`` says (see :data:`PASTS`)."""
     from warmtune.searchers.similarity import PastTask
 
-    past = []
+    if past not in PASTS:
+        raise ValueError(f"--past must be one of {list(PASTS)}, got {past!r}")
+    tasks = []
     for task in bench.tasks:
         if task == target:
             continue
-        configs, values = task_values(bench, task, n=n, seed=KB_SEED, cache_dir=cache_dir)
-        past.append(
+        if past == "random":
+            configs, values = task_values(bench, task, n=n, seed=KB_SEED, cache_dir=cache_dir)
+            budgets = np.full(len(values), float(bench.max_budget))
+        else:
+            configs, values, budgets = past_search(bench, task, cache_dir=cache_dir)
+        tasks.append(
             PastTask(
                 name=str(task),
                 meta_features={},
                 space=bench.space,
                 configs=configs,
                 values=values,
+                budgets=budgets,
                 max_budget=bench.max_budget,
                 mode=bench.mode,
             )
         )
-    return past
+    return tasks
+
+
+def past_search(
+    bench: Benchmark, task: str, *, cache_dir: Path | None
+) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+    """An earlier simulated search on ``task``: the end of each segment of a cold BOHB run.
+
+    Values are in the metric's natural direction. Cached like :func:`task_values`.
+    """
+    path = None
+    if cache_dir is not None:
+        safe = f"{bench.name}-{task}-{bench.metric}-bohb{PAST_SEARCH_FFE:g}-s{KB_SEED}"
+        path = cache_dir / f"{safe.replace('/', '_')}.parquet"
+        if path.is_file():
+            df = pd.read_parquet(path)
+            return (
+                [json.loads(c) for c in df["config_json"]],
+                df["value"].to_numpy(dtype=float),
+                df["budget"].to_numpy(dtype=float),
+            )
+    searcher = make_searcher("bohb", space=bench.space, seed=KB_SEED, max_budget=bench.max_budget)
+    result = simulate(searcher, bench.backend(task), workers=1, budget_ffe=PAST_SEARCH_FFE)
+    ev = result.evaluations.dropna(subset=["value"])
+    ends = ev.groupby(["trial_id", "segment"], sort=False).tail(1)
+    df = pd.DataFrame(
+        {
+            "config_json": ends["config_json"].to_numpy(),
+            "value": bench.minimised(ends["value"].to_numpy(dtype=float)),  # back to natural
+            "budget": ends["budget"].to_numpy(dtype=float),
+        }
+    )
+    if path is not None:
+        _write_atomically(df, path)
+    return (
+        [json.loads(c) for c in df["config_json"]],
+        df["value"].to_numpy(dtype=float),
+        df["budget"].to_numpy(dtype=float),
+    )
 
 
 # Methods --------------------------------------------------------------------------------
@@ -403,8 +521,10 @@ def _rank01(y: np.ndarray) -> np.ndarray:
 class ZeroShot(Searcher):
     """The past tasks' configurations by average normalised rank, then random search.
 
-    Every past task must hold the same configurations (the knowledge base of
-    :func:`knowledge_base` does); each is evaluated at full fidelity.
+    When every past task holds the same configurations (a ``random`` past), the ranks
+    are the measured ones. Otherwise the candidates are every task's full-fidelity
+    configurations, ranked on each task by measurement where it has one and by that
+    task's surrogate elsewhere. Each is evaluated at full fidelity.
 
     Args:
         space: the search space.
@@ -418,18 +538,17 @@ class ZeroShot(Searcher):
         super().__init__(space=space, seed=seed)
         if not past_tasks:
             raise ValueError("zeroshot needs at least one past task; give the benchmark 2+ tasks")
-        keys = [json.dumps(c, sort_keys=True) for c in past_tasks[0].configs]
-        ranks = np.zeros(len(keys))
-        for task in past_tasks:
-            own = {
-                json.dumps(c, sort_keys=True): v
-                for c, v in zip(task.configs, task.values, strict=True)
-            }
-            # A config missing on a task (failed there) counts as its worst.
-            y = np.array([own.get(k, np.inf) for k in keys])
-            ranks += _rank01(y)
-        order = np.argsort(ranks, kind="stable")
-        self.portfolio = [dict(past_tasks[0].configs[i]) for i in order]
+        shared = (
+            all(
+                len(t.configs) == len(past_tasks[0].configs)
+                and bool(np.all(t.budgets == t.budgets[0]))
+                for t in past_tasks
+            )
+            and len({json.dumps(t.configs, sort_keys=True) for t in past_tasks}) == 1
+        )
+        self.portfolio = (
+            _average_rank_order(past_tasks) if shared else _predicted_rank_order(space, past_tasks)
+        )
         self._next = 0
 
     def ask(self, trial_id: str) -> Suggestion:
@@ -441,16 +560,73 @@ class ZeroShot(Searcher):
         return Suggestion(trial_id=trial_id, config=config)
 
 
+def _average_rank_order(past_tasks: Sequence[Any]) -> list[dict[str, Any]]:
+    """Shared configurations, best average measured normalised rank first."""
+    keys = [json.dumps(c, sort_keys=True) for c in past_tasks[0].configs]
+    ranks = np.zeros(len(keys))
+    for task in past_tasks:
+        own = {
+            json.dumps(c, sort_keys=True): v for c, v in zip(task.configs, task.values, strict=True)
+        }
+        # A config missing on a task (failed there) counts as its worst.
+        y = np.array([own.get(k, np.inf) for k in keys])
+        ranks += _rank01(y)
+    order = np.argsort(ranks, kind="stable")
+    return [dict(past_tasks[0].configs[i]) for i in order]
+
+
+def _predicted_rank_order(space: SearchSpace, past_tasks: Sequence[Any]) -> list[dict[str, Any]]:
+    """Every task's full-fidelity configurations, best average (measured or predicted) rank
+    first."""
+    from warmtune.searchers.similarity import TaskSimilarity
+
+    candidates: list[dict[str, Any]] = []
+    origin: list[tuple[int, float]] = []
+    seen: set[str] = set()
+    for t, task in enumerate(past_tasks):
+        final = task.final_indices()
+        ranks = _rank01(task.values[final])
+        for i, r in zip(final, ranks, strict=True):
+            key = json.dumps(task.configs[i], sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                candidates.append(dict(task.configs[i]))
+                origin.append((t, float(r)))
+    scores = TaskSimilarity(past_tasks=list(past_tasks), seed=0).predict_ranks(
+        space=space, configs=candidates
+    )
+    for c, (t, r) in enumerate(origin):
+        scores[t, c] = r  # measured beats predicted
+    order = np.argsort(scores.mean(axis=0), kind="stable")
+    return [candidates[i] for i in order]
+
+
 def make_method(method: str, *, bench: Benchmark, seed: int, past_tasks: Sequence[Any]) -> Searcher:
     """A fresh searcher for ``method`` (one of :data:`ALL_METHODS`)."""
     space, max_budget = bench.space, bench.max_budget
     if method == "zeroshot":
         return ZeroShot(space=space, seed=seed, past_tasks=past_tasks)
-    if method == "bohb-warm":
+    if method.startswith("bohb-warm") and method in ALL_METHODS:
         from warmtune.searchers.warmstart import WarmStart
 
-        warm = WarmStart(space=space, past_tasks=list(past_tasks), meta_features={}, seed=seed)
-        return make_searcher("bohb", space=space, seed=seed, max_budget=max_budget, warm_start=warm)
+        warm = WarmStart(
+            space=space,
+            past_tasks=list(past_tasks),
+            meta_features={},
+            seed=seed,
+            uniform_weights=method == "bohb-warm-uniform",
+        )
+        return make_searcher(
+            "bohb",
+            space=space,
+            seed=seed,
+            max_budget=max_budget,
+            warm_start=warm,
+            options={
+                "warm_design": method != "bohb-warm-prior",
+                "warm_prior": method != "bohb-warm-design",
+            },
+        )
     if method in ALL_METHODS:
         return make_searcher(method, space=space, seed=seed, max_budget=max_budget)
     raise ValueError(f"unknown method {method!r}; choose from {list(ALL_METHODS)}")
@@ -483,8 +659,8 @@ def run_one(
     workers: int,
     past_tasks: Sequence[Any],
     ref: tuple[float, float],
-) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """One (task, method, seed): its evaluations and its summary rows."""
+) -> tuple[pd.DataFrame, list[dict[str, Any]], dict[str, Any]]:
+    """One (task, method, seed): its evaluations, its summary rows and its run row."""
     searcher = make_method(method, bench=bench, seed=seed, past_tasks=past_tasks)
     result: SimulationResult = simulate(
         searcher, bench.backend(task), workers=workers, budget_ffe=budget, seed=seed
@@ -494,17 +670,79 @@ def run_one(
     rows = []
     for b in budget_grid(budget):
         best = sign * result.best_at(b)  # back to the natural direction
-        best_value = best if math.isfinite(best) else math.nan
+        found = math.isfinite(best)
         rows.append(
             {
                 **key,
                 "budget_ffe": b,
-                "best_value": best_value,
-                "normalized_regret": normalized_regret(best_value, *ref),
+                "best_value": best if found else math.nan,
+                # No incumbent yet: worth a median configuration (see the module docstring).
+                "normalized_regret": normalized_regret(best, *ref) if found else 1.0,
+                "has_incumbent": found,
             }
         )
+    full = result.evaluations
+    full = full[(full["budget"] == bench.max_budget) & full["value"].notna()]
+    natural = sign * full["value"].to_numpy(dtype=float)
+    # How far each full-fidelity result is from y*, in the direction that counts.
+    short_of_best = sign * (natural - ref[0])
+    hits = np.flatnonzero(short_of_best <= bench.target_gap)
+    run = {
+        **key,
+        "evaluations": int(result.evaluations["trial_id"].nunique()),
+        "full_fidelity_results": len(full),
+        "ffe_spent": float(result.ffe_spent),
+        "final_regret": rows[-1]["normalized_regret"],
+        "evals_to_target": int(hits[0]) + 1 if len(hits) else math.nan,
+    }
     evaluations = result.evaluations.assign(**key)
-    return evaluations, rows
+    return evaluations, rows, run
+
+
+# Worker processes rebuild the benchmark once from its source and keep it.
+_WORKER_BENCH: dict[str, Benchmark] = {}
+
+
+def _worker_bench(source: dict[str, Any] | None) -> Benchmark:
+    key = json.dumps(source, sort_keys=True, default=str)
+    if key not in _WORKER_BENCH:
+        _WORKER_BENCH[key] = load_benchmark(**(source or {}))
+    return _WORKER_BENCH[key]
+
+
+def _reference_of(source: dict[str, Any], task: str, options: dict[str, Any]) -> None:
+    bench = _worker_bench(source)
+    reference(bench, task, n=options["reference_configs"], cache_dir=options["cache_dir"])
+
+
+def _run_unit(
+    source: dict[str, Any] | None,
+    bench: Benchmark | None,
+    task: str,
+    method: str,
+    seeds: Sequence[int],
+    options: dict[str, Any],
+) -> tuple[pd.DataFrame, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every seed of one (task, method); in a worker process ``bench`` is rebuilt."""
+    if bench is None:
+        bench = _worker_bench(source)
+    cache_dir = options["cache_dir"]
+    ref = reference(bench, task, n=options["reference_configs"], cache_dir=cache_dir)
+    past = (
+        knowledge_base(bench, task, cache_dir=cache_dir, past=options["past"])
+        if len(bench.tasks) > 1
+        else []
+    )
+    evaluations, summary, runs = [], [], []
+    for seed in seeds:
+        evals, rows, run = run_one(
+            bench, task, method, seed,
+            budget=options["budget"], workers=options["workers"], past_tasks=past, ref=ref,
+        )  # fmt: skip
+        evaluations.append(evals)
+        summary.extend(rows)
+        runs.append(run)
+    return pd.concat(evaluations, ignore_index=True), summary, runs
 
 
 def run_bench(
@@ -518,18 +756,23 @@ def run_bench(
     out: Path,
     cache_dir: Path | None = None,
     reference_configs: int = REFERENCE_CONFIGS,
+    past: str = "random",
+    jobs: int = 1,
     progress: TextIO | None = sys.stderr,
 ) -> pd.DataFrame:
     """Run every (task, method, seed) and write the outputs to ``out``.
 
-    Writes ``summary.csv``, ``evaluations.parquet``, ``summary.md`` (mean normalised
-    regret per method and budget) and ``regret.png`` (mean regret against FFE).
+    Writes ``summary.csv``, ``runs.csv``, ``evaluations.parquet``, ``comparison.csv``
+    and ``no_harm.csv`` (when bohb-warm ran), ``summary.md`` and ``regret.png``.
+
+    Args:
+        jobs: processes to run (task, method) units in; 1 runs everything here.
 
     Returns:
         The summary table.
 
     Raises:
-        ValueError: an unknown task or method, or a bad budget/worker count.
+        ValueError: an unknown task, method or past, or a bad budget/worker count.
     """
     unknown = [t for t in tasks if t not in bench.tasks]
     if unknown:
@@ -539,38 +782,216 @@ def run_bench(
         raise ValueError(f"unknown method(s) {bad}; choose from {list(ALL_METHODS)}")
     if not budget > 0:
         raise ValueError(f"--budget must be > 0 full-fidelity evaluations, got {budget}")
-    if len(bench.tasks) < 2 and any(m in ("zeroshot", "bohb-warm") for m in methods):
+    if not (isinstance(workers, int) and workers >= 1):
+        raise ValueError(f"--workers must be an int >= 1, got {workers!r}")
+    if not (isinstance(jobs, int) and jobs >= 1):
+        raise ValueError(f"--jobs must be an int >= 1, got {jobs!r}")
+    if past not in PASTS:
+        raise ValueError(f"--past must be one of {list(PASTS)}, got {past!r}")
+    if len(bench.tasks) < 2 and any(m in WARM_METHODS for m in methods):
         raise ValueError("warm methods need a benchmark with 2+ tasks (leave-one-task-out)")
+    if jobs > 1 and not bench.source:
+        raise ValueError("--jobs > 1 needs a benchmark made by load_benchmark (it is rebuilt)")
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = cache_dir if cache_dir is not None else out / "cache"
-    total, done, start = len(tasks) * len(methods) * len(seeds), 0, time.perf_counter()
-    evaluations, summary = [], []
-    for task in tasks:
-        ref = reference(bench, task, n=reference_configs, cache_dir=cache_dir)
-        past = knowledge_base(bench, task, cache_dir=cache_dir)
-        for method in methods:
-            for seed in seeds:
-                evals, rows = run_one(
-                    bench, task, method, seed,
-                    budget=budget, workers=workers, past_tasks=past, ref=ref,
-                )  # fmt: skip
-                evaluations.append(evals)
-                summary.extend(rows)
-                done += 1
-                if progress is not None:
-                    final = rows[-1]["normalized_regret"]
-                    print(
-                        f"[{done}/{total}] {task} {method} seed={seed} "
-                        f"regret={final:.3f} ({time.perf_counter() - start:.1f}s)",
-                        file=progress,
-                        flush=True,
-                    )
+    options = {
+        "cache_dir": cache_dir,
+        "reference_configs": reference_configs,
+        "past": past,
+        "budget": budget,
+        "workers": workers,
+    }
+    # The knowledge base is shared by every target: build (and cache) it here, once,
+    # so worker processes only read it.
+    if len(bench.tasks) > 1 and any(m in WARM_METHODS for m in methods):
+        for task in bench.tasks:
+            if past == "random":
+                task_values(bench, task, n=KB_CONFIGS, seed=KB_SEED, cache_dir=cache_dir)
+            else:
+                past_search(bench, task, cache_dir=cache_dir)
+    units = [(task, method) for task in tasks for method in methods]
+    bar = _Progress(len(units) * len(seeds), progress)
+    evaluations, summary, runs = [], [], []
+
+    results: dict[int, tuple[pd.DataFrame, list[dict[str, Any]], list[dict[str, Any]]]] = {}
+    if jobs == 1:
+        for i, (task, method) in enumerate(units):
+            results[i] = _run_unit(None, bench, task, method, seeds, options)
+            bar.advance(len(seeds), results[i][2][-1])
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            # References first, a task per process: the units of one task would
+            # otherwise all compute (and cache) the same reference at once.
+            n = len(tasks)
+            list(pool.map(_reference_of, [bench.source] * n, tasks, [options] * n))
+            futures = {
+                pool.submit(_run_unit, bench.source, None, task, method, list(seeds), options): i
+                for i, (task, method) in enumerate(units)
+            }
+            try:
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+                    bar.advance(len(seeds), results[futures[future]][2][-1])
+            except BaseException:
+                # Fail now (a unit raised, or Ctrl+C), not after every queued unit ran.
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    bar.close()
+    # In unit order, whatever order they finished in: the outputs are deterministic.
+    for i in range(len(units)):
+        evaluations.append(results[i][0])
+        summary.extend(results[i][1])
+        runs.extend(results[i][2])
     table = pd.DataFrame(summary)
     table.to_csv(out / "summary.csv", index=False)
+    pd.DataFrame(runs).to_csv(out / "runs.csv", index=False)
     pd.concat(evaluations, ignore_index=True).to_parquet(out / "evaluations.parquet", index=False)
-    (out / "summary.md").write_text(markdown_table(table))
+    comparison = compare(table, "bohb-warm") if "bohb-warm" in methods else None
+    if comparison is not None:
+        comparison.to_csv(out / "comparison.csv", index=False)
+    harm = no_harm(table) if {"bohb-warm", "bohb"} <= set(methods) else None
+    if harm is not None:
+        harm.to_csv(out / "no_harm.csv", index=False)
+    (out / "summary.md").write_text(
+        markdown_table(table) + markdown_extras(pd.DataFrame(runs), comparison, harm)
+    )
     plot_regret(table, out / "regret.png")
     return table
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; a line per finished unit elsewhere."""
+
+    def __init__(self, total: int, stream: TextIO | None) -> None:
+        self.total, self.done, self.stream = total, 0, stream
+        self.start = time.perf_counter()
+        self.tty = stream is not None and stream.isatty()
+
+    def advance(self, n: int, last: Mapping[str, Any]) -> None:
+        self.done += n
+        if self.stream is None:
+            return
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / self.done * (self.total - self.done)
+        width = 30
+        filled = int(width * self.done / self.total)
+        text = (
+            f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} runs "
+            f"{elapsed:.0f}s elapsed, ~{eta:.0f}s left ({last['task']} {last['method']}: "
+            f"final regret {last['final_regret']:.3f})"
+        )
+        print(("\r" + text) if self.tty else text, end="" if self.tty else "\n",
+              file=self.stream, flush=True)  # fmt: skip
+
+    def close(self) -> None:
+        if self.stream is not None and self.tty:
+            print(file=self.stream, flush=True)
+
+
+def compare(table: pd.DataFrame, method: str) -> pd.DataFrame | None:
+    """``method``'s regret minus every other method's, paired over (task, seed), per budget.
+
+    Columns: ``method, other, budget_ffe, mean_difference, ci_low, ci_high, pairs``
+    (a 95 % t-interval; negative means ``method`` is better).
+    """
+    from scipy import stats
+
+    wide = table.pivot_table(
+        index=["task", "seed", "budget_ffe"], columns="method", values="normalized_regret"
+    )
+    if method not in wide.columns:
+        return None
+    rows = []
+    for other in [m for m in ALL_METHODS if m in wide.columns and m != method]:
+        diff = (wide[method] - wide[other]).dropna()
+        for budget, d in diff.groupby(level="budget_ffe"):
+            n = len(d)
+            mean = float(d.mean())
+            half = (
+                float(stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n))
+                if n > 1
+                else math.nan
+            )
+            rows.append(
+                {
+                    "method": method,
+                    "other": other,
+                    "budget_ffe": float(budget),
+                    "mean_difference": mean,
+                    "ci_low": mean - half,
+                    "ci_high": mean + half,
+                    "pairs": n,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def no_harm(table: pd.DataFrame) -> pd.DataFrame:
+    """Per task: bohb-warm's and cold bohb's final regret (mean, seed-to-seed std).
+
+    ``harmed`` is true where bohb-warm's mean is worse than bohb's by more than the
+    larger of the two standard deviations (or, with one seed, by any margin).
+    """
+    final = table[table["budget_ffe"] == table["budget_ffe"].max()]
+    final = final[final["method"].isin(["bohb-warm", "bohb"])]
+    stats_ = final.groupby(["task", "method"])["normalized_regret"].agg(["mean", "std"]).unstack()
+    out = pd.DataFrame(
+        {
+            "task": stats_.index,
+            "warm_mean": stats_[("mean", "bohb-warm")].to_numpy(),
+            "warm_std": stats_[("std", "bohb-warm")].to_numpy(),
+            "cold_mean": stats_[("mean", "bohb")].to_numpy(),
+            "cold_std": stats_[("std", "bohb")].to_numpy(),
+        }
+    )
+    spread = np.fmax(out["warm_std"].fillna(0.0), out["cold_std"].fillna(0.0))
+    out["harmed"] = (out["warm_mean"] - out["cold_mean"]) > spread
+    return out
+
+
+def markdown_extras(
+    runs: pd.DataFrame, comparison: pd.DataFrame | None, harm: pd.DataFrame | None
+) -> str:
+    """Incumbent coverage, evaluations to target, the paired comparison and no-harm."""
+    parts = []
+    to_target = runs.groupby("method")["evals_to_target"]
+    lines = [
+        "| method | median evaluations to target | runs that reached it |",
+        "|---|---|---|",
+    ]
+    for method in [m for m in ALL_METHODS if m in to_target.groups]:
+        values = to_target.get_group(method)
+        reached = int(values.notna().sum())
+        median = values.fillna(np.inf).median()  # unreached runs count as never
+        cell = f"{median:.0f}" if np.isfinite(median) else f"> {int(runs['evaluations'].max())}"
+        lines.append(f"| {method} | {cell} | {reached}/{len(values)} |")
+    parts.append("\n".join(lines))
+    if comparison is not None and len(comparison):
+        lines = [
+            "| bohb-warm minus | "
+            + " | ".join(f"{b:g} FFE" for b in sorted(comparison["budget_ffe"].unique()))
+            + " |",
+        ]
+        lines.append("|---|" + "---|" * comparison["budget_ffe"].nunique())
+        for other, group in comparison.groupby("other", sort=False):
+            cells = [
+                f"{r.mean_difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+                for r in group.sort_values("budget_ffe").itertuples()
+            ]
+            lines.append(f"| {other} | " + " | ".join(cells) + " |")
+        parts.append(
+            "\n".join(lines)
+            + "\n\nPaired differences of normalised regret over (task, seed) with 95 % "
+            "t-intervals; negative: bohb-warm is better."
+        )
+    if harm is not None:
+        harmed = harm[harm["harmed"]]
+        names = ", ".join(str(t) for t in harmed["task"]) or "none"
+        parts.append(
+            f"No harm: tasks where bohb-warm's final regret is worse than cold bohb's by "
+            f"more than the seed-to-seed spread: {len(harmed)}/{len(harm)} ({names})."
+        )
+    return "\n" + "\n\n".join(parts) + "\n"
 
 
 def mean_regret(table: pd.DataFrame) -> pd.DataFrame:
@@ -596,9 +1017,13 @@ def markdown_table(table: pd.DataFrame) -> str:
         cells = ["n/a" if not np.isfinite(v) else f"{v:.3f}" for v in row]
         lines.append("| " + " | ".join([str(method), *cells]) + " |")
     n_tasks, n_seeds = table["task"].nunique(), table["seed"].nunique()
+    covered = table.groupby("budget_ffe")["has_incumbent"].mean()
     note = (
         f"\nMean normalised regret over {n_tasks} task(s) x {n_seeds} seed(s) "
-        "(0 = best of the reference sample, 1 = its median).\n"
+        "(0 = best of the reference sample, 1 = its median; a run without a "
+        "full-fidelity result yet counts as 1). Runs with a full-fidelity result: "
+        + ", ".join(f"{100 * v:.0f} % at {b:g} FFE" for b, v in covered.items())
+        + ".\n"
     )
     return "\n".join(lines) + "\n" + note
 

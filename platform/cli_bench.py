@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
-_DEFAULT_METHODS = "random,hyperband,bohb,bohb-warm,zeroshot"
+from warmtune.bench import ALL_METHODS, PASTS, REFERENCE_CONFIGS
+
+_DEFAULT_METHODS = ",".join(ALL_METHODS)
 
 
 def _split(text: str) -> list[str]:
@@ -25,11 +28,37 @@ def _split(text: str) -> list[str]:
     "--methods",
     default=_DEFAULT_METHODS,
     show_default=True,
-    help="Comma-separated: random, hyperband, asha, bohb, bohb-warm, zeroshot, optuna, hyperopt.",
+    help="Comma-separated, from the default list (the bohb-warm-* are its ablations).",
 )
 @click.option("--budget", default=20.0, show_default=True, help="Full-fidelity equivalents.")
 @click.option("--workers", default=4, show_default=True, help="Simulated parallel workers.")
-@click.option("--seeds", default=3, show_default=True, help="Seeds per (task, method): 0..S-1.")
+@click.option("--seeds", default=5, show_default=True, help="Seeds per (task, method): 0..S-1.")
+@click.option(
+    "--past",
+    type=click.Choice(PASTS),
+    default="random",
+    show_default=True,
+    help="Knowledge base per other task: 100 random full evaluations, or an earlier "
+    "simulated BOHB search (multi-fidelity).",
+)
+@click.option(
+    "--jobs",
+    default=None,
+    type=int,
+    help="Processes to run in (default: the number of CPUs).",
+)
+@click.option(
+    "--reference-configs",
+    default=REFERENCE_CONFIGS,
+    show_default=True,
+    help="Random configurations that define a task's y* and median (nb201: all cells).",
+)
+@click.option(
+    "--target-gap",
+    default=None,
+    type=float,
+    help="runs.csv evals_to_target tolerance in metric units (default 0.5).",
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -52,7 +81,7 @@ def _split(text: str) -> list[str]:
 @click.option("--metric", default=None, help="YAHPO output to optimise (lcbench: val_accuracy).")
 @click.option("--mode", type=click.Choice(["min", "max"]), default=None, help="Its direction.")
 @click.option("--fidelity", default=None, help="YAHPO integer fidelity (lcbench: epoch).")
-@click.option("--quiet", is_flag=True, help="No progress lines.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 def bench(
     benchmark: str,
     tasks: str | None,
@@ -60,6 +89,10 @@ def bench(
     budget: float,
     workers: int,
     seeds: int,
+    past: str,
+    jobs: int | None,
+    reference_configs: int,
+    target_gap: float | None,
     out: Path,
     cache_dir: Path | None,
     data_dir: Path | None,
@@ -80,9 +113,15 @@ def bench(
             raise ValueError(f"--seeds must be >= 1, got {seeds}")
         if workers < 1:
             raise ValueError(f"--workers must be >= 1, got {workers}")
+        if reference_configs < 10:
+            raise ValueError(f"--reference-configs must be >= 10, got {reference_configs}")
+        if target_gap is not None and not target_gap >= 0:
+            raise ValueError(f"--target-gap must be >= 0, got {target_gap}")
         spec = load_benchmark(
             benchmark, data_dir=data_dir, metric=metric, mode=mode, fidelity=fidelity
         )
+        if target_gap is not None:
+            spec.target_gap = target_gap
         if tasks is None:
             targets = spec.default_tasks
         elif tasks == "all":
@@ -98,6 +137,9 @@ def bench(
             seeds=list(range(seeds)),
             out=out,
             cache_dir=cache_dir,
+            past=past,
+            reference_configs=reference_configs,
+            jobs=jobs if jobs is not None else max(1, os.cpu_count() or 1),
             progress=None if quiet else sys.stderr,
         )
     except ValueError as e:
