@@ -75,6 +75,22 @@ BUILTIN: dict[str, TrainableInfo] = {
             meta_features="warmtune.trainables.maml.trainable:sinusoid_meta_features",
         ),
         TrainableInfo(
+            name="maml-omniglot",
+            target="warmtune.trainables.maml.omniglot_trainable:train_omniglot",
+            metrics={
+                "val_accuracy": "max",
+                "val_loss": "min",
+                "train_loss": "min",
+                "test_accuracy": "max",
+                "test_accuracy_ci95": "min",
+                "test_loss": "min",
+            },
+            settings="warmtune.trainables.maml.omniglot_trainable:OmniglotSettings",
+            description="MAML, first-order MAML, ANIL or Reptile on Omniglot N-way K-shot "
+            "(params.data: the omniglot folder); val_accuracy on held-out characters",
+            meta_features="warmtune.trainables.maml.omniglot_trainable:omniglot_meta_features",
+        ),
+        TrainableInfo(
             name="yahpo",
             target="warmtune.trainables.benchmarks.trainable:train_yahpo",
             # Outputs differ between scenarios (lcbench: val_accuracy, time, ...;

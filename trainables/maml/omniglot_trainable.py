@@ -1,0 +1,443 @@
+"""MAML-style meta-learning on Omniglot few-shot classification as a Ray Tune trainable.
+
+Three layers, each usable without the next (as :mod:`.trainable` for sinusoids):
+
+* :class:`OmniglotSettings`: every hyperparameter, validated once;
+* :class:`OmniglotMAML`: the training state machine (no Ray), with a plain ``state_dict``;
+* :func:`train_omniglot`: the Ray Tune function trainable that drives it and checkpoints.
+
+Trials are scored on meta-validation episodes (characters held out of meta-training, see
+:mod:`.omniglot`); the meta-test split is touched once, at the last iteration.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from warmtune.trainables import trial_seed
+
+from . import algorithms as AL
+from .conv import HEAD_PREFIX, ConvNet
+from .omniglot import (
+    DEFAULT_VAL_CHARACTERS,
+    DRAWERS,
+    IMAGE_SIZE,
+    Episodes,
+    OmniglotSplit,
+    check_data_folder,
+    load_split,
+    sample_episodes,
+)
+from .sinusoid import make_generator
+from .trainable import _match_threads_to_ray
+
+METRICS = {
+    "val_accuracy": "max",
+    "val_loss": "min",
+    "train_loss": "min",
+    "test_accuracy": "max",
+    "test_accuracy_ci95": "min",
+    "test_loss": "min",
+}
+"""Reported metric names and their modes. ``val_accuracy`` is the natural objective; the
+``test_*`` metrics appear only in the last iteration's result."""
+
+VAL_SEED = 20170310
+"""Seed of the meta-validation episodes: the same for every trial with the same task shape."""
+
+TEST_SEED = 20170311
+"""Seed of the meta-test episodes."""
+
+EVAL_CHUNK = 100
+"""Tasks sampled and moved to the device at a time for evaluation (bounds memory)."""
+
+CPU_TASK_CHUNK = 4
+"""Tasks per ``vmap`` call on a CPU: whole meta-batches overflow the caches and run ~2.5x
+slower (measured by :mod:`.throughput`); on a GPU every task goes in one call."""
+
+CHECKPOINT_FILE = "maml_omniglot_state.pt"
+_STATE_FORMAT = 1
+_ARCHITECTURE = ("n_way", "filters", "blocks")
+
+Algorithm = Literal["maml", "fomaml", "anil", "reptile"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class OmniglotSettings(BaseModel):
+    """Every hyperparameter of an Omniglot meta-learning trial.
+
+    Defaults follow the MAML paper's 5-way 1-shot setup (Finn et al. 2017): 64 filters,
+    4 blocks, inner step 0.4, one inner step in training and three at evaluation, meta-batch
+    32. The platform validates a job's fixed params merged with the searched config against
+    this model, so an unknown key or a bad value fails with an error naming the field.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data: str = Field(
+        description="Folder holding images_background.npz and images_evaluation.npz; "
+        "made absolute at validation, since Ray workers run elsewhere."
+    )
+    n_way: int = Field(5, ge=2, description="Classes per task.")
+    k_shot: int = Field(1, ge=1, description="Support images per class.")
+    q_query: int = Field(15, ge=1, description="Query images per class.")
+    algorithm: Algorithm = Field("maml", description="maml, fomaml, anil or reptile.")
+    inner_lr: float = Field(0.4, gt=0, description="Inner-loop (adaptation) step size.")
+    inner_steps: int = Field(1, ge=1, description="Inner gradient steps during meta-training.")
+    eval_inner_steps: int = Field(
+        3, ge=0, description="Adaptation steps (at inner_lr) on validation and test tasks."
+    )
+    meta_lr: float = Field(0.001, gt=0, description="Adam learning rate of the meta-update.")
+    meta_batch_size: int = Field(32, ge=1, description="Tasks per meta-update.")
+    filters: int = Field(64, ge=1, description="Channels of every conv block.")
+    blocks: int = Field(4, ge=1, le=5, description="Conv blocks (stride 2 each).")
+    meta_iters_per_report: int = Field(
+        100, ge=1, description="Meta-iterations per reported training iteration."
+    )
+    eval_tasks: int = Field(100, ge=1, description="Fixed meta-validation episodes.")
+    test_tasks: int = Field(600, ge=1, description="Meta-test episodes at the last iteration.")
+    val_characters: int = Field(
+        DEFAULT_VAL_CHARACTERS,
+        ge=1,
+        lt=1200,
+        description="Meta-training characters held out for validation.",
+    )
+    device: Device = Field(
+        "auto", description="auto (cuda when the trial sees a GPU), cpu or cuda."
+    )
+    checkpoint_every: int = Field(1, ge=1, description="Checkpoint every N reported iterations.")
+
+    @field_validator("data")
+    @classmethod
+    def _data_folder(cls, value: str) -> str:
+        return str(check_data_folder(os.path.expandvars(value)))
+
+    @model_validator(mode="after")
+    def _shots_fit(self) -> OmniglotSettings:
+        if self.k_shot + self.q_query > DRAWERS:
+            raise ValueError(
+                f"k_shot + q_query = {self.k_shot + self.q_query} exceeds the {DRAWERS} "
+                "drawings per character; lower q_query"
+            )
+        return self
+
+
+def resolve_device(device: Device) -> torch.device:
+    """The torch device for a ``device`` setting.
+
+    ``"auto"`` picks CUDA when torch sees a GPU. Under Ray that means the trial requested
+    one: Ray sets ``CUDA_VISIBLE_DEVICES`` to the trial's GPUs, empty when it has none.
+
+    Args:
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+    Raises:
+        ValueError: If ``"cuda"`` is asked for and no GPU is visible.
+    """
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device 'cuda' requested but torch sees no GPU; request a GPU for the trial "
+            "(resources: {gpu: 1}) or use device 'auto' or 'cpu'"
+        )
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class OmniglotMAML:
+    """Meta-trains a :class:`.conv.ConvNet` on Omniglot; one :meth:`step` is one Tune report.
+
+    All randomness comes from generators owned by this object (initial weights and training
+    episodes from ``seed``, validation and test episodes from :data:`VAL_SEED` /
+    :data:`TEST_SEED`), so a run is a function of ``(settings, seed)``. Episodes are drawn on
+    the CPU and moved to the device; on CPU with a fixed thread count, :meth:`state_dict` /
+    :meth:`load_state_dict` resume a run bit for bit.
+
+    Args:
+        settings: Hyperparameters.
+        seed: Trial seed.
+    """
+
+    def __init__(self, *, settings: OmniglotSettings, seed: int) -> None:
+        self.settings = settings
+        self.seed = seed
+        self.device = resolve_device(settings.device)
+        self._train = load_split(settings.data, "train", val_characters=settings.val_characters)
+        self.model = ConvNet(
+            n_way=settings.n_way,
+            filters=settings.filters,
+            blocks=settings.blocks,
+            generator=make_generator(seed),
+        ).to(self.device)
+        # A separate stream for tasks: changing the architecture must not change the tasks.
+        self._task_generator = make_generator(seed + 1)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.meta_lr)
+        self._algorithm = AL.ALGORITHMS[settings.algorithm]
+        self._adapt_prefix = HEAD_PREFIX if settings.algorithm in AL.HEAD_ONLY else ""
+        self._task_chunk = CPU_TASK_CHUNK if self.device.type == "cpu" else None
+        val = load_split(settings.data, "val", val_characters=settings.val_characters)
+        self._val = self._sample(val, settings.eval_tasks, make_generator(VAL_SEED))
+        self._iteration = 0
+        self._last_train_loss = float("nan")
+
+    @property
+    def iteration(self) -> int:
+        """Number of completed :meth:`step` calls (reported iterations)."""
+        return self._iteration
+
+    def _sample(
+        self, split: OmniglotSplit, num_tasks: int, generator: torch.Generator
+    ) -> list[Episodes]:
+        s = self.settings
+        chunks = []
+        for start in range(0, num_tasks, EVAL_CHUNK):
+            count = min(EVAL_CHUNK, num_tasks - start)
+            episodes = sample_episodes(
+                split,
+                num_tasks=count,
+                n_way=s.n_way,
+                k_shot=s.k_shot,
+                q_query=s.q_query,
+                generator=generator,
+            )
+            chunks.append(episodes.to(self.device))
+        return chunks
+
+    def meta_step(self) -> float:
+        """Runs one meta-update of the configured algorithm on a fresh meta-batch.
+
+        Returns:
+            The meta-batch's mean post-adaptation query loss before the update.
+        """
+        s = self.settings
+        batch = sample_episodes(
+            self._train,
+            num_tasks=s.meta_batch_size,
+            n_way=s.n_way,
+            k_shot=s.k_shot,
+            q_query=s.q_query,
+            generator=self._task_generator,
+        ).to(self.device)
+        result = self._algorithm(
+            self.model,
+            dict(self.model.named_parameters()),
+            batch.support_x,
+            batch.support_y,
+            batch.query_x,
+            batch.query_y,
+            inner_lr=s.inner_lr,
+            steps=s.inner_steps,
+            task_chunk=self._task_chunk,
+        )
+        AL.set_grads(self.model, result)
+        self.optimizer.step()
+        return result.loss.item()
+
+    def _score(self, chunks: list[Episodes]) -> AL.Evaluation:
+        params = dict(self.model.named_parameters())
+        parts = [
+            AL.evaluate(
+                self.model,
+                params,
+                e.support_x,
+                e.support_y,
+                e.query_x,
+                e.query_y,
+                inner_lr=self.settings.inner_lr,
+                steps=self.settings.eval_inner_steps,
+                adapt_prefix=self._adapt_prefix,
+                task_chunk=self._task_chunk,
+            )
+            for e in chunks
+        ]
+        return AL.Evaluation(
+            torch.cat([p.loss for p in parts]), torch.cat([p.accuracy for p in parts])
+        )
+
+    def evaluate(self) -> dict[str, float]:
+        """Scores the current initialisation on the fixed meta-validation episodes.
+
+        Returns:
+            ``val_accuracy`` (mean query accuracy in [0, 1] after ``eval_inner_steps``
+            adaptation steps) and ``val_loss`` (mean query cross-entropy).
+        """
+        scores = self._score(self._val)
+        return {
+            "val_accuracy": scores.accuracy.mean().item(),
+            "val_loss": scores.loss.mean().item(),
+        }
+
+    def test(self) -> dict[str, float]:
+        """Scores the current initialisation on ``test_tasks`` meta-test episodes.
+
+        Returns:
+            ``test_accuracy`` (mean), ``test_accuracy_ci95`` (1.96 standard errors over
+            episodes, the half-width papers quote after "+-") and ``test_loss``.
+        """
+        s = self.settings
+        split = load_split(s.data, "test", val_characters=s.val_characters)
+        scores = self._score(self._sample(split, s.test_tasks, make_generator(TEST_SEED)))
+        accuracy = scores.accuracy.double()
+        spread = accuracy.std().item() if accuracy.numel() > 1 else 0.0
+        return {
+            "test_accuracy": accuracy.mean().item(),
+            "test_accuracy_ci95": 1.96 * spread / math.sqrt(accuracy.numel()),
+            "test_loss": scores.loss.mean().item(),
+        }
+
+    def step(self) -> dict[str, float]:
+        """Runs one reported iteration: ``meta_iters_per_report`` meta-updates, then scores.
+
+        Returns:
+            ``val_accuracy``, ``val_loss`` and ``train_loss`` (the last meta-batch's loss),
+            as Python floats. A diverged run (``inner_lr`` far too large) reports nan
+            losses and chance accuracy rather than failing.
+        """
+        for _ in range(self.settings.meta_iters_per_report):
+            self._last_train_loss = self.meta_step()
+        self._iteration += 1
+        return {**self.evaluate(), "train_loss": self._last_train_loss}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue identically: weights, Adam, RNG, counters.
+
+        Returns:
+            Plain tensors, numbers and dicts (loadable with ``torch.load(weights_only=True)``).
+        """
+        return {
+            "format": _STATE_FORMAT,
+            "iteration": self._iteration,
+            "last_train_loss": self._last_train_loss,
+            "seed": self.seed,
+            "settings": self.settings.model_dump(),
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "task_generator": self._task_generator.get_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores a :meth:`state_dict` into this object.
+
+        With the settings the state was written under, training continues bit for bit (on
+        CPU). Other settings are allowed if the architecture matches (population-based
+        training restores a donor's checkpoint under a mutated config): weights, Adam
+        moments and the task RNG come from ``state``, every hyperparameter from this
+        object's settings.
+
+        Args:
+            state: A dict produced by :meth:`state_dict` (tensors on any device).
+
+        Raises:
+            ValueError: If the state has another format or another architecture.
+        """
+        if state.get("format") != _STATE_FORMAT:
+            raise ValueError(
+                f"unsupported Omniglot MAML state format {state.get('format')!r}; expected "
+                f"{_STATE_FORMAT}. Start the trial from scratch or load it with a matching "
+                "warmtune version."
+            )
+        saved = state["settings"]
+        mine = self.settings.model_dump()
+        if any(saved[key] != mine[key] for key in _ARCHITECTURE):
+            held = ", ".join(f"{key}={saved[key]}" for key in _ARCHITECTURE)
+            raise ValueError(
+                f"checkpoint holds a network with {held}; build OmniglotMAML with those "
+                "settings to restore it"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        # Optimizer.load_state_dict also restores the saved lr; the current settings win.
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.settings.meta_lr
+        self._task_generator.set_state(state["task_generator"].cpu())
+        self._iteration = int(state["iteration"])
+        self._last_train_loss = float(state["last_train_loss"])
+        self.seed = int(state["seed"])
+
+
+def train_omniglot(config: dict, *, max_iterations: int, seed: int, **params: Any) -> None:
+    """Ray Tune function trainable: meta-trains until ``max_iterations`` reported iterations.
+
+    Use with ``ray.tune.with_parameters(train_omniglot, max_iterations=..., seed=...,
+    **fixed_params)``. Resumes from ``ray.tune.get_checkpoint()`` when Tune provides one.
+    The result of the last iteration adds the meta-test metrics (``test_accuracy``,
+    ``test_accuracy_ci95``, ``test_loss``) over ``test_tasks`` episodes.
+
+    Args:
+        config: The searched hyperparameters (keys of :class:`OmniglotSettings`).
+        max_iterations: Reported iterations to train for in total (including restored ones).
+        seed: Base seed; the trial seed is ``warmtune.trainables.trial_seed(seed, config)``.
+        **params: Fixed hyperparameters of the job (``data`` at least); ``config`` wins on a
+            clash.
+
+    Raises:
+        pydantic.ValidationError: If a key or value is not a valid setting.
+        ValueError: If ``max_iterations`` is below 1.
+    """
+    from ray import tune
+
+    if max_iterations < 1:
+        raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
+    settings = OmniglotSettings(**{**params, **config})
+    _match_threads_to_ray()
+    maml = OmniglotMAML(settings=settings, seed=trial_seed(seed, config))
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(
+                os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=True
+            )
+        maml.load_state_dict(state)
+
+    while maml.iteration < max_iterations:
+        metrics = maml.step()
+        done = maml.iteration >= max_iterations
+        if done:
+            metrics.update(maml.test())
+        if done or maml.iteration % settings.checkpoint_every == 0:
+            with tempfile.TemporaryDirectory() as directory:
+                torch.save(maml.state_dict(), os.path.join(directory, CHECKPOINT_FILE))
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        else:
+            tune.report(metrics)
+
+
+def omniglot_meta_features(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Task meta-features for the knowledge base: the dataset, the episode shape and the
+    algorithm (when fixed; a searched ``algorithm`` is not a task property)."""
+    fields = OmniglotSettings.model_fields
+
+    def value(name: str) -> Any:
+        return params.get(name, fields[name].default)
+
+    algorithm = value("algorithm")
+    return {
+        "family": "omniglot",
+        "dataset": "omniglot",
+        "n_way": int(value("n_way")),
+        "k_shot": int(value("k_shot")),
+        "q_query": int(value("q_query")),
+        "image_size": IMAGE_SIZE,
+        "channels": 1,
+        "algorithm": algorithm,
+        "second_order": algorithm in ("maml", "anil"),
+    }
+
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "METRICS",
+    "OmniglotMAML",
+    "OmniglotSettings",
+    "omniglot_meta_features",
+    "resolve_device",
+    "train_omniglot",
+]

@@ -1,0 +1,296 @@
+"""Meta-iterations per second of vectorised MAML versus a per-task Python loop.
+
+Run ``python -m warmtune.trainables.maml.throughput [--device cpu|cuda] [--seconds N]``.
+The setting is the MAML paper's Omniglot one: second-order MAML, meta-batch 32, 5-way
+1-shot with 15 queries per class, 64 filters, 4 blocks, one inner step. Images are random
+(throughput does not depend on their content), so no data is needed.
+
+Before timing, it checks that :func:`.algorithms.maml` (``vmap`` over tasks) and
+:func:`loop_maml` (one task at a time, plain autograd) compute the same meta-gradient and
+prints the largest absolute difference. Then it times both, profiles one meta-iteration of
+each with ``torch.profiler``, and prints where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from . import algorithms as AL
+from .conv import ConvNet
+from .functional import Params
+from .sinusoid import make_generator
+
+Data = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+def loop_maml(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    support_x: Tensor,
+    support_y: Tensor,
+    query_x: Tensor,
+    query_y: Tensor,
+    *,
+    inner_lr: float,
+    steps: int,
+) -> AL.MetaGradient:
+    """Second-order MAML the textbook way: a Python loop over tasks, ``create_graph=True``.
+
+    The reference :func:`.algorithms.maml` is measured against; same arguments and result.
+    """
+    leaves = {n: p.detach().requires_grad_() for n, p in params.items()}
+    losses = []
+    for t in range(support_x.shape[0]):
+        adapted = dict(leaves)
+        for _ in range(steps):
+            out = functional_call(model, adapted, (support_x[t],))
+            grads = torch.autograd.grad(
+                F.cross_entropy(out, support_y[t]), list(adapted.values()), create_graph=True
+            )
+            adapted = {
+                n: w - inner_lr * g for (n, w), g in zip(adapted.items(), grads, strict=True)
+            }
+        out = functional_call(model, adapted, (query_x[t],))
+        losses.append(F.cross_entropy(out, query_y[t]))
+    loss = torch.stack(losses).mean()
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    return AL.MetaGradient(loss.detach(), dict(zip(leaves, grads, strict=True)))
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One synthetic meta-batch and the network to meta-train on it."""
+
+    model: ConvNet
+    params: Params
+    data: Data
+    inner_lr: float
+    steps: int
+
+
+def make_problem(
+    *,
+    device: torch.device,
+    meta_batch: int = 32,
+    n_way: int = 5,
+    k_shot: int = 1,
+    q_query: int = 15,
+    filters: int = 64,
+    blocks: int = 4,
+    steps: int = 1,
+    seed: int = 0,
+) -> Problem:
+    """A random meta-batch of 28x28 images with the requested episode shape.
+
+    Args:
+        device: Where tensors live.
+        meta_batch: Tasks per meta-batch.
+        n_way: Classes per task.
+        k_shot: Support images per class.
+        q_query: Query images per class.
+        filters: Conv channels.
+        blocks: Conv blocks.
+        steps: Inner steps.
+        seed: Seed of the weights and images.
+    """
+    g = make_generator(seed)
+    model = ConvNet(n_way=n_way, filters=filters, blocks=blocks, generator=g).to(device)
+    sx = torch.rand(meta_batch, n_way * k_shot, 1, 28, 28, generator=g).to(device)
+    qx = torch.rand(meta_batch, n_way * q_query, 1, 28, 28, generator=g).to(device)
+    sy = torch.arange(n_way).repeat_interleave(k_shot).expand(meta_batch, -1).to(device)
+    qy = torch.arange(n_way).repeat_interleave(q_query).expand(meta_batch, -1).to(device)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    return Problem(model, params, (sx, sy, qx, qy), inner_lr=0.4, steps=steps)
+
+
+Method = Callable[[Problem], AL.MetaGradient]
+
+CPU_TASK_CHUNK = 4
+"""Tasks per ``vmap`` call that the trainable uses on a CPU (see :func:`.algorithms.maml`)."""
+
+METHODS: dict[str, Method] = {
+    "vmap (ours)": lambda p: AL.maml(
+        p.model, p.params, *p.data, inner_lr=p.inner_lr, steps=p.steps
+    ),
+    f"vmap, {CPU_TASK_CHUNK}/call": lambda p: AL.maml(
+        p.model, p.params, *p.data, inner_lr=p.inner_lr, steps=p.steps, task_chunk=CPU_TASK_CHUNK
+    ),
+    "per-task loop": lambda p: loop_maml(
+        p.model, p.params, *p.data, inner_lr=p.inner_lr, steps=p.steps
+    ),
+}
+"""The timed implementations; both second-order MAML."""
+
+
+def max_abs_difference(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
+    """Largest absolute elementwise difference between two gradient dicts."""
+    return max((a[n] - b[n]).abs().max().item() for n in a)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def iterations_per_second(method: Method, problem: Problem, *, seconds: float) -> float:
+    """Runs ``method`` repeatedly for about ``seconds`` (after one warm-up call).
+
+    Returns:
+        Completed calls per second (at least two calls are timed).
+    """
+    device = problem.data[0].device
+    method(problem)
+    _sync(device)
+    count, start = 0, time.perf_counter()
+    while count < 2 or time.perf_counter() - start < seconds:
+        method(problem)
+        count += 1
+    _sync(device)
+    return count / (time.perf_counter() - start)
+
+
+def profile_top_ops(method: Method, problem: Problem, *, top: int = 6) -> list[tuple[str, float]]:
+    """Self time per operator for one call of ``method``, largest first.
+
+    Returns:
+        ``(operator, share of the total self time)`` pairs.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if problem.data[0].device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    method(problem)
+    with profile(activities=activities) as prof:
+        method(problem)
+        _sync(problem.data[0].device)
+    events = prof.key_averages()
+    cuda = problem.data[0].device.type == "cuda"
+
+    def self_time(event) -> float:
+        return float(event.self_device_time_total if cuda else event.self_cpu_time_total)
+
+    total = sum(self_time(e) for e in events) or 1.0
+    ranked = sorted(events, key=self_time, reverse=True)[:top]
+    return [(e.key, self_time(e) / total) for e in ranked]
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    """Checks, times and profiles both implementations; prints a table and a summary.
+
+    Args:
+        argv: Command-line arguments (``sys.argv[1:]`` when None).
+
+    Returns:
+        Meta-iterations per second by implementation.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--seconds", type=float, default=10.0, help="timing per method")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (CPU)")
+    parser.add_argument("--meta-batch", type=int, default=32)
+    parser.add_argument("--filters", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--no-profile", action="store_true")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no GPU")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    problem = make_problem(
+        device=device, meta_batch=args.meta_batch, filters=args.filters, steps=args.steps
+    )
+    print(
+        f"second-order MAML, meta-batch {args.meta_batch}, 5-way 1-shot 15 queries, "
+        f"{args.filters} filters x 4 blocks, {args.steps} inner step(s), {device}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+
+    loop = METHODS["per-task loop"](problem)
+    scale = max(g.abs().max().item() for g in loop.grads.values())
+    for name, method in METHODS.items():
+        if name == "per-task loop":
+            continue
+        ours = method(problem)
+        difference = max_abs_difference(ours.grads, loop.grads)
+        # float32 second-order gradients: compare entries against the gradient's scale.
+        close = all(
+            torch.allclose(ours.grads[n], loop.grads[n], rtol=1e-3, atol=1e-3 * scale)
+            for n in loop.grads
+        )
+        print(
+            f"{name} vs per-task loop: meta-gradients allclose={close}, max abs difference "
+            f"{difference:.2e} (largest entry {scale:.2e})"
+        )
+        if not close:
+            raise SystemExit(f"{name} and the loop differ; not timing a wrong result")
+
+    rates = {
+        name: iterations_per_second(method, problem, seconds=args.seconds)
+        for name, method in METHODS.items()
+    }
+    print(f"\n{'implementation':<18} {'meta-iter/s':>12} {'s/meta-iter':>12} {'vs loop':>8}")
+    base = rates["per-task loop"]
+    for name, rate in rates.items():
+        print(f"{name:<18} {rate:>12.3f} {1 / rate:>12.3f} {rate / base:>7.2f}x")
+
+    if not args.no_profile:
+        shares = {}
+        for name, method in METHODS.items():
+            ops = profile_top_ops(method, problem, top=50)
+            listed = ", ".join(f"{op} {share:.0%}" for op, share in ops[:6])
+            print(f"\nwhere {name} spends its time (self time): {listed}")
+            shares[name] = sum(share for op, share in ops if op in ELEMENTWISE)
+        print("\n" + explain(rates, shares, device=device))
+    return rates
+
+
+ELEMENTWISE = frozenset(
+    {"aten::mul", "aten::add", "aten::add_", "aten::sub", "aten::div", "aten::copy_", "aten::neg"}
+)
+"""Memory-bound elementwise operators (batch norm, ReLU masks, inner-step updates)."""
+
+
+def explain(rates: Mapping[str, float], elementwise: Mapping[str, float], *, device) -> str:
+    """One paragraph on where the time goes, from the measured rates and profiles.
+
+    Args:
+        rates: Meta-iterations per second by implementation.
+        elementwise: Share of self time in :data:`ELEMENTWISE` operators by implementation.
+        device: The device measured.
+    """
+    whole, chunked, loop = (rates[name] for name in METHODS)
+    shares = ", ".join(f"{name} {share:.0%}" for name, share in elementwise.items())
+    if device.type != "cpu":
+        return (
+            f"On {device}, vmap over the whole meta-batch runs {whole / loop:.2f}x the loop's "
+            f"rate: one batched kernel per op instead of 32 small launches. Elementwise share "
+            f"of self time: {shares}."
+        )
+    return (
+        f"On this CPU the convolutions cost about the same in every variant (vmap turns the "
+        f"per-task weights into one grouped convolution), so the difference is memory "
+        f"traffic: vmap over all 32 tasks makes each batch-norm/ReLU/update op one pass over "
+        f"tens of MB (32 tasks x 75 queries x 64 channels x 14 x 14 floats is 120 MB in the "
+        f"first block), far beyond the caches, while the loop's per-task tensors (4 MB) stay "
+        f"in L2/L3; elementwise ops take {shares} of the self time. Vectorising a few tasks "
+        f"per call (task_chunk={CPU_TASK_CHUNK}, the trainable's CPU default) keeps operands "
+        f"cache-resident: {chunked:.3f} vs {whole:.3f} meta-iter/s for whole-batch vmap and "
+        f"{loop:.3f} for the loop ({chunked / loop:.2f}x). On a CPU vmap saves only Python "
+        f"and dispatch overhead, which is small next to 64-filter convolutions, so it at "
+        f"best ties the loop; its payoff is on a GPU, where one large kernel replaces 32 small "
+        f"ones."
+    )
+
+
+if __name__ == "__main__":
+    main()
