@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -154,6 +155,8 @@ class BOHB(SuccessiveHalvingSearcher):
         self._codec = SpaceCodec(space)
         # Derived from the state, never saved: encoded rows per trial, the last model.
         self._rows: dict[str, np.ndarray] = {}
+        self._keys: list[str] = []  # configurations of trial_ids(), in order
+        self._key_set: set[str] = set()
         self._model_key: tuple[float, int] | None = None
         self._model: DensityRatioModel | None = None
 
@@ -324,16 +327,36 @@ class BOHB(SuccessiveHalvingSearcher):
             self._design_used += 1
             return dict(design[self._design_used - 1])
         if u_random < self.random_fraction:
-            return self.space.sample(self.rng)
+            return self._unseen_sample()
         model = self.model()
         if model is not None:
-            return model.propose(
-                self.rng, num_samples=self.num_samples, bandwidth_factor=self.bandwidth_factor
+            proposal = model.propose(
+                self.rng,
+                num_samples=self.num_samples,
+                bandwidth_factor=self.bandwidth_factor,
+                exclude=self._seen,
             )
+            return proposal if proposal is not None else self._unseen_sample()
         if prior is not None and u_past < trust:
             (drawn,) = prior.sample(self.rng, 1)
             return self.space.complete(self.space.project(drawn), self.rng)
-        return self.space.sample(self.rng)
+        return self._unseen_sample()
+
+    def _seen(self, config: dict[str, Any]) -> bool:
+        """Whether a trial already has this configuration (only possible in discrete spaces)."""
+        for tid in self.trial_ids()[len(self._keys) :]:
+            self._keys.append(json.dumps(self.trial_config(tid), sort_keys=True))
+            self._key_set.add(self._keys[-1])
+        return json.dumps(self.space.validate(config), sort_keys=True) in self._key_set
+
+    def _unseen_sample(self) -> dict[str, Any]:
+        """A uniform draw, redrawn (a few times) while it repeats an earlier trial."""
+        config = self.space.sample(self.rng)
+        for _ in range(20):
+            if not self._seen(config):
+                break
+            config = self.space.sample(self.rng)
+        return config
 
     def _row(self, trial_id: str) -> np.ndarray:
         row = self._rows.get(trial_id)

@@ -497,7 +497,10 @@ def _loo_bandwidth(d2: np.ndarray, ranks: np.ndarray) -> float:
     d2 = d2 - np.min(d2 + np.eye(n) * 1e9, axis=1, keepdims=True)
     preds = []
     for h in _SURROGATE_BANDWIDTHS:
-        k = np.exp(-d2 / (2.0 * h * h))
+        # The diagonal (minus the nearest neighbour's distance) is negative and may
+        # overflow; it is zeroed right after.
+        with np.errstate(over="ignore"):
+            k = np.exp(-d2 / (2.0 * h * h))
         np.fill_diagonal(k, 0.0)
         preds.append((k @ ranks) / np.maximum(k.sum(axis=1), 1e-300))
     tau, _ = _kendall(np.array(preds), ranks, np.zeros(n))

@@ -281,6 +281,10 @@ class SuccessiveHalvingSearcher(Searcher):
                 out.setdefault(rung.budget, []).extend(rung.results.items())
         return dict(sorted(out.items()))
 
+    def trial_ids(self) -> list[str]:
+        """Every trial handed out so far, in order."""
+        return list(self._trials)
+
     def trial_config(self, trial_id: str) -> dict[str, Any]:
         """The configuration of a trial this searcher handed out."""
         return self._trials[trial_id].config

@@ -37,7 +37,7 @@ accumulate (see :class:`DensityRatioModel`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -342,9 +342,19 @@ class DensityRatioModel:
         return log_l - log_g
 
     def propose(
-        self, rng: np.random.Generator, *, num_samples: int = 64, bandwidth_factor: float = 3.0
-    ) -> dict[str, Any]:
-        """Draw ``num_samples`` candidates (from ``l`` and the prior) and return the best ratio."""
+        self,
+        rng: np.random.Generator,
+        *,
+        num_samples: int = 64,
+        bandwidth_factor: float = 3.0,
+        exclude: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> dict[str, Any] | None:
+        """Draw ``num_samples`` candidates (from ``l`` and the prior) and return the best ratio.
+
+        ``exclude`` marks candidates not to propose (configurations already evaluated:
+        in a discrete space the best ratio is often one of them, and a repeat teaches
+        nothing). Returns None when it excludes every candidate.
+        """
         n_prior = int(round(self.prior_mix * num_samples)) if self.prior is not None else 0
         candidates = self.l.sample(rng, num_samples - n_prior, bandwidth_factor=bandwidth_factor)
         if n_prior:
@@ -352,6 +362,10 @@ class DensityRatioModel:
             drawn = self.prior.sample(rng, n_prior)  # type: ignore[union-attr]
             # A prior from another space may miss or add parameters: make each valid here.
             candidates += [space.complete(space.project(c), rng) for c in drawn]
+        if exclude is not None:
+            candidates = [c for c in candidates if not exclude(c)]
+            if not candidates:
+                return None
         return candidates[int(np.argmax(self.log_ratio(candidates)))]
 
 

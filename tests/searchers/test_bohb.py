@@ -160,3 +160,20 @@ def test_a_prior_steers_early_configurations_and_its_weight_decays(driver_cls):
 def test_bad_options_raise_with_the_fix(options, match):
     with pytest.raises(ValueError, match=match):
         BOHB(space=BOX, max_budget=27, **options)
+
+
+def test_a_discrete_space_is_not_evaluated_twice():
+    # NAS-Bench-201-like: only categoricals. Without the check, the best l/g candidate
+    # is often a cell already evaluated, and about half the evaluations were repeats.
+    space = SearchSpace(
+        {f"e{i}": {"type": "categorical", "choices": ["a", "b", "c"]} for i in range(3)}
+    )
+    searcher = BOHB(space=space, seed=0, max_budget=1)
+    seen = []
+    for i in range(20):
+        suggestion = searcher.ask(f"t{i}")
+        config = suggestion.config
+        seen.append(json.dumps(config, sort_keys=True))
+        value = sum("abc".index(config[f"e{j}"]) for j in range(3))
+        searcher.tell(Observation(trial_id=f"t{i}", config=config, budget=1, value=float(value)))
+    assert len(set(seen)) == len(seen)  # 20 of the 27 cells, no repeat
