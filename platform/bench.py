@@ -20,6 +20,7 @@ task of the benchmark. Two kinds of past (``past=``):
   with the same :data:`KB_CONFIGS` random configurations evaluated at full fidelity
   (seed :data:`KB_SEED`). The same configurations on every task make the zero-shot
   portfolio exact: a configuration's average normalised rank across the past tasks.
+  A table benchmark (nb201) holds every architecture of the other datasets instead.
 * ``searches`` (what users' knowledge bases hold): each other task with the
   observations of one earlier simulated cold BOHB search of :data:`PAST_SEARCH_FFE`
   full-fidelity equivalents (seed :data:`KB_SEED`, one worker): multi-fidelity, and
@@ -454,7 +455,12 @@ def knowledge_base(
     for task in bench.tasks:
         if task == target:
             continue
-        if past == "random":
+        if past == "random" and bench.reference_configs is not None:
+            # A table (nb201): the past is the other datasets, every entry of them.
+            configs = bench.reference_configs
+            values = np.asarray(bench.full_values(task, configs), dtype=float)
+            budgets = np.full(len(values), float(bench.max_budget))
+        elif past == "random":
             configs, values = task_values(bench, task, n=n, seed=KB_SEED, cache_dir=cache_dir)
             budgets = np.full(len(values), float(bench.max_budget))
         else:
@@ -1036,15 +1042,23 @@ def plot_regret(table: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     pivot = mean_regret(table)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, row in pivot.iterrows():
-        ax.plot(
-            row.index.to_numpy(dtype=float), row.to_numpy(dtype=float), marker="o", label=method
-        )
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    cmap = plt.get_cmap("tab20")
+    # The dark shades first, then the light ones: 20 distinct colours.
+    shades = [*range(0, 20, 2), *range(1, 20, 2)]
+    for i, (method, row) in enumerate(pivot.iterrows()):
+        method = str(method)
+        # bohb-warm stands out; its ablations share its family's dashed look.
+        style: dict[str, Any] = {"color": cmap(shades[i % 20]), "marker": "o", "linewidth": 1.5}
+        if method == "bohb-warm":
+            style.update(color="black", linewidth=2.5)
+        elif method.startswith("bohb-warm-"):
+            style.update(linestyle="--", marker="x")
+        ax.plot(row.index.to_numpy(dtype=float), row.to_numpy(dtype=float), label=method, **style)
     ax.set_xlabel("full-fidelity equivalents (FFE)")
     ax.set_ylabel("mean normalised regret")
     ax.set_xscale("log")
-    ax.legend()
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
