@@ -184,10 +184,15 @@ def tiny_problem():
     return net, params, (support_x, support_y, query_x, query_y)
 
 
-def _loop_meta_grad(model, params, data, *, steps, first_order=False, prefix=""):
-    """Reference: one task at a time with plain autograd (create_graph for second order)."""
+def _loop_meta_grad(model, params, data, *, steps, first_order=False, prefix="", rates=None):
+    """Reference: one task at a time with plain autograd (create_graph for second order).
+
+    With ``rates`` (Meta-SGD step sizes by parameter name) each parameter steps with its own
+    rate, and the result also holds the gradient w.r.t. each rate, as ``"inner_lr.<name>"``.
+    """
     support_x, support_y, query_x, query_y = data
     leaves = {n: p.clone().requires_grad_() for n, p in params.items()}
+    rate_leaves = {n: r.clone().requires_grad_() for n, r in (rates or {}).items()}
     losses = []
     for t in range(support_x.shape[0]):
         adapted = dict(leaves)
@@ -198,12 +203,16 @@ def _loop_meta_grad(model, params, data, *, steps, first_order=False, prefix="")
                 loss, [adapted[n] for n in names], create_graph=not first_order
             )
             adapted.update(
-                {n: adapted[n] - INNER_LR * g for n, g in zip(names, grads, strict=True)}
+                {
+                    n: adapted[n] - rate_leaves.get(n, INNER_LR) * g
+                    for n, g in zip(names, grads, strict=True)
+                }
             )
         losses.append(F.cross_entropy(functional_call(model, adapted, (query_x[t],)), query_y[t]))
     meta = torch.stack(losses).mean()
-    grads = torch.autograd.grad(meta, list(leaves.values()))
-    return meta.detach(), dict(zip(leaves, grads, strict=True))
+    keys = [*leaves, *(f"inner_lr.{n}" for n in rate_leaves)]
+    grads = torch.autograd.grad(meta, [*leaves.values(), *rate_leaves.values()])
+    return meta.detach(), dict(zip(keys, grads, strict=True))
 
 
 def _assert_grads_equal(got, want, *, rtol=1e-10, atol=1e-12):
@@ -261,6 +270,101 @@ def test_anil_adapts_the_head_only_and_matches_loop(tiny_problem, first_order):
         A.anil(net, params, *data, inner_lr=INNER_LR, steps=1, head_prefix="classifier.")
 
 
+def _random_rates(params):
+    """Per-parameter step sizes around INNER_LR, different for every entry."""
+    g = make_generator(7)
+    return {
+        n: INNER_LR * (0.5 + torch.rand(p.shape, generator=g, dtype=p.dtype))
+        for n, p in params.items()
+    }
+
+
+def test_meta_sgd_meta_gradient_matches_loop_and_finite_differences(tiny_problem):
+    net, params, data = tiny_problem
+    rates, steps = _random_rates(params), 2
+    got = A.meta_sgd(net, params, *data, inner_lr=rates, steps=steps)
+    want_loss, want = _loop_meta_grad(net, params, data, steps=steps, rates=rates)
+    torch.testing.assert_close(got.loss, want_loss, rtol=1e-12, atol=0)
+    assert got.inner_lr_grads is not None
+    _assert_grads_equal(
+        {**got.grads, **{f"inner_lr.{n}": g for n, g in got.inner_lr_grads.items()}}, want
+    )
+    assert all(got.inner_lr_grads[n].shape == p.shape for n, p in params.items())
+
+    def meta(p, r):
+        with torch.no_grad():
+            return MF.meta_loss(net, p, *data, loss_fn=F.cross_entropy, inner_lr=r, steps=steps)
+
+    rng, eps = make_generator(8), 1e-6
+    for _ in range(2):  # one random direction in (weights, rates) space at a time
+        dp = {n: torch.randn(p.shape, generator=rng, dtype=p.dtype) for n, p in params.items()}
+        dr = {n: torch.randn(r.shape, generator=rng, dtype=r.dtype) for n, r in rates.items()}
+        plus = meta(
+            {n: p + eps * dp[n] for n, p in params.items()},
+            {n: r + eps * dr[n] for n, r in rates.items()},
+        )
+        minus = meta(
+            {n: p - eps * dp[n] for n, p in params.items()},
+            {n: r - eps * dr[n] for n, r in rates.items()},
+        )
+        analytic = sum((got.grads[n] * dp[n]).sum() for n in params) + sum(
+            (got.inner_lr_grads[n] * dr[n]).sum() for n in rates
+        )
+        torch.testing.assert_close(analytic, (plus - minus) / (2 * eps), rtol=1e-6, atol=1e-9)
+
+    chunked = A.meta_sgd(net, params, *data, inner_lr=rates, steps=steps, task_chunk=2)
+    _assert_grads_equal(chunked.grads, got.grads)
+    assert chunked.inner_lr_grads is not None
+    _assert_grads_equal(chunked.inner_lr_grads, got.inner_lr_grads)
+
+
+def test_meta_sgd_at_uniform_rates_is_maml_and_feeds_one_optimizer(tiny_problem):
+    net, params, data = tiny_problem
+    uniform = A.initial_inner_lrs(params, INNER_LR)
+    result = A.meta_sgd(net, params, *data, inner_lr=uniform, steps=1)
+    _assert_grads_equal(result.grads, A.maml(net, params, *data, inner_lr=INNER_LR, steps=1).grads)
+    from_float = A.meta_sgd(net, params, *data, inner_lr=INNER_LR, steps=1)
+    assert from_float.inner_lr_grads is not None and result.inner_lr_grads is not None
+    _assert_grads_equal(from_float.inner_lr_grads, result.inner_lr_grads)
+
+    rates = {n: r.requires_grad_() for n, r in uniform.items()}
+    optimizer = torch.optim.SGD([*net.parameters(), *rates.values()], lr=0.1)
+    A.set_grads(net, result, inner_lr=rates)
+    optimizer.step()
+    for name, rate in rates.items():
+        torch.testing.assert_close(rate, INNER_LR - 0.1 * result.inner_lr_grads[name])
+    with pytest.raises(ValueError, match="pass inner_lr"):
+        A.set_grads(net, result)
+    with pytest.raises(ValueError, match="pass inner_lr"):
+        A.set_grads(net, A.MetaGradient(result.loss, result.grads), inner_lr=rates)
+
+
+def test_adapt_takes_per_parameter_step_sizes_and_frozen_parameters(tiny_problem):
+    net, params, (support_x, support_y, *_) = tiny_problem
+    kwargs = {"loss_fn": F.cross_entropy, "steps": 2}
+    by_float = MF.adapt(net, params, support_x[0], support_y[0], inner_lr=INNER_LR, **kwargs)
+    scalars = {n: torch.tensor(INNER_LR, dtype=torch.float64) for n in params}
+    by_scalars = MF.adapt(net, params, support_x[0], support_y[0], inner_lr=scalars, **kwargs)
+    full = A.initial_inner_lrs(params, INNER_LR)
+    by_full = MF.adapt(net, params, support_x[0], support_y[0], inner_lr=full, **kwargs)
+    _assert_grads_equal(by_scalars, by_float, rtol=0, atol=0)
+    _assert_grads_equal(by_full, by_float, rtol=0, atol=0)
+    # Zero rates on the body: only the head moves.
+    head_only = {n: r * n.startswith("head.") for n, r in full.items()}
+    moved = MF.adapt(net, params, support_x[0], support_y[0], inner_lr=head_only, **kwargs)
+    assert all(torch.equal(moved[n], p) != n.startswith("head.") for n, p in params.items())
+
+    with pytest.raises(ValueError, match=r"missing \['head.bias'\]"):
+        partial = {n: r for n, r in full.items() if n != "head.bias"}
+        MF.adapt(net, params, support_x[0], support_y[0], inner_lr=partial, **kwargs)
+    with pytest.raises(ValueError, match=r"inner_lr\['head.bias'\] has shape"):
+        wrong = {**full, "head.bias": torch.ones(7, dtype=torch.float64)}
+        MF.adapt(net, params, support_x[0], support_y[0], inner_lr=wrong, **kwargs)
+    head = {n: p for n, p in params.items() if n.startswith("head.")}
+    with pytest.raises(ValueError, match="both params and frozen"):
+        MF.adapt(net, head, support_x[0], support_y[0], inner_lr=0.1, frozen=params, **kwargs)
+
+
 def test_reptile_direction_is_params_minus_mean_adapted(tiny_problem):
     net, params, data = tiny_problem
     support_x, support_y, query_x, query_y = data
@@ -311,7 +415,7 @@ def test_meta_gradient_through_optimizer_and_evaluate(tiny_problem):
         A.maml(net, params, *data, inner_lr=INNER_LR, steps=0)
 
 
-@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "anil", "reptile"])
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "anil", "reptile", "metasgd"])
 def test_task_chunks_give_the_same_result(tiny_problem, algorithm):
     net, params, data = tiny_problem
     run = A.ALGORITHMS[algorithm]

@@ -70,6 +70,7 @@ def test_settings_name_the_bad_field(omniglot, tmp_path, monkeypatch):
     settings = OmniglotSettings(data=omniglot)
     with pytest.raises(pydantic.ValidationError):
         settings.inner_lr = 0.2  # frozen
+    assert OmniglotSettings(data=omniglot, algorithm="metasgd").algorithm == "metasgd"
     # Relative paths become absolute: trials run in Ray workers with another cwd.
     monkeypatch.chdir(Path(omniglot).parent)
     assert OmniglotSettings(data="omniglot").data == str(Path(omniglot).resolve())
@@ -84,7 +85,7 @@ def test_devices_resolve():
             resolve_device("cuda")
 
 
-@pytest.mark.parametrize("algorithm", ["maml", "anil", "reptile"])
+@pytest.mark.parametrize("algorithm", ["maml", "anil", "reptile", "metasgd"])
 def test_checkpoint_round_trip_continues_bit_for_bit(omniglot, algorithm):
     settings = OmniglotSettings(data=omniglot, algorithm=algorithm, inner_steps=2, **TINY)
     straight = OmniglotMAML(settings=settings, seed=11)
@@ -103,6 +104,14 @@ def test_checkpoint_round_trip_continues_bit_for_bit(omniglot, algorithm):
     assert got == want
     for name, tensor in straight.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[name], tensor)
+    if algorithm == "metasgd":
+        assert straight.inner_lrs is not None and resumed.inner_lrs is not None
+        for name, rate in straight.inner_lrs.items():
+            assert torch.equal(resumed.inner_lrs[name], rate)
+        # The step sizes are learned: they left their initial value.
+        assert any((rate != settings.inner_lr).any() for rate in straight.inner_lrs.values())
+    else:
+        assert straight.inner_lrs is None and "inner_lr" not in straight.state_dict()
     assert set(want[0]) == {"val_accuracy", "val_loss", "train_loss"} <= set(METRICS)
     assert all(type(v) is float and math.isfinite(v) for v in want[-1].values())
 
@@ -118,6 +127,12 @@ def test_restore_rejects_another_architecture_and_takes_new_hyperparameters(omni
     mutated.load_state_dict(donor.state_dict())
     assert mutated.optimizer.param_groups[0]["lr"] == 0.01
     assert mutated.iteration == 1
+    # Meta-SGD's learned step sizes have no counterpart in another algorithm's checkpoint.
+    meta_sgd = OmniglotMAML(settings=settings.model_copy(update={"algorithm": "metasgd"}), seed=1)
+    with pytest.raises(ValueError, match="only metasgd learns step sizes"):
+        meta_sgd.load_state_dict(donor.state_dict())
+    with pytest.raises(ValueError, match="only metasgd learns step sizes"):
+        donor.load_state_dict(meta_sgd.state_dict())
 
 
 def test_runs_are_a_function_of_the_seed_and_test_metrics(omniglot):
@@ -149,6 +164,7 @@ def test_meta_features_and_registry(omniglot):
     assert features["dataset"] == "omniglot" and features["n_way"] == 5
     assert features["k_shot"] == 5 and features["image_size"] == 28
     assert features["algorithm"] == "fomaml" and features["second_order"] is False
+    assert omniglot_meta_features({"algorithm": "metasgd"})["second_order"] is True
     info = resolve_trainable("maml-omniglot")
     assert info.load() is train_omniglot
     assert info.load_settings() is OmniglotSettings

@@ -8,21 +8,23 @@ meta-batch, computed with ``torch.func`` on top of :mod:`.functional` (``vmap`` 
 * :func:`first_order_maml`: FOMAML, inner gradients treated as constants;
 * :func:`anil`: ANIL, "almost no inner loop" (Raghu et al. 2020): only the head adapts in
   the inner loop; the meta-gradient (second order) still reaches every parameter;
+* :func:`meta_sgd`: Meta-SGD (Li et al. 2017): MAML whose inner step sizes are one learned
+  tensor per parameter, shaped like it; the meta-gradient also covers those rates;
 * :func:`reptile`: Reptile (Nichol et al. 2018): the meta-"gradient" is
   ``params - mean_t(adapted_t)``, so an SGD step with learning rate ``eps`` is exactly
   Reptile's interpolation ``params + eps * (mean adapted - params)``, and any other
   ``torch.optim`` optimizer (Adam) plugs in unchanged.
 
-A trainer sets ``p.grad = result.grads[name]`` on its module's parameters and calls
-``optimizer.step()``; :func:`evaluate` scores an initialisation after adaptation.
-
-Meta-SGD (learned per-parameter inner learning rates) is not here: it needs
-:func:`.functional.adapt` to accept one step size per parameter.
+Every algorithm accepts any :data:`.functional.InnerLR` step size (a float, or one tensor per
+parameter); only :func:`meta_sgd` differentiates w.r.t. it. A trainer calls :func:`set_grads`
+(which sets ``p.grad = result.grads[name]`` on its module's parameters, and the rates' grads
+for Meta-SGD) and then ``optimizer.step()`` on one optimizer over both; :func:`evaluate`
+scores an initialisation after adaptation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple, Protocol
 
 import torch
@@ -32,7 +34,7 @@ from torch.func import grad_and_value, vmap
 
 from . import functional as MF
 from .conv import HEAD_PREFIX
-from .functional import LossFn, Params
+from .functional import InnerLR, LossFn, Params
 
 
 class MetaGradient(NamedTuple):
@@ -41,15 +43,20 @@ class MetaGradient(NamedTuple):
     Attributes:
         loss: Mean post-adaptation query loss over the tasks, a detached scalar tensor.
         grads: Meta-gradient (descent direction's negative), keyed like ``params``.
+        inner_lr_grads: Meta-gradient w.r.t. the per-parameter inner step sizes, keyed like
+            them (i.e. like ``params``); only from algorithms that learn them
+            (:func:`meta_sgd`), None otherwise.
     """
 
     loss: Tensor
     grads: Params
+    inner_lr_grads: Params | None = None
 
 
 class Algorithm(Protocol):
-    """The signature shared by :func:`maml`, :func:`first_order_maml`, :func:`anil` and
-    :func:`reptile` (``params`` first, data tensors with a leading task dimension)."""
+    """The signature shared by :func:`maml`, :func:`first_order_maml`, :func:`anil`,
+    :func:`meta_sgd` and :func:`reptile` (``params`` first, data tensors with a leading task
+    dimension)."""
 
     def __call__(
         self,
@@ -60,7 +67,7 @@ class Algorithm(Protocol):
         query_x: Tensor,
         query_y: Tensor,
         *,
-        inner_lr: float,
+        inner_lr: InnerLR,
         steps: int,
         loss_fn: LossFn = ...,
         task_chunk: int | None = ...,
@@ -98,13 +105,42 @@ def _split(params: Mapping[str, Tensor], prefix: str) -> tuple[Params, Params]:
     return adapted, {n: p for n, p in params.items() if not n.startswith(prefix)}
 
 
+def _constant(inner_lr: InnerLR) -> InnerLR:
+    """The step size cut from any outer graph: algorithms return detached meta-gradients."""
+    if isinstance(inner_lr, Mapping):
+        return MF.detached(inner_lr)
+    return inner_lr.detach() if isinstance(inner_lr, Tensor) else inner_lr
+
+
+def _rates_for(inner_lr: InnerLR, names: Iterable[str]) -> InnerLR:
+    """Per-parameter step sizes of the adapted parameters only (ANIL adapts a subset)."""
+    if isinstance(inner_lr, Mapping):
+        return {n: inner_lr[n] for n in names if n in inner_lr}
+    return inner_lr
+
+
+def initial_inner_lrs(params: Mapping[str, Tensor], inner_lr: float) -> Params:
+    """Meta-SGD's starting step sizes: ``inner_lr`` everywhere, one tensor per parameter.
+
+    Args:
+        params: Parameters by name; each rate gets its parameter's shape, dtype and device.
+        inner_lr: The initial step size (the paper draws it at random; a constant makes
+            step 0 exactly MAML).
+
+    Returns:
+        New tensors (not requiring grad), keyed like ``params``.
+    """
+    return {n: torch.full_like(p.detach(), inner_lr) for n, p in params.items()}
+
+
 Data = tuple[Tensor, Tensor, Tensor, Tensor]
+Grads = tuple[Params, ...]
 
 
 def _over_chunks(
-    compute: Callable[[Data], tuple[Params, Tensor]], data: Data, task_chunk: int | None
-) -> tuple[Params, Tensor]:
-    """``compute`` (a mean over tasks, and its gradient) on consecutive slices of at most
+    compute: Callable[[Data], tuple[Grads, Tensor]], data: Data, task_chunk: int | None
+) -> tuple[Grads, Tensor]:
+    """``compute`` (a mean over tasks, and its gradients) on consecutive slices of at most
     ``task_chunk`` tasks, combined into the mean over all tasks.
 
     Why: on a CPU, ``vmap`` over a whole meta-batch of conv nets turns every elementwise op
@@ -116,16 +152,19 @@ def _over_chunks(
         return compute(data)
     if task_chunk < 1:
         raise ValueError(f"task_chunk must be >= 1 or None (no chunking), got {task_chunk}")
-    total: Params = {}
+    totals: list[Params] = []
     total_loss = torch.zeros(())
     for start in range(0, tasks, task_chunk):
         part = tuple(t[start : start + task_chunk] for t in data)
         grads, loss = compute(part)  # type: ignore[arg-type]
         weight = part[0].shape[0] / tasks
         total_loss = total_loss.to(loss) + weight * loss
-        for name, g in grads.items():
-            total[name] = total[name] + weight * g if name in total else weight * g
-    return total, total_loss
+        if not totals:
+            totals = [{} for _ in grads]
+        for total, part_grads in zip(totals, grads, strict=True):
+            for name, g in part_grads.items():
+                total[name] = total[name] + weight * g if name in total else weight * g
+    return tuple(totals), total_loss
 
 
 def maml(
@@ -136,7 +175,7 @@ def maml(
     query_x: Tensor,
     query_y: Tensor,
     *,
-    inner_lr: float,
+    inner_lr: InnerLR,
     steps: int,
     loss_fn: LossFn = F.cross_entropy,
     first_order: bool = False,
@@ -151,7 +190,7 @@ def maml(
         support_y: ``[T, N*K]``.
         query_x: ``[T, N*Q, *input_shape]``.
         query_y: ``[T, N*Q]``.
-        inner_lr: Inner-loop step size.
+        inner_lr: Inner-loop step size (see :data:`.functional.InnerLR`); held constant.
         steps: Inner gradient steps (>= 1).
         loss_fn: ``loss_fn(logits, labels) -> scalar``; cross-entropy by default.
         first_order: Drop the second-order terms (see :func:`first_order_maml`).
@@ -169,22 +208,24 @@ def maml(
     check_vmap_safe(model)
 
     base = MF.detached(params)
+    rates = _constant(inner_lr)
 
-    def compute(data: Data) -> tuple[Params, Tensor]:
+    def compute(data: Data) -> tuple[Grads, Tensor]:
         def objective(p: Params) -> Tensor:
             return MF.meta_loss(
                 model,
                 p,
                 *data,
                 loss_fn=loss_fn,
-                inner_lr=inner_lr,
+                inner_lr=rates,
                 steps=steps,
                 first_order=first_order,
             )
 
-        return grad_and_value(objective)(base)
+        grads, loss = grad_and_value(objective)(base)
+        return (grads,), loss
 
-    grads, loss = _over_chunks(compute, (support_x, support_y, query_x, query_y), task_chunk)
+    (grads,), loss = _over_chunks(compute, (support_x, support_y, query_x, query_y), task_chunk)
     return MetaGradient(loss.detach(), grads)
 
 
@@ -196,7 +237,7 @@ def first_order_maml(
     query_x: Tensor,
     query_y: Tensor,
     *,
-    inner_lr: float,
+    inner_lr: InnerLR,
     steps: int,
     loss_fn: LossFn = F.cross_entropy,
     task_chunk: int | None = None,
@@ -229,7 +270,7 @@ def anil(
     query_x: Tensor,
     query_y: Tensor,
     *,
-    inner_lr: float,
+    inner_lr: InnerLR,
     steps: int,
     loss_fn: LossFn = F.cross_entropy,
     head_prefix: str = HEAD_PREFIX,
@@ -238,10 +279,9 @@ def anil(
 ) -> MetaGradient:
     """ANIL: the inner loop adapts the head only; the meta-gradient covers every parameter.
 
-    The body's parameters reach the inner loop as fixed tensors (through ``buffers`` of
-    :func:`.functional.adapt`, which merges them into the ``functional_call``), so they are
-    not stepped there but the meta-gradient still flows into them, second order unless
-    ``first_order``.
+    The body's parameters reach the inner loop as ``frozen`` tensors of
+    :func:`.functional.adapt`, so they are not stepped there but the meta-gradient still
+    flows into them, second order unless ``first_order``.
 
     Args:
         model: Architecture template.
@@ -250,7 +290,8 @@ def anil(
         support_y: ``[T, N*K]``.
         query_x: ``[T, N*Q, *input_shape]``.
         query_y: ``[T, N*Q]``.
-        inner_lr: Inner-loop step size.
+        inner_lr: Inner-loop step size; per-parameter step sizes need the head's entries only
+            (others are ignored).
         steps: Inner gradient steps (>= 1).
         loss_fn: ``loss_fn(logits, labels) -> scalar``.
         head_prefix: Parameters whose name starts with it are adapted (``"head."``).
@@ -266,25 +307,98 @@ def anil(
     _check_steps(steps)
     check_vmap_safe(model)
     head, body = _split(MF.detached(params), head_prefix)
+    rates = _rates_for(_constant(inner_lr), head)
 
-    def compute(data: Data) -> tuple[Params, Tensor]:
+    def compute(data: Data) -> tuple[Grads, Tensor]:
         def objective(body: Params, head: Params) -> Tensor:
             return MF.meta_loss(
                 model,
                 head,
                 *data,
                 loss_fn=loss_fn,
-                inner_lr=inner_lr,
+                inner_lr=rates,
                 steps=steps,
                 first_order=first_order,
-                buffers=body,
+                frozen=body,
             )
 
         (body_grads, head_grads), loss = grad_and_value(objective, argnums=(0, 1))(body, head)
-        return {**body_grads, **head_grads}, loss
+        return ({**body_grads, **head_grads},), loss
 
-    grads, loss = _over_chunks(compute, (support_x, support_y, query_x, query_y), task_chunk)
+    (grads,), loss = _over_chunks(compute, (support_x, support_y, query_x, query_y), task_chunk)
     return MetaGradient(loss.detach(), {name: grads[name] for name in params})
+
+
+def meta_sgd(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    support_x: Tensor,
+    support_y: Tensor,
+    query_x: Tensor,
+    query_y: Tensor,
+    *,
+    inner_lr: InnerLR,
+    steps: int,
+    loss_fn: LossFn = F.cross_entropy,
+    first_order: bool = False,
+    task_chunk: int | None = None,
+) -> MetaGradient:
+    """Meta-SGD: MAML with learned per-parameter inner step sizes (Li et al. 2017).
+
+    The inner step is ``p <- p - alpha_p * grad_p`` with ``alpha_p`` a tensor shaped like
+    ``p``; the meta-gradient of the mean post-adaptation query loss is taken w.r.t. both the
+    initialisation and the ``alpha``. Keep the rates beside the model's parameters (from
+    :func:`initial_inner_lrs`), give one optimizer both, and pass them to :func:`set_grads`.
+
+    Args:
+        model: Architecture template.
+        params: Meta-parameters; used detached.
+        support_x: ``[T, N*K, *input_shape]``.
+        support_y: ``[T, N*K]``.
+        query_x: ``[T, N*Q, *input_shape]``.
+        query_y: ``[T, N*Q]``.
+        inner_lr: The current step sizes, a tensor per parameter keyed like ``params``
+            (used detached). A float or scalar tensor stands for that value everywhere.
+        steps: Inner gradient steps (>= 1).
+        loss_fn: ``loss_fn(logits, labels) -> scalar``.
+        first_order: Detach the inner gradients; the rates still get a (first-order)
+            meta-gradient, since each step is linear in them.
+        task_chunk: Tasks vectorised at a time, see :func:`maml`.
+
+    Returns:
+        The meta-loss, the meta-gradient w.r.t. ``params`` (``grads``) and w.r.t. the step
+        sizes (``inner_lr_grads``, keyed and shaped like the rates).
+
+    Raises:
+        ValueError: As :func:`maml`, or if the step sizes do not match ``params``.
+    """
+    _check_steps(steps)
+    check_vmap_safe(model)
+    base = MF.detached(params)
+    if isinstance(inner_lr, Mapping):
+        rates = MF.detached(inner_lr)
+    else:
+        rates = {n: torch.full_like(p, float(inner_lr)) for n, p in base.items()}
+
+    def compute(data: Data) -> tuple[Grads, Tensor]:
+        def objective(p: Params, r: Params) -> Tensor:
+            return MF.meta_loss(
+                model,
+                p,
+                *data,
+                loss_fn=loss_fn,
+                inner_lr=r,
+                steps=steps,
+                first_order=first_order,
+            )
+
+        (grads, rate_grads), loss = grad_and_value(objective, argnums=(0, 1))(base, rates)
+        return (grads, rate_grads), loss
+
+    (grads, rate_grads), loss = _over_chunks(
+        compute, (support_x, support_y, query_x, query_y), task_chunk
+    )
+    return MetaGradient(loss.detach(), grads, rate_grads)
 
 
 def reptile(
@@ -295,7 +409,7 @@ def reptile(
     query_x: Tensor,
     query_y: Tensor,
     *,
-    inner_lr: float,
+    inner_lr: InnerLR,
     steps: int,
     loss_fn: LossFn = F.cross_entropy,
     task_chunk: int | None = None,
@@ -329,21 +443,22 @@ def reptile(
     _check_steps(steps)
     check_vmap_safe(model)
     base = MF.detached(params)
+    rates = _constant(inner_lr)
 
     def one_task(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Params, Tensor]:
         adapted = MF.adapt(
-            model, base, sx, sy, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps, first_order=True
+            model, base, sx, sy, loss_fn=loss_fn, inner_lr=rates, steps=steps, first_order=True
         )
         return adapted, MF.task_loss(model, adapted, qx, qy, loss_fn=loss_fn)
 
-    def compute(data: Data) -> tuple[Params, Tensor]:
+    def compute(data: Data) -> tuple[Grads, Tensor]:
         # torch.func.grad inside adapt computes the inner gradients even under no_grad; no
         # outer graph is wanted.
         with torch.no_grad():
             adapted, losses = vmap(one_task)(*data)
-            return {n: base[n] - adapted[n].mean(dim=0) for n in base}, losses.mean()
+            return ({n: base[n] - adapted[n].mean(dim=0) for n in base},), losses.mean()
 
-    grads, loss = _over_chunks(compute, (support_x, support_y, query_x, query_y), task_chunk)
+    (grads,), loss = _over_chunks(compute, (support_x, support_y, query_x, query_y), task_chunk)
     return MetaGradient(loss, grads)
 
 
@@ -352,11 +467,15 @@ ALGORITHMS: dict[str, Algorithm] = {
     "fomaml": first_order_maml,
     "anil": anil,
     "reptile": reptile,
+    "metasgd": meta_sgd,
 }
 """Algorithms by the name job files use."""
 
 HEAD_ONLY = frozenset({"anil"})
 """Algorithms whose inner loop (at evaluation too) adapts only the head."""
+
+LEARNED_INNER_LR = frozenset({"metasgd"})
+"""Algorithms that meta-learn per-parameter inner step sizes (``inner_lr_grads``)."""
 
 
 class Evaluation(NamedTuple):
@@ -378,7 +497,7 @@ def adapted_logits(
     support_y: Tensor,
     query_x: Tensor,
     *,
-    inner_lr: float,
+    inner_lr: InnerLR,
     steps: int,
     loss_fn: LossFn = F.cross_entropy,
     adapt_prefix: str = "",
@@ -392,7 +511,8 @@ def adapted_logits(
         support_x: ``[T, N*K, *input_shape]``.
         support_y: ``[T, N*K]``.
         query_x: ``[T, M, *input_shape]``.
-        inner_lr: Inner-loop step size.
+        inner_lr: Inner-loop step size (per-parameter step sizes: only the adapted
+            parameters' entries are used).
         steps: Adaptation steps (0 scores the initialisation itself).
         loss_fn: Inner-loop loss.
         adapt_prefix: Only parameters whose name starts with it adapt (``""``: all;
@@ -404,6 +524,7 @@ def adapted_logits(
     """
     check_vmap_safe(model)
     adapting, fixed = _split(MF.detached(params), adapt_prefix)
+    rates = _rates_for(_constant(inner_lr), adapting)
 
     def one_task(sx: Tensor, sy: Tensor, qx: Tensor) -> Tensor:
         adapted = MF.adapt(
@@ -412,12 +533,12 @@ def adapted_logits(
             sx,
             sy,
             loss_fn=loss_fn,
-            inner_lr=inner_lr,
+            inner_lr=rates,
             steps=steps,
             first_order=True,
-            buffers=fixed,
+            frozen=fixed,
         )
-        return MF.forward(model, adapted, qx, buffers=fixed)
+        return MF.forward(model, {**fixed, **adapted}, qx)
 
     tasks = support_x.shape[0]
     chunk = tasks if task_chunk is None else task_chunk
@@ -440,7 +561,7 @@ def evaluate(
     query_x: Tensor,
     query_y: Tensor,
     *,
-    inner_lr: float,
+    inner_lr: InnerLR,
     steps: int,
     adapt_prefix: str = "",
     task_chunk: int | None = None,
@@ -454,7 +575,7 @@ def evaluate(
         support_y: ``[T, N*K]``.
         query_x: ``[T, M, *input_shape]``.
         query_y: ``[T, M]``.
-        inner_lr: Inner-loop step size.
+        inner_lr: Inner-loop step size, see :func:`adapted_logits`.
         steps: Adaptation steps.
         adapt_prefix: See :func:`adapted_logits`.
         task_chunk: Tasks vectorised at a time, see :func:`maml`.
@@ -483,15 +604,19 @@ def _check_steps(steps: int) -> None:
         raise ValueError(f"steps must be >= 1 for meta-training, got {steps}")
 
 
-def set_grads(model: nn.Module, result: MetaGradient) -> None:
-    """Writes ``result.grads`` into ``model``'s parameters' ``.grad`` for an optimizer step.
+def set_grads(
+    model: nn.Module, result: MetaGradient, *, inner_lr: Mapping[str, Tensor] | None = None
+) -> None:
+    """Writes ``result``'s meta-gradient into ``.grad`` for an optimizer step.
 
     Args:
         model: The module whose parameters ``result`` was computed for.
         result: A meta-gradient keyed like ``model.named_parameters()``.
+        inner_lr: The learned step sizes (leaf tensors) ``result`` was computed with; needed
+            exactly when ``result.inner_lr_grads`` is set (:func:`meta_sgd`).
 
     Raises:
-        ValueError: If the names do not match.
+        ValueError: If the names do not match, or ``inner_lr`` is missing or superfluous.
     """
     named = dict(model.named_parameters())
     if named.keys() != result.grads.keys():
@@ -500,6 +625,21 @@ def set_grads(model: nn.Module, result: MetaGradient) -> None:
             f"{sorted(set(named) ^ set(result.grads))}; compute it from "
             "dict(model.named_parameters())"
         )
+    rate_grads = result.inner_lr_grads
+    if (rate_grads is None) != (inner_lr is None):
+        raise ValueError(
+            "pass inner_lr (the learned step sizes) exactly when the algorithm learns them: "
+            f"inner_lr_grads is {'None' if rate_grads is None else 'set'}, inner_lr is "
+            f"{'None' if inner_lr is None else 'set'}"
+        )
+    if rate_grads is not None and inner_lr is not None:
+        if rate_grads.keys() != inner_lr.keys():
+            raise ValueError(
+                "step-size gradient keys do not match inner_lr: "
+                f"{sorted(set(rate_grads) ^ set(inner_lr))}"
+            )
+        for name, rate in inner_lr.items():
+            rate.grad = rate_grads[name].detach()
     for name, param in named.items():
         param.grad = result.grads[name].detach()
 
@@ -507,6 +647,7 @@ def set_grads(model: nn.Module, result: MetaGradient) -> None:
 __all__ = [
     "ALGORITHMS",
     "HEAD_ONLY",
+    "LEARNED_INNER_LR",
     "Algorithm",
     "Evaluation",
     "MetaGradient",
@@ -515,7 +656,9 @@ __all__ = [
     "check_vmap_safe",
     "evaluate",
     "first_order_maml",
+    "initial_inner_lrs",
     "maml",
+    "meta_sgd",
     "reptile",
     "set_grads",
 ]

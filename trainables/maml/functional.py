@@ -17,6 +17,11 @@ Requirements on the model and the loss so that they work under ``vmap``:
   as in PyTorch's functorch MAML-Omniglot example;
 * the loss must return a scalar and must not call ``.item()`` or branch on tensor values
   (``F.mse_loss`` and ``F.cross_entropy`` both qualify).
+
+The inner step size (:data:`InnerLR`) is one number for every parameter (MAML) or one tensor
+per parameter, shaped like it (Meta-SGD, Li et al. 2017, which meta-learns those tensors).
+Parameters that the inner loop must hold fixed while the outer loop still differentiates
+through them (ANIL's body) go in ``frozen``, not in ``params``.
 """
 
 from __future__ import annotations
@@ -32,12 +37,56 @@ Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """``loss_fn(prediction, target) -> scalar tensor``; must be ``vmap``-compatible."""
 
+InnerLR = float | Tensor | Mapping[str, Tensor]
+"""Inner-loop step size: a float, a scalar tensor (e.g. a learned one), or per-parameter
+step sizes (Meta-SGD): a tensor for every adapted parameter, keyed like ``params``, each
+shaped like its parameter (elementwise rates) or a scalar (one rate for the tensor)."""
 
-def _check_steps_and_lr(steps: int, inner_lr: float | Tensor) -> None:
+
+def _check_steps_and_lr(steps: int, inner_lr: InnerLR) -> None:
     if steps < 0:
         raise ValueError(f"steps must be >= 0 (0 means no adaptation), got {steps}")
-    if not isinstance(inner_lr, Tensor) and inner_lr < 0:
+    # Tensors are not checked: they may be traced, and learned rates may change sign.
+    if not isinstance(inner_lr, (Tensor, Mapping)) and inner_lr < 0:
         raise ValueError(f"inner_lr must be >= 0; pass a positive step size, got {inner_lr}")
+
+
+def _check_rates_match(inner_lr: InnerLR, params: Mapping[str, Tensor]) -> None:
+    """Per-parameter step sizes must name exactly the adapted parameters, in their shapes."""
+    if not isinstance(inner_lr, Mapping):
+        return
+    if inner_lr.keys() != params.keys():
+        missing = sorted(set(params) - set(inner_lr))
+        extra = sorted(set(inner_lr) - set(params))
+        raise ValueError(
+            f"per-parameter inner_lr must have one entry per adapted parameter; missing "
+            f"{missing}, unexpected {extra}. Key the step sizes like params (frozen "
+            "parameters take none)"
+        )
+    for name, rate in inner_lr.items():
+        if rate.dim() != 0 and rate.shape != params[name].shape:
+            raise ValueError(
+                f"inner_lr[{name!r}] has shape {tuple(rate.shape)} but the parameter has "
+                f"{tuple(params[name].shape)}; use the parameter's shape or a scalar"
+            )
+
+
+def _fixed_tensors(
+    params: Mapping[str, Tensor],
+    buffers: Mapping[str, Tensor] | None,
+    frozen: Mapping[str, Tensor] | None,
+) -> Mapping[str, Tensor] | None:
+    """Buffers and frozen parameters, the tensors ``functional_call`` takes but the inner
+    loop does not step."""
+    if not frozen:
+        return buffers
+    clash = sorted(set(frozen) & set(params))
+    if clash:
+        raise ValueError(
+            f"{clash} are in both params and frozen; a parameter is either adapted by the "
+            "inner loop (params) or held fixed there (frozen)"
+        )
+    return dict(frozen) if buffers is None else {**buffers, **frozen}
 
 
 def forward(
@@ -96,16 +145,18 @@ def adapt(
     support_y: Tensor,
     *,
     loss_fn: LossFn,
-    inner_lr: float | Tensor,
+    inner_lr: InnerLR,
     steps: int,
     first_order: bool = False,
     buffers: Mapping[str, Tensor] | None = None,
+    frozen: Mapping[str, Tensor] | None = None,
 ) -> Params:
     """Inner loop: ``steps`` plain gradient-descent steps on one task's support set.
 
-    Each step is ``params <- params - inner_lr * grad(support loss)(params)``. The returned
-    parameters stay differentiable w.r.t. the input ``params`` (for any outer autograd or
-    ``torch.func`` transform), which is what makes the MAML meta-gradient flow through
+    Each step is ``params <- params - inner_lr * grad(support loss)(params)``, elementwise
+    per parameter when ``inner_lr`` is a dict (Meta-SGD). The returned parameters stay
+    differentiable w.r.t. the input ``params``, ``inner_lr`` and ``frozen`` (for any outer
+    autograd or ``torch.func`` transform), which is what makes the meta-gradient flow through
     adaptation.
 
     Args:
@@ -114,23 +165,32 @@ def adapt(
         support_x: The task's support inputs, ``[K, *input_shape]``.
         support_y: The task's support targets.
         loss_fn: ``loss_fn(prediction, target) -> scalar``.
-        inner_lr: Inner-loop step size (a float, or a tensor, e.g. a learned one).
+        inner_lr: Inner-loop step size, see :data:`InnerLR`.
         steps: Number of gradient steps; 0 returns ``params`` unchanged.
         first_order: If True, the inner gradients are detached, i.e. treated as constants
             w.r.t. ``params`` (first-order MAML): the meta-gradient then skips the Hessian
             terms. If False (default), the full second-order meta-gradient is kept.
         buffers: Optional buffers, see :func:`forward`.
+        frozen: Parameters the inner loop holds fixed (not stepped, no inner gradient),
+            keyed like ``model.named_parameters()`` and disjoint from ``params``; an outer
+            transform still differentiates through them (ANIL's body).
 
     Returns:
-        Adapted parameters, a new dict with the same keys.
+        Adapted parameters, a new dict with the keys of ``params`` (``frozen`` not included).
 
     Raises:
-        ValueError: If ``steps`` or ``inner_lr`` is negative.
+        ValueError: If ``steps`` or a float ``inner_lr`` is negative, per-parameter step
+            sizes do not match ``params``, or ``frozen`` overlaps ``params``.
     """
     _check_steps_and_lr(steps, inner_lr)
+    _check_rates_match(inner_lr, params)
+    fixed = _fixed_tensors(params, buffers, frozen)
 
     def support_loss(p: Params) -> Tensor:
-        return task_loss(model, p, support_x, support_y, loss_fn=loss_fn, buffers=buffers)
+        return task_loss(model, p, support_x, support_y, loss_fn=loss_fn, buffers=fixed)
+
+    def rate(name: str) -> float | Tensor:
+        return inner_lr[name] if isinstance(inner_lr, Mapping) else inner_lr
 
     grad_fn = grad(support_loss)
     adapted = dict(params)
@@ -138,7 +198,7 @@ def adapt(
         grads = grad_fn(adapted)
         if first_order:
             grads = {name: g.detach() for name, g in grads.items()}
-        adapted = {name: p - inner_lr * grads[name] for name, p in adapted.items()}
+        adapted = {name: p - rate(name) * grads[name] for name, p in adapted.items()}
     return adapted
 
 
@@ -151,10 +211,11 @@ def task_query_loss(
     query_y: Tensor,
     *,
     loss_fn: LossFn,
-    inner_lr: float | Tensor,
+    inner_lr: InnerLR,
     steps: int,
     first_order: bool = False,
     buffers: Mapping[str, Tensor] | None = None,
+    frozen: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     """One task's query loss after adapting ``params`` on its support set.
 
@@ -166,13 +227,14 @@ def task_query_loss(
         query_x: Query inputs, ``[Q, *input_shape]``.
         query_y: Query targets.
         loss_fn: ``loss_fn(prediction, target) -> scalar``.
-        inner_lr: Inner-loop step size.
+        inner_lr: Inner-loop step size, see :data:`InnerLR`.
         steps: Number of inner gradient steps (0 gives the pre-adaptation query loss).
         first_order: Detach the inner gradients, see :func:`adapt`.
         buffers: Optional buffers, see :func:`forward`.
+        frozen: Parameters held fixed in the inner loop, see :func:`adapt`.
 
     Returns:
-        A scalar tensor, differentiable w.r.t. ``params``.
+        A scalar tensor, differentiable w.r.t. ``params``, ``inner_lr`` and ``frozen``.
     """
     adapted = adapt(
         model,
@@ -184,8 +246,10 @@ def task_query_loss(
         steps=steps,
         first_order=first_order,
         buffers=buffers,
+        frozen=frozen,
     )
-    return task_loss(model, adapted, query_x, query_y, loss_fn=loss_fn, buffers=buffers)
+    fixed = _fixed_tensors(params, buffers, frozen)
+    return task_loss(model, adapted, query_x, query_y, loss_fn=loss_fn, buffers=fixed)
 
 
 def batched_query_losses(
@@ -197,15 +261,16 @@ def batched_query_losses(
     query_y: Tensor,
     *,
     loss_fn: LossFn,
-    inner_lr: float | Tensor,
+    inner_lr: InnerLR,
     steps: int,
     first_order: bool = False,
     buffers: Mapping[str, Tensor] | None = None,
+    frozen: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     """Per-task post-adaptation query losses of a meta-batch, vectorised with ``vmap``.
 
-    All data tensors carry a leading task dimension ``T``; ``params`` and ``buffers`` are
-    shared by every task (not batched).
+    All data tensors carry a leading task dimension ``T``; ``params``, ``inner_lr``,
+    ``buffers`` and ``frozen`` are shared by every task (not batched).
 
     Args:
         model: Architecture template.
@@ -215,19 +280,22 @@ def batched_query_losses(
         query_x: ``[T, Q, *input_shape]``.
         query_y: ``[T, Q, *target_shape]``.
         loss_fn: ``loss_fn(prediction, target) -> scalar``.
-        inner_lr: Inner-loop step size.
+        inner_lr: Inner-loop step size, see :data:`InnerLR`.
         steps: Number of inner gradient steps.
         first_order: Detach the inner gradients, see :func:`adapt`.
         buffers: Optional buffers, see :func:`forward`.
+        frozen: Parameters held fixed in the inner loop, see :func:`adapt`.
 
     Returns:
-        A ``[T]`` tensor of query losses, differentiable w.r.t. ``params``.
+        A ``[T]`` tensor of query losses, differentiable w.r.t. ``params``, ``inner_lr``
+        and ``frozen``.
 
     Raises:
-        ValueError: If the data tensors disagree on the number of tasks, or ``steps`` or
-            ``inner_lr`` is negative.
+        ValueError: If the data tensors disagree on the number of tasks, or an argument is
+            rejected by :func:`adapt`.
     """
     _check_steps_and_lr(steps, inner_lr)
+    _check_rates_match(inner_lr, params)
     data = (support_x, support_y, query_x, query_y)
     num_tasks = {t.shape[0] if t.dim() > 0 else None for t in data}
     if len(num_tasks) != 1 or None in num_tasks:
@@ -249,6 +317,7 @@ def batched_query_losses(
             steps=steps,
             first_order=first_order,
             buffers=buffers,
+            frozen=frozen,
         )
 
     return vmap(one_task)(*data)
@@ -263,16 +332,19 @@ def meta_loss(
     query_y: Tensor,
     *,
     loss_fn: LossFn,
-    inner_lr: float | Tensor,
+    inner_lr: InnerLR,
     steps: int,
     first_order: bool = False,
     buffers: Mapping[str, Tensor] | None = None,
+    frozen: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     """MAML meta-loss of a meta-batch: the mean over tasks of the post-adaptation query loss.
 
     Its gradient w.r.t. ``params`` (``meta_loss(...).backward()`` when ``params`` are the
     module's leaf parameters, or ``torch.func.grad`` over this function) is the MAML
-    meta-gradient: second order by default, first-order MAML with ``first_order=True``.
+    meta-gradient: second order by default, first-order MAML with ``first_order=True``. Its
+    gradient w.r.t. per-parameter ``inner_lr`` tensors is Meta-SGD's, w.r.t. ``frozen``
+    ANIL's for the body.
 
     Args:
         model: Architecture template.
@@ -282,10 +354,11 @@ def meta_loss(
         query_x: ``[T, Q, *input_shape]``.
         query_y: ``[T, Q, *target_shape]``.
         loss_fn: ``loss_fn(prediction, target) -> scalar``.
-        inner_lr: Inner-loop step size.
+        inner_lr: Inner-loop step size, see :data:`InnerLR`.
         steps: Number of inner gradient steps.
         first_order: Detach the inner gradients, see :func:`adapt`.
         buffers: Optional buffers, see :func:`forward`.
+        frozen: Parameters held fixed in the inner loop, see :func:`adapt`.
 
     Returns:
         A scalar tensor.
@@ -302,6 +375,7 @@ def meta_loss(
         steps=steps,
         first_order=first_order,
         buffers=buffers,
+        frozen=frozen,
     )
     return losses.mean()
 
@@ -319,6 +393,7 @@ def detached(params: Mapping[str, Tensor]) -> Params:
 
 
 __all__ = [
+    "InnerLR",
     "LossFn",
     "Params",
     "adapt",

@@ -25,6 +25,7 @@ from warmtune.trainables import trial_seed
 
 from . import algorithms as AL
 from .conv import HEAD_PREFIX, ConvNet
+from .functional import InnerLR
 from .omniglot import (
     DEFAULT_VAL_CHARACTERS,
     DRAWERS,
@@ -36,7 +37,7 @@ from .omniglot import (
     sample_episodes,
 )
 from .sinusoid import make_generator
-from .trainable import _match_threads_to_ray
+from .trainable import match_threads_to_ray
 
 METRICS = {
     "val_accuracy": "max",
@@ -66,7 +67,7 @@ CHECKPOINT_FILE = "maml_omniglot_state.pt"
 _STATE_FORMAT = 1
 _ARCHITECTURE = ("n_way", "filters", "blocks")
 
-Algorithm = Literal["maml", "fomaml", "anil", "reptile"]
+Algorithm = Literal["maml", "fomaml", "anil", "reptile", "metasgd"]
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -88,8 +89,17 @@ class OmniglotSettings(BaseModel):
     n_way: int = Field(5, ge=2, description="Classes per task.")
     k_shot: int = Field(1, ge=1, description="Support images per class.")
     q_query: int = Field(15, ge=1, description="Query images per class.")
-    algorithm: Algorithm = Field("maml", description="maml, fomaml, anil or reptile.")
-    inner_lr: float = Field(0.4, gt=0, description="Inner-loop (adaptation) step size.")
+    algorithm: Algorithm = Field(
+        "maml",
+        description="maml, fomaml, anil, reptile or metasgd (Meta-SGD: MAML with learned "
+        "per-parameter inner step sizes).",
+    )
+    inner_lr: float = Field(
+        0.4,
+        gt=0,
+        description="Inner-loop (adaptation) step size; for metasgd, the initial value of "
+        "every learned step size.",
+    )
     inner_steps: int = Field(1, ge=1, description="Inner gradient steps during meta-training.")
     eval_inner_steps: int = Field(
         3, ge=0, description="Adaptation steps (at inner_lr) on validation and test tasks."
@@ -178,7 +188,19 @@ class OmniglotMAML:
         ).to(self.device)
         # A separate stream for tasks: changing the architecture must not change the tasks.
         self._task_generator = make_generator(seed + 1)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.meta_lr)
+        # Meta-SGD's learned step sizes live beside the weights, in the same optimizer and
+        # the same checkpoint; None for algorithms with a fixed inner_lr.
+        self.inner_lrs: dict[str, torch.Tensor] | None = None
+        learned: list[torch.Tensor] = []
+        if settings.algorithm in AL.LEARNED_INNER_LR:
+            self.inner_lrs = {
+                name: rate.requires_grad_()
+                for name, rate in AL.initial_inner_lrs(
+                    dict(self.model.named_parameters()), settings.inner_lr
+                ).items()
+            }
+            learned = list(self.inner_lrs.values())
+        self.optimizer = torch.optim.Adam([*self.model.parameters(), *learned], lr=settings.meta_lr)
         self._algorithm = AL.ALGORITHMS[settings.algorithm]
         self._adapt_prefix = HEAD_PREFIX if settings.algorithm in AL.HEAD_ONLY else ""
         self._task_chunk = CPU_TASK_CHUNK if self.device.type == "cpu" else None
@@ -191,6 +213,9 @@ class OmniglotMAML:
     def iteration(self) -> int:
         """Number of completed :meth:`step` calls (reported iterations)."""
         return self._iteration
+
+    def _inner_lr(self) -> InnerLR:
+        return self.settings.inner_lr if self.inner_lrs is None else self.inner_lrs
 
     def _sample(
         self, split: OmniglotSplit, num_tasks: int, generator: torch.Generator
@@ -232,11 +257,11 @@ class OmniglotMAML:
             batch.support_y,
             batch.query_x,
             batch.query_y,
-            inner_lr=s.inner_lr,
+            inner_lr=self._inner_lr(),
             steps=s.inner_steps,
             task_chunk=self._task_chunk,
         )
-        AL.set_grads(self.model, result)
+        AL.set_grads(self.model, result, inner_lr=self.inner_lrs)
         self.optimizer.step()
         return result.loss.item()
 
@@ -250,7 +275,7 @@ class OmniglotMAML:
                 e.support_y,
                 e.query_x,
                 e.query_y,
-                inner_lr=self.settings.inner_lr,
+                inner_lr=self._inner_lr(),
                 steps=self.settings.eval_inner_steps,
                 adapt_prefix=self._adapt_prefix,
                 task_chunk=self._task_chunk,
@@ -306,12 +331,13 @@ class OmniglotMAML:
         return {**self.evaluate(), "train_loss": self._last_train_loss}
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue identically: weights, Adam, RNG, counters.
+        """Everything needed to continue identically: weights (and Meta-SGD's step sizes,
+        under ``"inner_lr"``), Adam, RNG, counters.
 
         Returns:
             Plain tensors, numbers and dicts (loadable with ``torch.load(weights_only=True)``).
         """
-        return {
+        state: dict[str, Any] = {
             "format": _STATE_FORMAT,
             "iteration": self._iteration,
             "last_train_loss": self._last_train_loss,
@@ -321,6 +347,9 @@ class OmniglotMAML:
             "optimizer": self.optimizer.state_dict(),
             "task_generator": self._task_generator.get_state(),
         }
+        if self.inner_lrs is not None:
+            state["inner_lr"] = {k: v.detach().clone() for k, v in self.inner_lrs.items()}
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores a :meth:`state_dict` into this object.
@@ -329,13 +358,16 @@ class OmniglotMAML:
         CPU). Other settings are allowed if the architecture matches (population-based
         training restores a donor's checkpoint under a mutated config): weights, Adam
         moments and the task RNG come from ``state``, every hyperparameter from this
-        object's settings.
+        object's settings. Meta-SGD's learned step sizes come from ``state`` too (its
+        ``inner_lr`` setting only initialises them), so a Meta-SGD checkpoint restores only
+        into a Meta-SGD trial and vice versa.
 
         Args:
             state: A dict produced by :meth:`state_dict` (tensors on any device).
 
         Raises:
-            ValueError: If the state has another format or another architecture.
+            ValueError: If the state has another format or another architecture, or
+                learned step sizes where this trial has none (or the reverse).
         """
         if state.get("format") != _STATE_FORMAT:
             raise ValueError(
@@ -351,7 +383,18 @@ class OmniglotMAML:
                 f"checkpoint holds a network with {held}; build OmniglotMAML with those "
                 "settings to restore it"
             )
+        if ("inner_lr" in state) != (self.inner_lrs is not None):
+            raise ValueError(
+                f"checkpoint of algorithm {saved['algorithm']!r} cannot restore into a "
+                f"{self.settings.algorithm!r} trial: only metasgd learns step sizes; restore "
+                "it with the algorithm it was written with"
+            )
         self.model.load_state_dict(state["model"])
+        if self.inner_lrs is not None:
+            with torch.no_grad():
+                # In place: the optimizer holds these very tensors.
+                for name, rate in self.inner_lrs.items():
+                    rate.copy_(state["inner_lr"][name])
         self.optimizer.load_state_dict(state["optimizer"])
         # Optimizer.load_state_dict also restores the saved lr; the current settings win.
         for group in self.optimizer.param_groups:
@@ -386,7 +429,7 @@ def train_omniglot(config: dict, *, max_iterations: int, seed: int, **params: An
     if max_iterations < 1:
         raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
     settings = OmniglotSettings(**{**params, **config})
-    _match_threads_to_ray()
+    match_threads_to_ray()
     maml = OmniglotMAML(settings=settings, seed=trial_seed(seed, config))
 
     checkpoint = tune.get_checkpoint()
@@ -428,7 +471,7 @@ def omniglot_meta_features(params: Mapping[str, Any]) -> dict[str, Any]:
         "image_size": IMAGE_SIZE,
         "channels": 1,
         "algorithm": algorithm,
-        "second_order": algorithm in ("maml", "anil"),
+        "second_order": algorithm in ("maml", "anil", "metasgd"),
     }
 
 

@@ -217,7 +217,12 @@ class SinusoidMAML:
         self.seed = int(state["seed"])
 
 
-def _match_threads_to_ray() -> None:
+def match_threads_to_ray() -> None:
+    """Sets torch's intra-op thread count to the CPUs Ray assigned to the current trial.
+
+    Call it at the start of a function trainable, inside the Ray worker. Nothing changes
+    when Ray assigned no CPU count or torch already uses that many threads.
+    """
     # Ray exports OMP_NUM_THREADS from the trial's CPU request; only correct torch when it
     # disagrees with that assignment (e.g. a reused actor), never guess a count of our own.
     import ray
@@ -248,7 +253,7 @@ def train_sinusoid(config: dict, *, max_iterations: int, seed: int, **params: An
     if max_iterations < 1:
         raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
     settings = SinusoidSettings(**{**params, **config})
-    _match_threads_to_ray()
+    match_threads_to_ray()
     maml = SinusoidMAML(settings=settings, seed=trial_seed(seed, config))
 
     checkpoint = tune.get_checkpoint()
