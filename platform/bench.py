@@ -257,8 +257,13 @@ def load_benchmark(
     Raises:
         ValueError: an unknown benchmark, missing data, or a bad metric/fidelity.
     """
-    source = {"spec": spec, "data_dir": data_dir, "metric": metric, "mode": mode}
-    source["fidelity"] = fidelity
+    source = {
+        "spec": spec,
+        "data_dir": data_dir,
+        "metric": metric,
+        "mode": mode,
+        "fidelity": fidelity,
+    }
     bench = _load(spec, data_dir=data_dir, metric=metric, mode=mode, fidelity=fidelity)
     bench.source = source
     return bench
@@ -721,6 +726,32 @@ def _reference_of(source: dict[str, Any], task: str, options: dict[str, Any]) ->
     reference(bench, task, n=options["reference_configs"], cache_dir=options["cache_dir"])
 
 
+# The last task's reference and knowledge base: units arrive in task order, so a
+# process reuses them for every method of the task instead of rereading the cache.
+_TASK_INPUTS: dict[str, tuple[tuple[float, float], list[Any]]] = {}
+
+
+def _task_inputs(
+    bench: Benchmark, task: str, options: dict[str, Any]
+) -> tuple[tuple[float, float], list[Any]]:
+    key = json.dumps(
+        [bench.source, bench.name, task, options["past"], options["reference_configs"],
+         options["cache_dir"]],
+        sort_keys=True, default=str,
+    )  # fmt: skip
+    if key not in _TASK_INPUTS:
+        cache_dir = options["cache_dir"]
+        ref = reference(bench, task, n=options["reference_configs"], cache_dir=cache_dir)
+        past = (
+            knowledge_base(bench, task, cache_dir=cache_dir, past=options["past"])
+            if len(bench.tasks) > 1
+            else []
+        )
+        _TASK_INPUTS.clear()
+        _TASK_INPUTS[key] = (ref, past)
+    return _TASK_INPUTS[key]
+
+
 def _run_unit(
     source: dict[str, Any] | None,
     bench: Benchmark | None,
@@ -732,13 +763,7 @@ def _run_unit(
     """Every seed of one (task, method); in a worker process ``bench`` is rebuilt."""
     if bench is None:
         bench = _worker_bench(source)
-    cache_dir = options["cache_dir"]
-    ref = reference(bench, task, n=options["reference_configs"], cache_dir=cache_dir)
-    past = (
-        knowledge_base(bench, task, cache_dir=cache_dir, past=options["past"])
-        if len(bench.tasks) > 1
-        else []
-    )
+    ref, past = _task_inputs(bench, task, options)
     evaluations, summary, runs = [], [], []
     for seed in seeds:
         evals, rows, run = run_one(

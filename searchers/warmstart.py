@@ -312,6 +312,7 @@ class WarmStart:
         if k == 0 or not (w > 0).any():
             return []
         partials: list[dict[str, Any]] = []
+        keys: list[str] = []
         origin: list[tuple[int, float]] = []
         seen: set[str] = set()
         for t in np.flatnonzero(w > 0):
@@ -324,6 +325,7 @@ class WarmStart:
                 if not partial or key in seen:
                     continue
                 seen.add(key)
+                keys.append(key)
                 partials.append(partial)
                 origin.append((int(t), rank))
                 taken += 1
@@ -333,8 +335,8 @@ class WarmStart:
         for c, (t, rank) in enumerate(origin):
             scores[t, c] = rank  # measured beats predicted
         for t, measured in enumerate(self._measured):
-            for c, partial in enumerate(partials):
-                rank = measured.get(json.dumps(partial, sort_keys=True))
+            for c, key in enumerate(keys):
+                rank = measured.get(key)
                 if rank is not None:
                     scores[t, c] = rank
         active = w > 0
