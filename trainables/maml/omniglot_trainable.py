@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -37,7 +36,7 @@ from .omniglot import (
     sample_episodes,
 )
 from .sinusoid import make_generator
-from .trainable import match_threads_to_ray
+from .trainable import match_threads_to_ray, report_until
 
 METRICS = {
     "val_accuracy": "max",
@@ -424,33 +423,19 @@ def train_omniglot(config: dict, *, max_iterations: int, seed: int, **params: An
         pydantic.ValidationError: If a key or value is not a valid setting.
         ValueError: If ``max_iterations`` is below 1.
     """
-    from ray import tune
-
     if max_iterations < 1:
         raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
     settings = OmniglotSettings(**{**params, **config})
     match_threads_to_ray()
     maml = OmniglotMAML(settings=settings, seed=trial_seed(seed, config))
 
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = torch.load(
-                os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=True
-            )
-        maml.load_state_dict(state)
-
-    while maml.iteration < max_iterations:
-        metrics = maml.step()
-        done = maml.iteration >= max_iterations
-        if done:
-            metrics.update(maml.test())
-        if done or maml.iteration % settings.checkpoint_every == 0:
-            with tempfile.TemporaryDirectory() as directory:
-                torch.save(maml.state_dict(), os.path.join(directory, CHECKPOINT_FILE))
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
-        else:
-            tune.report(metrics)
+    report_until(
+        maml,
+        max_iterations=max_iterations,
+        checkpoint_every=settings.checkpoint_every,
+        last_metrics=maml.test,
+        checkpoint_file=CHECKPOINT_FILE,
+    )
 
 
 def omniglot_meta_features(params: Mapping[str, Any]) -> dict[str, Any]:

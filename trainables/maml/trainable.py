@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -232,6 +232,58 @@ def match_threads_to_ray() -> None:
         torch.set_num_threads(int(cpus))
 
 
+class Learner(Protocol):
+    """What :func:`report_until` drives: one reported iteration per :meth:`step`."""
+
+    @property
+    def iteration(self) -> int: ...
+
+    def step(self) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+def report_until(
+    learner: Learner,
+    *,
+    max_iterations: int,
+    checkpoint_every: int,
+    last_metrics: Callable[[], Mapping[str, float]] | None = None,
+    checkpoint_file: str = CHECKPOINT_FILE,
+) -> None:
+    """The Ray Tune loop of a meta-learning trainable.
+
+    Restores ``learner`` from ``ray.tune.get_checkpoint()`` when Tune provides one, then
+    reports one result per :meth:`Learner.step` until ``max_iterations``, with a
+    checkpoint every ``checkpoint_every`` iterations and at the last one (the learner's
+    ``state_dict()`` saved as ``checkpoint_file``). The last result also holds
+    ``last_metrics()`` (e.g. a final meta-test evaluation).
+    """
+    from ray import tune
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(
+                os.path.join(directory, checkpoint_file), map_location="cpu", weights_only=True
+            )
+        learner.load_state_dict(state)
+
+    while learner.iteration < max_iterations:
+        metrics = learner.step()
+        done = learner.iteration >= max_iterations
+        if done and last_metrics is not None:
+            metrics.update(last_metrics())
+        if done or learner.iteration % checkpoint_every == 0:
+            with tempfile.TemporaryDirectory() as directory:
+                torch.save(learner.state_dict(), os.path.join(directory, checkpoint_file))
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        else:
+            tune.report(metrics)
+
+
 def train_sinusoid(config: dict, *, max_iterations: int, seed: int, **params: Any) -> None:
     """Ray Tune function trainable: meta-trains until ``max_iterations`` reported iterations.
 
@@ -248,29 +300,13 @@ def train_sinusoid(config: dict, *, max_iterations: int, seed: int, **params: An
         pydantic.ValidationError: If a key or value is not a valid setting.
         ValueError: If ``max_iterations`` is below 1.
     """
-    from ray import tune
-
     if max_iterations < 1:
         raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
     settings = SinusoidSettings(**{**params, **config})
     match_threads_to_ray()
     maml = SinusoidMAML(settings=settings, seed=trial_seed(seed, config))
 
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = torch.load(os.path.join(directory, CHECKPOINT_FILE), weights_only=True)
-        maml.load_state_dict(state)
-
-    while maml.iteration < max_iterations:
-        metrics = maml.step()
-        done = maml.iteration >= max_iterations
-        if done or maml.iteration % settings.checkpoint_every == 0:
-            with tempfile.TemporaryDirectory() as directory:
-                torch.save(maml.state_dict(), os.path.join(directory, CHECKPOINT_FILE))
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
-        else:
-            tune.report(metrics)
+    report_until(maml, max_iterations=max_iterations, checkpoint_every=settings.checkpoint_every)
 
 
 def sinusoid_meta_features(params: Mapping[str, Any]) -> dict[str, Any]:
