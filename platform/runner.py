@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from warmtune.jobdir import JobDir
+from warmtune.space import SearchSpace
 from warmtune.spec import JobSpec, dump_job, job_from_dict
 
 __all__ = ["JobExistsError", "RunSummary", "run_job"]
@@ -181,7 +182,7 @@ def _tuner(
             _quiet(info.load()),
             max_iterations=spec.budget.max_iterations,
             seed=spec.seed,
-            **_validated_params(info, spec.trainable.params),
+            **_validated_params(info, spec.trainable.params, spec.search_space),
         ),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
@@ -243,13 +244,19 @@ def _tuner(
     )
 
 
-def _validated_params(info: Any, params: dict[str, Any]) -> dict[str, Any]:
+def _validated_params(info: Any, params: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
     """The fixed params as the trainable's settings model normalises them (paths made
-    absolute, say), so that trials on Ray workers see what the driver checked."""
+    absolute, say), so that trials on Ray workers see what the driver checked.
+
+    They are validated together with one draw from the space: a settings model may
+    require a searched field (the NAS trainables need a cell)."""
+    import numpy as np
+
     settings = info.load_settings()
     if settings is None:
         return dict(params)
-    checked = settings.model_validate(params).model_dump()
+    draw = space.sample(np.random.default_rng(0))
+    checked = settings.model_validate({**params, **draw}).model_dump()
     return {k: checked.get(k, v) for k, v in params.items()}
 
 

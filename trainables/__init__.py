@@ -91,6 +91,25 @@ BUILTIN: dict[str, TrainableInfo] = {
             meta_features="warmtune.trainables.maml.omniglot_trainable:omniglot_meta_features",
         ),
         TrainableInfo(
+            name="nas-omniglot",
+            target="warmtune.trainables.nas.trainable:train_nas",
+            metrics={
+                "val_accuracy": "max",
+                "val_loss": "min",
+                "train_loss": "min",
+                "train_accuracy": "max",
+                "test_accuracy": "max",
+                "test_loss": "min",
+                "params": "min",
+                "latency_ms": "min",
+                "images_per_second": "max",
+            },
+            settings="warmtune.trainables.nas.trainable:NASSettings",
+            description="NAS-Bench-201 cell network trained on Omniglot classification "
+            "(params.data: the omniglot folder); one iteration = epochs_per_report epochs",
+            meta_features="warmtune.trainables.nas.trainable:nas_meta_features",
+        ),
+        TrainableInfo(
             name="yahpo",
             target="warmtune.trainables.benchmarks.trainable:train_yahpo",
             # Outputs differ between scenarios (lcbench: val_accuracy, time, ...;

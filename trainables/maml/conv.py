@@ -59,11 +59,27 @@ class ConvBlock(nn.Module):
         Returns:
             ``scale * (x - mean) / sqrt(var + eps) + shift``, statistics over ``B, H, W``.
         """
-        mean = x.mean(dim=(0, 2, 3), keepdim=True)
-        centred = x - mean
-        var = (centred * centred).mean(dim=(0, 2, 3), keepdim=True)
-        normalised = centred * torch.rsqrt(var + BN_EPS)
-        return normalised * self.scale[:, None, None] + self.shift[:, None, None]
+        return batch_norm(x, self.scale, self.shift)
+
+
+def batch_norm(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """Batch-statistics batch norm written out as elementwise ops and means.
+
+    Safe under ``vmap`` and double backward (see the module docstring), stateless.
+
+    Args:
+        x: ``[B, C, H, W]``.
+        scale: ``[C]`` multiplier.
+        shift: ``[C]`` offset.
+
+    Returns:
+        ``scale * (x - mean) / sqrt(var + eps) + shift``, statistics over ``B, H, W``.
+    """
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    centred = x - mean
+    var = (centred * centred).mean(dim=(0, 2, 3), keepdim=True)
+    normalised = centred * torch.rsqrt(var + BN_EPS)
+    return normalised * scale[:, None, None] + shift[:, None, None]
 
 
 class ConvNet(nn.Module):
@@ -145,4 +161,4 @@ HEAD_PREFIX = "head."
 """Names of the parameters ANIL adapts in the inner loop start with this."""
 
 
-__all__ = ["BN_EPS", "HEAD_PREFIX", "ConvBlock", "ConvNet"]
+__all__ = ["BN_EPS", "HEAD_PREFIX", "ConvBlock", "ConvNet", "batch_norm"]

@@ -12,15 +12,18 @@ Trials are scored on meta-validation episodes (characters held out of meta-train
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from warmtune.trainables import trial_seed
+from warmtune.trainables.nas.network import CellNetwork
+from warmtune.trainables.nas.settings import CellFields
 
 from . import algorithms as AL
 from .conv import HEAD_PREFIX, ConvNet
@@ -64,13 +67,14 @@ slower (measured by :mod:`.throughput`); on a GPU every task goes in one call.""
 
 CHECKPOINT_FILE = "maml_omniglot_state.pt"
 _STATE_FORMAT = 1
-_ARCHITECTURE = ("n_way", "filters", "blocks")
+_ARCHITECTURE = ("n_way", "backbone", "filters", "blocks", "cells_per_stage")
 
 Algorithm = Literal["maml", "fomaml", "anil", "reptile", "metasgd"]
 Device = Literal["auto", "cpu", "cuda"]
+Backbone = Literal["conv4", "nb201"]
 
 
-class OmniglotSettings(BaseModel):
+class OmniglotSettings(CellFields):
     """Every hyperparameter of an Omniglot meta-learning trial.
 
     Defaults follow the MAML paper's 5-way 1-shot setup (Finn et al. 2017): 64 filters,
@@ -105,6 +109,11 @@ class OmniglotSettings(BaseModel):
     )
     meta_lr: float = Field(0.001, gt=0, description="Adam learning rate of the meta-update.")
     meta_batch_size: int = Field(32, ge=1, description="Tasks per meta-update.")
+    backbone: Backbone = Field(
+        "conv4",
+        description="conv4 (the MAML paper's conv blocks) or nb201 (a NAS-Bench-201 cell "
+        "network: give arch or search the six edges; filters is its first-stage width).",
+    )
     filters: int = Field(64, ge=1, description="Channels of every conv block.")
     blocks: int = Field(4, ge=1, le=5, description="Conv blocks (stride 2 each).")
     meta_iters_per_report: int = Field(
@@ -127,6 +136,20 @@ class OmniglotSettings(BaseModel):
     @classmethod
     def _data_folder(cls, value: str) -> str:
         return str(check_data_folder(os.path.expandvars(value)))
+
+    @model_validator(mode="after")
+    def _cell_needs_nb201(self) -> OmniglotSettings:
+        if self.backbone == "conv4" and self.has_cell():
+            raise ValueError(
+                "a cell (arch or edge_*) is given but backbone is conv4; set "
+                "backbone: nb201 to meta-learn with the cell network"
+            )
+        if self.backbone == "nb201" and not self.has_cell():
+            raise ValueError(
+                "backbone nb201 needs a cell: set arch ('|nor_conv_3x3~0|+|...') "
+                "or search the six edges edge_1_0 ... edge_3_2"
+            )
+        return self
 
     @model_validator(mode="after")
     def _shots_fit(self) -> OmniglotSettings:
@@ -160,6 +183,29 @@ def resolve_device(device: Device) -> torch.device:
     return torch.device(device)
 
 
+def build_backbone(
+    settings: OmniglotSettings, *, generator: torch.Generator
+) -> ConvNet | CellNetwork:
+    """The network a trial meta-learns: the conv blocks, or a NAS-Bench-201 cell network
+    with stateless batch-statistics norm (what MAML needs under ``vmap``)."""
+    if settings.backbone == "nb201":
+        return CellNetwork(
+            settings.cell(),
+            num_classes=settings.n_way,
+            channels=settings.filters,
+            cells_per_stage=settings.cells_per_stage,
+            in_channels=1,
+            norm="batch",
+            generator=generator,
+        )
+    return ConvNet(
+        n_way=settings.n_way,
+        filters=settings.filters,
+        blocks=settings.blocks,
+        generator=generator,
+    )
+
+
 class OmniglotMAML:
     """Meta-trains a :class:`.conv.ConvNet` on Omniglot; one :meth:`step` is one Tune report.
 
@@ -179,12 +225,7 @@ class OmniglotMAML:
         self.seed = seed
         self.device = resolve_device(settings.device)
         self._train = load_split(settings.data, "train", val_characters=settings.val_characters)
-        self.model = ConvNet(
-            n_way=settings.n_way,
-            filters=settings.filters,
-            blocks=settings.blocks,
-            generator=make_generator(seed),
-        ).to(self.device)
+        self.model = build_backbone(settings, generator=make_generator(seed)).to(self.device)
         # A separate stream for tasks: changing the architecture must not change the tasks.
         self._task_generator = make_generator(seed + 1)
         # Meta-SGD's learned step sizes live beside the weights, in the same optimizer and
@@ -343,8 +384,10 @@ class OmniglotMAML:
             "seed": self.seed,
             "settings": self.settings.model_dump(),
             "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
+            # A snapshot: the live state dict shares its moment tensors with the optimizer.
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "task_generator": self._task_generator.get_state(),
+            "arch": getattr(self.model, "arch", ""),
         }
         if self.inner_lrs is not None:
             state["inner_lr"] = {k: v.detach().clone() for k, v in self.inner_lrs.items()}
@@ -374,13 +417,16 @@ class OmniglotMAML:
                 f"{_STATE_FORMAT}. Start the trial from scratch or load it with a matching "
                 "warmtune version."
             )
-        saved = state["settings"]
+        defaults = {k: f.default for k, f in OmniglotSettings.model_fields.items()}
+        saved = {**defaults, **state["settings"]}  # states from before the nb201 backbone
         mine = self.settings.model_dump()
-        if any(saved[key] != mine[key] for key in _ARCHITECTURE):
+        arch = getattr(self.model, "arch", "")
+        if any(saved[key] != mine[key] for key in _ARCHITECTURE) or state.get("arch", "") != arch:
             held = ", ".join(f"{key}={saved[key]}" for key in _ARCHITECTURE)
+            cell = f" and cell {state['arch']}" if state.get("arch") else ""
             raise ValueError(
-                f"checkpoint holds a network with {held}; build OmniglotMAML with those "
-                "settings to restore it"
+                f"checkpoint holds a network with {held}{cell}; build OmniglotMAML with "
+                "those settings to restore it"
             )
         if ("inner_lr" in state) != (self.inner_lrs is not None):
             raise ValueError(

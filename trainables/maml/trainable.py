@@ -9,6 +9,7 @@ Three layers, each usable without the next:
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -174,7 +175,8 @@ class SinusoidMAML:
             "seed": self.seed,
             "settings": self.settings.model_dump(),
             "model": {k: v.clone() for k, v in self.model.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
+            # A snapshot: the live state dict shares its moment tensors with the optimizer.
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "task_generator": self._task_generator.get_state(),
         }
 

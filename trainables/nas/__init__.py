@@ -1,0 +1,1 @@
+"""NAS child networks: the NAS-Bench-201 cell space trained for real."""
