@@ -1060,31 +1060,8 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 
 def plot_regret(table: pd.DataFrame, path: Path) -> None:
-    """Mean normalised regret against FFE, one line per method (matplotlib, Agg)."""
-    import matplotlib
+    """Mean normalised regret against FFE, one line per method (see
+    :func:`warmtune.plots.regret_figure`, shared with ``warmtune report``)."""
+    from warmtune.plots import regret_figure, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pivot = mean_regret(table)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    cmap = plt.get_cmap("tab20")
-    # The dark shades first, then the light ones: 20 distinct colours.
-    shades = [*range(0, 20, 2), *range(1, 20, 2)]
-    for i, (method, row) in enumerate(pivot.iterrows()):
-        method = str(method)
-        # bohb-warm stands out; its ablations share its family's dashed look.
-        style: dict[str, Any] = {"color": cmap(shades[i % 20]), "marker": "o", "linewidth": 1.5}
-        if method == "bohb-warm":
-            style.update(color="black", linewidth=2.5)
-        elif method.startswith("bohb-warm-"):
-            style.update(linestyle="--", marker="x")
-        ax.plot(row.index.to_numpy(dtype=float), row.to_numpy(dtype=float), label=method, **style)
-    ax.set_xlabel("full-fidelity equivalents (FFE)")
-    ax.set_ylabel("mean normalised regret")
-    ax.set_xscale("log")
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(regret_figure(mean_regret(table)), path, dpi=100)

@@ -13,6 +13,7 @@ import click
 
 from warmtune.cli_bench import bench
 from warmtune.cli_kb import kb
+from warmtune.cli_report import report
 from warmtune.spec import JobSpecError
 
 _STORAGE_HELP = "Where jobs live (default: $WARMTUNE_STORAGE or ~/warmtune_results)."
@@ -313,6 +314,7 @@ def trainables() -> None:
 
 main.add_command(kb)
 main.add_command(bench)
+main.add_command(report)
 
 if __name__ == "__main__":
     main()

@@ -193,12 +193,16 @@ def _tuner(
             jobdir.root, trainable=trainable, resume_unfinished=True, resume_errored=True
         )
 
+    from warmtune.metrics import MetricsCallback
     from warmtune.progress import ProgressPrinter
     from warmtune.recorder import ResultRecorder
     from warmtune.searchers.ray_adapter import BudgetScheduler
     from warmtune.store import ResultStore
 
-    callbacks: list[Any] = [ResultRecorder(ResultStore(jobdir.results), job=spec.name)]
+    callbacks: list[Any] = [
+        ResultRecorder(ResultStore(jobdir.results), job=spec.name),
+        MetricsCallback(job=spec.name, metric=spec.objective.metric, mode=spec.objective.mode),
+    ]
     if progress:
         callbacks.append(
             ProgressPrinter(
@@ -294,7 +298,11 @@ def _search_alg_and_scheduler(spec: JobSpec) -> tuple[Any, Any, dict[str, Any]]:
     if isinstance(searcher, PBT):
         return _pbt(spec, searcher)
     adapter = TuneSearcher(
-        searcher, metric=spec.objective.metric, mode=spec.objective.mode, rebuild=source
+        searcher,
+        metric=spec.objective.metric,
+        mode=spec.objective.mode,
+        rebuild=source,
+        job=spec.name,
     )
     if searcher.schedules_trials:
         # Successive halving decided by the searcher, carried out by pausing and

@@ -17,6 +17,7 @@ waits for the next new trial to be created first.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +25,9 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher as TuneSearcherBase
 
+from warmtune.metrics import record_kb_top_weight, record_suggest_latency
 from warmtune.searchers.base import Observation, Searcher, searcher_from_state
+from warmtune.searchers.warmstart import WarmStart
 from warmtune.space import SearchSpace
 
 
@@ -37,6 +40,9 @@ class TuneSearcher(TuneSearcherBase):
         mode: ``"min"`` or ``"max"``.
         rebuild: returns the non-data arguments the searcher takes again when it is
             restored from its state (a BOHB warm start); must pickle.
+        job: the job name; when given, each ``ask`` is timed and, for a warm-started
+            searcher, the weight of the most similar past task is recorded as
+            warmtune's Ray metrics (see :mod:`warmtune.metrics`).
     """
 
     CKPT_FILE_TMPL = "warmtune-searcher-{}.json"
@@ -50,17 +56,23 @@ class TuneSearcher(TuneSearcherBase):
         metric: str,
         mode: str,
         rebuild: Callable[[], dict[str, Any]] | None = None,
+        job: str | None = None,
     ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         super().__init__(metric=metric, mode=mode)
         self.algorithm = searcher
         self.rebuild = rebuild
+        self.job = job
+        self._kb_top: str | None = None  # the past task last recorded as most similar
         self._configs: dict[str, dict[str, Any]] = {}
         # Budgeted searchers: trial id -> budget of its current segment, and
         # promotions decided but not yet resumed by Tune.
         self.targets: dict[str, float] = {}
         self.promotions: dict[str, float] = {}
+        # The warm start's task weights each time they change, for `warmtune report`.
+        self.warm_start_log: list[dict[str, Any]] = []
+        self._log_warm_start()
 
     # Tune's Searcher API ---------------------------------------------------------------
     def set_search_properties(
@@ -74,7 +86,10 @@ class TuneSearcher(TuneSearcherBase):
         return True
 
     def suggest(self, trial_id: str) -> dict | None:
+        start = time.perf_counter()
         suggestion = self.algorithm.ask(trial_id)
+        self._record_metrics(time.perf_counter() - start)
+        self._log_warm_start()
         if suggestion is None:
             return None
         if suggestion.resume_from is not None and suggestion.trial_id != trial_id:
@@ -106,6 +121,7 @@ class TuneSearcher(TuneSearcherBase):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self.algorithm.tell(self._observation(trial_id, result))
+        self._log_warm_start()
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -129,6 +145,7 @@ class TuneSearcher(TuneSearcherBase):
             "configs": self._configs,
             "targets": self.targets,
             "promotions": self.promotions,
+            "warm_start_log": self.warm_start_log,
             "metric": self._metric,
             "mode": self._mode,
         }
@@ -143,6 +160,7 @@ class TuneSearcher(TuneSearcherBase):
         self._configs = dict(state["configs"])
         self.targets = dict(state.get("targets", {}))
         self.promotions = dict(state.get("promotions", {}))
+        self.warm_start_log = list(state.get("warm_start_log", []))
         self._metric, self._mode = state["metric"], state["mode"]
 
     def save(self, checkpoint_path: str) -> None:
@@ -158,13 +176,46 @@ class TuneSearcher(TuneSearcherBase):
         # Tune pickles the search algorithm into its experiment state; keep that
         # pickle to plain data (the JSON state and the rebuild recipe) so it
         # survives library upgrades.
-        return {**self.get_state(), "rebuild": self.rebuild}
+        return {**self.get_state(), "rebuild": self.rebuild, "job": self.job}
 
     def __setstate__(self, state: dict) -> None:
         self.rebuild = state.pop("rebuild", None)
+        self.job = state.pop("job", None)
+        self._kb_top = None
         self.set_state(state)
 
     # Helpers --------------------------------------------------------------------------
+    def _record_metrics(self, ask_seconds: float) -> None:
+        """warmtune's Ray metrics for one ``ask`` (see :mod:`warmtune.metrics`)."""
+        if self.job is None:
+            return
+        record_suggest_latency(self.job, self.algorithm.name, ask_seconds)
+        # BOHB re-weights the past inside ask(); its public warm start has the result.
+        warm = getattr(self.algorithm, "warm_start", None)
+        if isinstance(warm, WarmStart):
+            ranked = warm.weights.ranked()
+            if ranked:
+                task, weight = ranked[0]
+                record_kb_top_weight(self.job, task, weight, previous=self._kb_top)
+                self._kb_top = task
+
+    def _log_warm_start(self) -> None:
+        """Append the warm start's current task weights when they changed (time, own
+        observations behind them, the past's share and each past task's weight)."""
+        warm = getattr(self.algorithm, "warm_start", None)
+        weights = getattr(warm, "weights", None)
+        if weights is None:
+            return
+        entry = {
+            "n_own": int(weights.n_own),
+            "prior_strength": float(weights.prior_strength),
+            "weight_of_past": float(weights.weight_of_past(weights.n_own)),
+            "past": {str(k): float(v) for k, v in weights.past.items()},
+        }
+        last = self.warm_start_log[-1] if self.warm_start_log else None
+        if last is None or any(last.get(k) != v for k, v in entry.items()):
+            self.warm_start_log.append({"time": time.time(), **entry})
+
     def _observation(self, trial_id: str, result: dict) -> Observation:
         value = result.get(self._metric)
         if value is not None and self._mode == "max":

@@ -1,0 +1,548 @@
+"""``warmtune report``: sections, figures, self-containment, partial results, the warm
+start's weight log, and the page rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import json
+import os
+import select
+import shutil
+import subprocess
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("matplotlib")
+
+from warmtune.cli import main  # noqa: E402
+from warmtune.jobdir import JobDir  # noqa: E402
+from warmtune.report import SECTIONS, build_report, load_report  # noqa: E402
+from warmtune.spec import job_from_dict  # noqa: E402
+from warmtune.store import ResultStore  # noqa: E402
+from warmtune.trainables.quadratic import objective  # noqa: E402
+
+SPACE = {
+    "x": {"type": "float", "low": 0, "high": 1},
+    "y": {"type": "float", "low": 0.01, "high": 1, "log": True},
+    "opt": {"type": "categorical", "choices": ["a", "b"]},
+    "z": {"type": "int", "low": 0, "high": 2, "when": {"opt": ["b"]}},
+}
+JOB = {
+    "name": "bowl",
+    "task": {"name": "bowl"},
+    "trainable": {"name": "quadratic"},
+    "space": SPACE,
+    "objective": {"metric": "loss", "mode": "min"},
+    "budget": {"trials": 10, "max_iterations": 4},
+    "seed": 3,
+}
+
+
+def make_job(tmp_path: Path, **changes: Any) -> tuple[Any, JobDir]:
+    data = copy.deepcopy(JOB)
+    data["storage"] = str(tmp_path / "results")
+    data["knowledge_base"] = {"path": str(tmp_path / "kb")}
+    data.update(changes)
+    spec = job_from_dict(data)
+    jobdir = JobDir.of(spec)
+    jobdir.write_spec(spec)
+    return spec, jobdir
+
+
+def trial_rows(
+    spec: Any, trial_id: str, config: dict[str, Any], iterations: int, t0: float
+) -> list[dict[str, Any]]:
+    """What the recorder writes for one quadratic trial (one row per iteration)."""
+    return [
+        {
+            "job": spec.name,
+            "trial_id": trial_id,
+            "training_iteration": it,
+            "timestamp": t0 + it,
+            "time_total_s": float(it),
+            "status": "RUNNING",
+            "loss": objective(config, it),
+            "config": config,
+        }
+        for it in range(1, iterations + 1)
+    ]
+
+
+def write_trials(spec: Any, jobdir: JobDir, n: int, *, seed: int = 0, prefix: str = "t") -> None:
+    """``n`` trials with configurations sampled from the space; some stop early."""
+    rng = np.random.default_rng(seed)
+    store = ResultStore(jobdir.results)
+    for i in range(n):
+        config = spec.search_space.sample(rng)
+        iterations = spec.budget.max_iterations if i % 3 == 0 else 1 + i % 2
+        store.append(trial_rows(spec, f"{prefix}{i:02d}", config, iterations, 1.7e9 + 3 * i))
+
+
+class Page(HTMLParser):
+    """Sections, figures, and every attribute that could make a browser fetch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.svgs = 0
+        self.tags: set[str] = set()
+        self.links: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        a = dict(attrs)
+        if tag == "section":
+            self.sections.append(str(a.get("id")))
+        if tag == "svg":
+            self.svgs += 1
+        for name, value in attrs:
+            if name in ("src", "href", "xlink:href", "srcset", "poster", "data", "action"):
+                self.links.append(str(value))
+            if value and "url(" in value and "url(#" not in value:
+                self.links.append(value)
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(text: str) -> Page:
+    page = Page()
+    page.feed(text)
+    return page
+
+
+def assert_self_contained(text: str) -> Page:
+    page = parse(text)
+    # Every reference is inside the page: SVG glyphs and clip paths ("#id"), colour
+    # bars (inline PNG data).
+    inside = ("#", "data:image/png;base64,")
+    assert all(link.startswith(inside) for link in page.links), [
+        link for link in page.links if not link.startswith(inside)
+    ][:5]
+    assert not {"script", "link", "img", "iframe", "object", "embed"} & page.tags
+    assert "@import" not in text and "<!DOCTYPE svg" not in text
+    return page
+
+
+def test_every_section_with_figures_and_nothing_to_fetch(tmp_path):
+    spec, jobdir = make_job(tmp_path)
+    write_trials(spec, jobdir, 10)
+    text = build_report(jobdir)
+    page = assert_self_contained(text)
+    assert len(page.links) > 100  # the figures' glyphs and clip paths, all inside the page
+    assert page.sections == [key for key, _ in SECTIONS]
+    # best-so-far, learning curves, parallel coordinates, importance; random search
+    # has no warm start, and says so.
+    assert page.svgs == 4
+    words = " ".join(page.text)
+    assert "does not start warm" in words
+    report = load_report(jobdir)
+    best = report.rows.loc[report.rows["loss"].idxmin()]
+    assert report.export is not None and report.export["trial_id"] == best["trial_id"]
+    assert f"trial_id: {best['trial_id']}" in words  # the export document is on the page
+    assert words.count("%") >= 1 and "PED-ANOVA" in words
+    # Importance covers every parameter, the conditional one included.
+    assert {"x", "y", "opt", "z"} <= set(words.split())
+
+
+def test_plots_give_each_figure_its_own_ids():
+    import re
+
+    import pandas as pd
+
+    from warmtune.plots import regret_figure, to_svg
+
+    pivot = pd.DataFrame([[1.0, 0.5], [0.9, 0.2]], index=["bohb", "bohb-warm"], columns=[1, 2])
+    a, b = to_svg(regret_figure(pivot), name="a"), to_svg(regret_figure(pivot), name="b")
+    clips = [set(re.findall(r'<clipPath id="([^"]+)"', s)) for s in (a, b)]
+    assert clips[0] and not clips[0] & clips[1]
+    assert to_svg(regret_figure(pivot), name="a") == a  # reproducible
+
+
+def test_no_results_yet_is_a_message_not_a_crash(tmp_path):
+    spec, jobdir = make_job(tmp_path)
+    out = tmp_path / "empty.html"
+    result = CliRunner().invoke(main, ["report", jobdir.root, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "no results yet" in result.output
+    page = assert_self_contained(out.read_text())
+    assert page.sections == [key for key, _ in SECTIONS] and page.svgs == 0
+    assert "No results yet" in " ".join(page.text)
+
+
+def test_a_running_job_is_reported_as_far_as_the_store_goes(tmp_path):
+    spec, jobdir = make_job(tmp_path, searcher={"name": "bohb"})
+    store = ResultStore(jobdir.results)
+    config = {"x": 0.3, "y": 0.1, "opt": "a"}
+    store.append(trial_rows(spec, "t00", config, 1, 1.7e9))  # one row so far
+    one = parse(build_report(jobdir))
+    words = " ".join(one.text)
+    assert one.svgs == 3  # best so far, one curve, one line of coordinates
+    assert "Not enough trials yet" in words and "this job has 1." in words
+    # bohb could start warm; its state is not saved yet while the job starts.
+    assert "has not been saved yet" in words
+    store.append(trial_rows(spec, "t00", config, 3, 1.7e9)[1:])
+    write_trials(spec, jobdir, 6, seed=1, prefix="u")
+    more = load_report(jobdir)
+    assert len(more.rows) > 1 and more.rows["trial_id"].nunique() == 7
+    assert parse(build_report(jobdir)).svgs == 4
+
+
+def past_job(tmp_path: Path, name: str, seed: int) -> None:
+    """A finished past job on a task of the same family, in the knowledge base."""
+    from warmtune.knowledge import KnowledgeBase
+
+    spec, jobdir = make_job(
+        tmp_path,
+        name=name,
+        task={"name": name, "meta_features": {"family": "bowl"}},
+        budget={"trials": 30, "max_iterations": 1},
+    )
+    write_trials(spec, jobdir, 30, seed=seed)
+    KnowledgeBase(spec.knowledge_base.path).add_job(jobdir)
+
+
+def drive_searcher(spec: Any, jobdir: JobDir, n: int) -> dict[str, Any]:
+    """Run the job's searcher through the Ray adapter, as Tune would, on the quadratic
+    objective; write the rows to the store and the adapter's state where Tune does."""
+    from warmtune.searchers import make_searcher
+    from warmtune.searchers.ray_adapter import TuneSearcher
+    from warmtune.warm import warm_start_for
+
+    warm, source = warm_start_for(spec)
+    searcher = make_searcher(
+        spec.searcher.name,
+        space=spec.search_space,
+        seed=spec.seed,
+        options=spec.searcher.options,
+        max_budget=spec.budget.max_iterations,
+        warm_start=warm,
+    )
+    adapter = TuneSearcher(searcher, metric="loss", mode="min", rebuild=source)
+    store = ResultStore(jobdir.results)
+    full = spec.budget.max_iterations
+    reached: dict[str, tuple[dict[str, Any], int]] = {}  # paused trials
+    new = 0
+    while new < n:
+        trial_id = f"t{new:02d}"
+        config = adapter.suggest(trial_id)
+        if config is not None:
+            new, first = new + 1, 1
+        else:  # a promotion: resume the paused trial, as BudgetScheduler does
+            assert adapter.promotions, "no new trial and nothing to resume"
+            trial_id = next(iter(adapter.promotions))
+            adapter.resumed(trial_id)
+            config, done = reached.pop(trial_id)
+            first = done + 1
+        target = int(min(adapter.targets.get(trial_id, full), full))
+        rows = trial_rows(spec, trial_id, config, target, time.time())[first - 1 :]
+        store.append(rows)
+        for row in rows:
+            adapter.on_trial_result(trial_id, {**row, "config": config})
+        if target < full:
+            reached[trial_id] = (config, target)
+        else:
+            adapter.on_trial_complete(trial_id, rows[-1])
+    adapter.save(os.path.join(jobdir.root, "warmtune-searcher-2026-01-01_00-00-00.json"))
+    return adapter.get_state()
+
+
+@pytest.fixture(scope="module")
+def warm_job(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("warm")
+    past_job(tmp_path, "bowl-a", 1)
+    past_job(tmp_path, "bowl-b", 2)
+    spec, jobdir = make_job(
+        tmp_path,
+        task={"name": "bowl-new", "meta_features": {"family": "bowl"}},
+        searcher={"name": "bohb", "options": {"initial_design": 3}},
+    )
+    state = drive_searcher(spec, jobdir, 14)
+    return spec, jobdir, state
+
+
+def test_the_adapter_logs_warm_start_weights_and_the_report_draws_them(warm_job):
+    spec, jobdir, state = warm_job
+    log = state["warm_start_log"]
+    assert len(log) >= 2, "weights re-computed as own results arrive"
+    assert [e["n_own"] for e in log] == sorted(e["n_own"] for e in log)
+    assert log[0]["n_own"] == 0 and log[-1]["n_own"] > 0
+    for e in log:
+        assert set(e["past"]) == {"bowl-a", "bowl-b"}
+        total = sum(e["past"].values())
+        assert total == pytest.approx(1.0) or total == 0.0
+        assert 0.0 <= e["weight_of_past"] <= 1.0
+    report = load_report(jobdir)
+    assert report.warm.status == "warm" and report.warm.log == log
+    assert len(report.warm.design) == 3
+    page = assert_self_contained(build_report(jobdir))
+    assert page.svgs == 5  # the four of every report, and the weights
+    words = " ".join(page.text)
+    assert "started warm from 2 past task(s)" in words
+    assert "bowl-a" in words and "bowl-b" in words
+    assert "Initial design" in words and "not started" not in words
+
+
+def test_a_cold_or_switched_off_warm_start_says_so(tmp_path):
+    spec, jobdir = make_job(tmp_path, searcher={"name": "bohb"})
+    drive_searcher(spec, jobdir, 3)  # the knowledge base is empty
+    assert load_report(jobdir).warm.status == "cold"
+    assert "This job started cold" in build_report(jobdir)
+    spec, jobdir = make_job(
+        tmp_path, name="off", searcher={"name": "bohb", "options": {"warm_start": False}}
+    )
+    assert "switches it off" in build_report(jobdir)
+
+
+# ---------------------------------------------------------------------------------------
+# The page in a real browser
+# ---------------------------------------------------------------------------------------
+CHROMIUM = next(
+    (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
+)
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no chromium on PATH: install it (Debian: `apt-get install -y chromium`) to "
+    "render the report in a real browser",
+)
+
+_PAGE_CHECKS = """JSON.stringify({
+  height: document.documentElement.scrollHeight,
+  sections: [...document.querySelectorAll('section')].map(s => s.id),
+  svgs: [...document.querySelectorAll('svg')].map(s => {
+    const r = s.getBoundingClientRect();
+    return {x: r.x + window.scrollX, y: r.y + window.scrollY, w: r.width, h: r.height,
+            shapes: s.querySelectorAll('path, use, rect, line, polyline').length};
+  }),
+})"""
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol on a pipe (stdlib only):
+    console messages, exceptions and failed loads are collected as they happen."""
+
+    def __init__(self, user_data: Path) -> None:
+        to_child_r, self._to_child = os.pipe()
+        self._from_child, from_child_w = os.pipe()
+
+        def fds() -> None:  # Chromium reads commands on fd 3 and answers on fd 4
+            # Move both ends clear of 3 and 4 first: a pipe end may already be fd 3 or
+            # 4, and dup2 onto itself would keep its close-on-exec flag.
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_child_r, from_child_w)]
+            os.dup2(high[0], 3)
+            os.dup2(high[1], 4)
+
+        self.proc = subprocess.Popen(
+            [
+                str(CHROMIUM),
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--no-first-run",
+                "--remote-debugging-pipe",
+                f"--user-data-dir={user_data}",
+                "about:blank",
+            ],
+            preexec_fn=fds,
+            close_fds=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self._buffer = b""
+        self._next_id = 0
+        self.events: list[dict[str, Any]] = []
+        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        attached = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})
+        self.session = attached["sessionId"]
+        for domain in ("Page", "Runtime", "Log"):
+            self.call(f"{domain}.enable", session=True)
+
+    def _read(self, deadline: float) -> dict[str, Any]:
+        while b"\0" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._from_child], [], [], left)[0]:
+                raise TimeoutError("chromium did not answer in time")
+            chunk = os.read(self._from_child, 1 << 20)
+            if not chunk:
+                raise RuntimeError("chromium closed the DevTools pipe")
+            self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, *, session: bool = False
+    ) -> dict[str, Any]:
+        self._next_id += 1
+        message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = self.session
+        os.write(self._to_child, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + 60
+        while True:
+            reply = self._read(deadline)
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def wait_for(self, method: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(e.get("method") == method for e in self.events):
+            self.events.append(self._read(deadline))
+
+    def problems(self) -> list[str]:
+        """Console errors and warnings, uncaught exceptions, failed loads."""
+        out = []
+        for e in self.events:
+            p = e.get("params", {})
+            if e.get("method") == "Runtime.consoleAPICalled" and p["type"] in ("error", "warning"):
+                out.append(f"console.{p['type']}: {[a.get('value') for a in p['args']]}")
+            elif e.get("method") == "Runtime.exceptionThrown":
+                out.append(f"exception: {p['exceptionDetails'].get('text')}")
+            elif e.get("method") == "Log.entryAdded" and p["entry"]["level"] in (
+                "error",
+                "warning",
+            ):
+                out.append(f"log {p['entry']['level']}: {p['entry']['text']}")
+        return out
+
+    def render(self, url: str, png: Path, width: int = 1200) -> dict[str, Any]:
+        """Load ``url``, screenshot the whole page to ``png``, return the page checks."""
+        import base64
+
+        metrics = {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+        self.call("Emulation.setDeviceMetricsOverride", metrics, session=True)
+        self.call("Page.navigate", {"url": url}, session=True)
+        self.wait_for("Page.loadEventFired")
+        checks = json.loads(
+            self.call(
+                "Runtime.evaluate",
+                {"expression": _PAGE_CHECKS, "returnByValue": True},
+                session=True,
+            )["result"]["value"]
+        )
+        metrics["height"] = int(checks["height"])
+        self.call("Emulation.setDeviceMetricsOverride", metrics, session=True)
+        shot = self.call("Page.captureScreenshot", {"format": "png"}, session=True)
+        png.write_bytes(base64.b64decode(shot["data"]))
+        # Late events (a failed image load) arrive after the load event at the latest.
+        self.call("Runtime.evaluate", {"expression": "1"}, session=True)
+        return checks
+
+    def close(self) -> None:
+        with contextlib.suppress(RuntimeError, TimeoutError, OSError):
+            self.call("Browser.close")
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._to_child)
+        os.close(self._from_child)
+
+
+@pytest.fixture
+def chromium(tmp_path):
+    browser = Chromium(tmp_path / "chromium-profile")
+    yield browser
+    browser.close()
+
+
+def drawn(image: np.ndarray, box: dict[str, float]) -> float:
+    """Pixel spread inside ``box`` of the screenshot: 0 for a blank region."""
+    x, y = int(box["x"]), int(box["y"])
+    region = image[y : y + int(box["h"]), x : x + int(box["w"]), :3]
+    return float(region.std()) if region.size else 0.0
+
+
+@needs_chromium
+def test_the_report_draws_in_headless_chromium(warm_job, chromium, tmp_path):
+    from matplotlib.image import imread
+
+    _, jobdir, _ = warm_job
+    page = tmp_path / "report.html"
+    page.write_text(build_report(jobdir))
+    png = tmp_path / "report.png"
+    checks = chromium.render(page.as_uri(), png)
+    print(f"\nreport screenshot: {png}")
+    assert chromium.problems() == []
+    assert checks["sections"] == [key for key, _ in SECTIONS]
+    assert len(checks["svgs"]) == 5
+    image = imread(png)
+    assert image.shape[0] == checks["height"] and image.shape[1] == 1200
+    for box in checks["svgs"]:
+        assert box["w"] > 300 and box["h"] > 150 and box["shapes"] > 20
+        assert drawn(image, box) > 20 / 255, f"a figure rendered blank: {box}"
+
+
+@needs_chromium
+def test_the_browser_check_sees_errors_and_blank_figures(chromium, tmp_path):
+    """The checks above can fail: a console error, a missing file and an empty figure."""
+    from matplotlib.image import imread
+
+    bad = tmp_path / "bad.html"
+    bad.write_text(
+        "<!DOCTYPE html><html><body><section id='x'><svg width='400' height='200'></svg>"
+        "</section><img src='missing.png'><script>console.error('boom')</script></body></html>"
+    )
+    png = tmp_path / "bad.png"
+    checks = chromium.render(bad.as_uri(), png)
+    problems = chromium.problems()
+    assert any("boom" in p for p in problems)
+    assert any("missing.png" in p or "ERR_FILE_NOT_FOUND" in p for p in problems), problems
+    (box,) = checks["svgs"]
+    assert box["shapes"] == 0 and drawn(imread(png), box) == 0.0
+
+
+@pytest.mark.slow
+def test_a_real_run_on_ray_gets_its_report(ray_session, tmp_path):
+    """End to end: a past job, then a warm BOHB job on Ray, then `warmtune report`."""
+    from warmtune.runner import run_job
+
+    kb = {"path": str(tmp_path / "kb")}
+    space = {k: v for k, v in SPACE.items() if k in ("x", "y")}
+    for k in range(2):
+        past = copy.deepcopy(JOB)
+        past.update(
+            name=f"past{k}",
+            task={"name": f"bowl-{k}"},
+            space=space,
+            budget={"trials": 12, "max_iterations": 1},
+            storage=str(tmp_path / "results"),
+            knowledge_base=kb,
+            seed=k,
+        )
+        run_job(job_from_dict(past), progress=False)
+    new = copy.deepcopy(JOB)
+    new.update(
+        name="new",
+        task={"name": "bowl-new"},
+        space=space,
+        searcher={"name": "bohb"},
+        budget={"trials": 6, "max_iterations": 3},
+        storage=str(tmp_path / "results"),
+        knowledge_base={**kb, "add": False},
+        max_concurrency=1,
+    )
+    run_job(job_from_dict(new), progress=False)
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(
+        main, ["report", "new", "--storage", str(tmp_path / "results"), "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "warm start: warm" in result.output
+    page = assert_self_contained(out.read_text())
+    assert page.sections == [key for key, _ in SECTIONS] and page.svgs == 5
