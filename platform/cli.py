@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from warmtune.cli_bench import bench
+from warmtune.cli_jobs import JOB_COMMANDS
 from warmtune.cli_kb import kb
 from warmtune.cli_report import report
 from warmtune.spec import JobSpecError
@@ -314,6 +315,8 @@ def trainables() -> None:
 
 main.add_command(kb)
 main.add_command(bench)
+for _command in JOB_COMMANDS:
+    main.add_command(_command)
 main.add_command(report)
 
 if __name__ == "__main__":

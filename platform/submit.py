@@ -1,0 +1,521 @@
+"""Submit search jobs to a Ray cluster through the Ray Jobs API, and follow them.
+
+A submission is one ``warmtune run JOB.yaml --address auto`` on the cluster's head
+node, so the job shows in the dashboard's Jobs view with its logs, actors and
+metrics, and with warmtune's metadata (version, job name, task, trainable,
+searcher, storage). What travels with it:
+
+- The job file, alone in a small ``working_dir`` (never the repository root: a
+  ``platform/`` folder there would shadow the standard library on the cluster).
+- warmtune itself, unless the cluster image already has it (``code="installed"``):
+  a wheel built from this source checkout with ``pip wheel --no-deps`` and
+  cached by the sources' hash. Ray would install a ``.whl`` in ``py_modules`` with
+  ``pip install --target`` *and all its dependencies* (a second Ray, torch and
+  CUDA libraries, from the network), so the wheel travels unpacked instead: its
+  ``warmtune/`` package and its ``.dist-info`` as two ``py_modules`` folders, which
+  the cluster's Python imports next to the Ray and torch it already has.
+
+Token authentication: the token comes from where Ray looks for it
+(``$RAY_AUTH_TOKEN``, ``$RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``; see
+:func:`warmtune.connect.find_token`) and goes in the ``Authorization`` header,
+whatever ``RAY_AUTH_MODE`` says in this process. A refusal (HTTP 401/403) becomes
+a :class:`ClusterAuthError` that says where to put the right token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import yaml
+
+from warmtune.connect import find_token
+
+__all__ = [
+    "DEFAULT_DASHBOARD",
+    "ClusterAuthError",
+    "ClusterError",
+    "CodeBundle",
+    "JobsClient",
+    "Submission",
+    "dashboard_address",
+    "package_code",
+    "prepare_submission",
+]
+
+DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
+CodeMode = Literal["wheel", "installed"]
+
+# Folders and files of the source checkout that make up the distribution (see
+# pyproject.toml); a change to any of them means a new wheel.
+_SOURCE_PARTS = ("pyproject.toml", "README.md", "platform", "searchers", "trainables", "examples")
+_TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not be reached, or refused or failed a Jobs API request."""
+
+
+class ClusterAuthError(ClusterError):
+    """The cluster refused the request's token (or its absence)."""
+
+
+def dashboard_address(address: str | None = None) -> tuple[str, str]:
+    """The Jobs API address to use and where it came from.
+
+    Like Ray's own job CLI: ``address``, else ``$RAY_API_SERVER_ADDRESS``, else
+    ``$RAY_ADDRESS`` (``http://`` is added when it has no scheme), else
+    :data:`DEFAULT_DASHBOARD`.
+    """
+    for value, source in (
+        (address, "--address"),
+        (os.environ.get("RAY_API_SERVER_ADDRESS"), "$RAY_API_SERVER_ADDRESS"),
+        (os.environ.get("RAY_ADDRESS"), "$RAY_ADDRESS"),
+    ):
+        if value:
+            url = value if "://" in value else f"http://{value}"
+            return url.rstrip("/"), source
+    return DEFAULT_DASHBOARD, "the default"
+
+
+def read_token() -> tuple[str | None, str | None]:
+    """The auth token and a description of where it came from, or ``(None, None)``."""
+    source = find_token()
+    if source is None:
+        return None, None
+    if source == "$RAY_AUTH_TOKEN":
+        return os.environ["RAY_AUTH_TOKEN"].strip(), source
+    return Path(source).expanduser().read_text().strip(), source
+
+
+# --------------------------------------------------------------------------- code
+
+
+@dataclass(frozen=True)
+class CodeBundle:
+    """How warmtune reaches the cluster.
+
+    Attributes:
+        mode: ``"wheel"`` (shipped with the job) or ``"installed"`` (the image's).
+        version: the warmtune version the job will run.
+        py_modules: folders for the runtime environment's ``py_modules``.
+        wheel: the wheel the folders were unpacked from (``None`` for ``installed``).
+    """
+
+    mode: CodeMode
+    version: str
+    py_modules: tuple[str, ...] = ()
+    wheel: str | None = None
+
+
+def source_checkout() -> Path | None:
+    """The source checkout this warmtune runs from (an editable install), or ``None``."""
+    root = Path(__file__).resolve().parents[1]
+    if (root / "pyproject.toml").is_file() and (root / "platform" / "submit.py").is_file():
+        return root
+    return None
+
+
+def package_code(mode: CodeMode = "wheel", *, cache_dir: Path | None = None) -> CodeBundle:
+    """Prepare warmtune for the cluster.
+
+    ``"wheel"`` builds a wheel of the source checkout (cached by the hash of its
+    sources, so an unchanged checkout is built once) and unpacks it for
+    ``py_modules``; ``"installed"`` ships nothing and relies on the cluster's own
+    warmtune, which the job's entrypoint checks to be this version.
+
+    Raises:
+        ClusterError: ``"wheel"`` without a source checkout, or the build failed.
+    """
+    version = importlib.metadata.version("warmtune")
+    if mode == "installed":
+        return CodeBundle("installed", version)
+    if mode != "wheel":
+        raise ValueError(f"code mode must be 'wheel' or 'installed', got {mode!r}")
+    root = source_checkout()
+    if root is None:
+        raise ClusterError(
+            "--code wheel needs warmtune installed from a source checkout "
+            "(pip install -e CHECKOUT), and this one is not; use --code installed with a "
+            f"cluster image that has warmtune {version}"
+        )
+    cache = cache_dir or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser(), "warmtune", "code"
+    )
+    digest = _source_digest(root)
+    target = cache / digest[:16]
+    wheels = sorted(target.glob("warmtune-*.whl"))
+    if not (wheels and (target / "unpacked.ok").is_file()):
+        wheels = [_build_wheel(root, target)]
+    wheel = wheels[0]
+    unpacked = target / "py_modules"
+    dist_info = next(unpacked.glob("dist-info/*.dist-info"))
+    wheel_version = dist_info.name.removeprefix("warmtune-").removesuffix(".dist-info")
+    return CodeBundle(
+        "wheel",
+        wheel_version,
+        (str(unpacked / "package" / "warmtune"), str(dist_info)),
+        str(wheel),
+    )
+
+
+def _source_files(root: Path) -> Iterable[Path]:
+    for part in _SOURCE_PARTS:
+        path = root / part
+        if path.is_file():
+            yield path
+        elif path.is_dir():
+            for f in sorted(path.rglob("*")):
+                if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc":
+                    yield f
+
+
+def _source_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for f in _source_files(root):
+        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _build_wheel(root: Path, target: Path) -> Path:
+    """Build the wheel from a copy of the distribution's files (so nothing is written
+    into the checkout) and unpack it under ``target/py_modules``."""
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix="warmtune-build-") as tmp:
+        src = Path(tmp) / "src"
+        for f in _source_files(root):
+            dest = src / f.relative_to(root)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dest)
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(target)]
+        # setuptools in this environment builds it offline; without it pip fetches one.
+        if importlib.util.find_spec("setuptools") is not None:
+            cmd.append("--no-build-isolation")
+        done = subprocess.run([*cmd, str(src)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ClusterError(
+                f"building the warmtune wheel failed ({' '.join(cmd)}):\n"
+                f"{done.stderr.strip() or done.stdout.strip()}"
+            )
+    (wheel,) = target.glob("warmtune-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        for member in z.namelist():
+            top = member.split("/", 1)[0]
+            where = "dist-info" if top.endswith(".dist-info") else "package"
+            z.extract(member, target / "py_modules" / where)
+    (target / "unpacked.ok").touch()
+    return wheel
+
+
+# --------------------------------------------------------------------- submission
+
+
+@dataclass(frozen=True)
+class Submission:
+    """Everything one ``submit_job`` call sends (built without touching the cluster).
+
+    Attributes:
+        submission_id: ``warmtune-<job>-<yyyymmdd-hhmmss>``.
+        job: the warmtune job name.
+        job_text: the job file as it travels (``job.yaml`` in the working dir).
+        entrypoint: the shell command the head node runs.
+        metadata: shown in the dashboard and by ``warmtune jobs``.
+        code: how warmtune travels.
+        storage: where the results go on the cluster (``None``: the cluster's default).
+    """
+
+    submission_id: str
+    job: str
+    job_text: str
+    entrypoint: str
+    metadata: dict[str, str]
+    code: CodeBundle
+    storage: str | None = None
+    env_vars: dict[str, str] = field(default_factory=dict)
+
+    def runtime_env(self, working_dir: str) -> dict[str, Any]:
+        env: dict[str, Any] = {"working_dir": working_dir}
+        if self.code.py_modules:
+            env["py_modules"] = list(self.code.py_modules)
+        if self.env_vars:
+            env["env_vars"] = dict(self.env_vars)
+        return env
+
+
+def prepare_submission(
+    job_file: Path,
+    *,
+    name: str | None = None,
+    storage: str | None = None,
+    resume: bool = False,
+    code: CodeBundle,
+    check: bool = True,
+    now: dt.datetime | None = None,
+) -> Submission:
+    """Build the submission of ``job_file``.
+
+    Args:
+        job_file: the YAML job file; it travels as is.
+        name, storage: override the file's ``name`` / ``storage`` (a relative local
+            storage path is made absolute: a cluster on this machine or one sharing
+            the file system sees the same path).
+        resume: continue the interrupted job of that name on the cluster.
+        code: from :func:`package_code`.
+        check: validate the job here first (skip it when the job's data paths exist
+            only on the cluster; the cluster validates it anyway).
+        now: the time in the submission id (default: now).
+
+    Raises:
+        JobSpecError: ``check`` and the job file is invalid.
+    """
+    from warmtune.spec import JobSpecError, load_job, resolve_storage
+
+    if storage is not None:
+        storage = resolve_storage(storage)
+    text = job_file.read_text() if job_file.is_file() else ""
+    if check:
+        overrides = {k: v for k, v in (("name", name), ("storage", storage)) if v is not None}
+        spec = load_job(job_file, overrides=overrides)
+        job, task = spec.name, spec.task.name
+        trainable, searcher = spec.trainable.name, spec.searcher.name
+    else:
+        try:
+            data = yaml.safe_load(text) if text else None
+        except yaml.YAMLError as e:
+            raise JobSpecError(str(job_file), [("", f"not valid YAML: {e}")]) from None
+        if not isinstance(data, dict):
+            raise JobSpecError(str(job_file), [("", "expected a mapping of keys (name, ...)")])
+        job = name or str(data.get("name") or job_file.stem)
+        task = str((data.get("task") or {}).get("name", ""))
+        trainable = str((data.get("trainable") or {}).get("name", ""))
+        searcher = str((data.get("searcher") or {}).get("name", "random"))
+    if storage is None and text:
+        # Made absolute here, as `warmtune run` would here, not in the cluster's temp dir.
+        explicit = (yaml.safe_load(text) or {}).get("storage")
+        storage = resolve_storage(str(explicit)) if explicit else None
+
+    stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    args = ["-m", "warmtune", "run", "job.yaml", "--address", "auto", "--name", job]
+    if storage is not None:
+        args += ["--storage", storage]
+    if resume:
+        args.append("--resume")
+    entrypoint = shlex.join(["python", *args])
+    if code.mode == "installed":
+        entrypoint = f"{_version_guard(code.version)} && {entrypoint}"
+    metadata = {
+        "job_name": job,
+        "warmtune_version": code.version,
+        "warmtune_job": job,
+        "task": task,
+        "trainable": trainable,
+        "searcher": searcher,
+        "storage": storage or "(the cluster's default)",
+        "code": code.mode,
+    }
+    return Submission(
+        submission_id=f"warmtune-{job}-{stamp}",
+        job=job,
+        job_text=text,
+        entrypoint=entrypoint,
+        metadata=metadata,
+        code=code,
+        storage=storage,
+        env_vars={
+            # Progress lines reach `warmtune logs` as they are printed.
+            "PYTHONUNBUFFERED": "1",
+            # `warmtune stop` is a Ctrl+C: Tune saves the experiment and the recorder
+            # writes what it holds, so `--resume` continues; SIGKILL after 30 s.
+            "RAY_JOB_STOP_SIGNAL": "SIGINT",
+            "RAY_JOB_STOP_WAIT_TIME_S": "30",
+        },
+    )
+
+
+def _version_guard(version: str) -> str:
+    """A shell command that fails unless the cluster's warmtune is ``version``."""
+    script = (
+        "import importlib.metadata as m, sys\n"
+        "try:\n"
+        "    v = m.version('warmtune')\n"
+        "except m.PackageNotFoundError:\n"
+        "    v = None\n"
+        f"if v != {version!r}:\n"
+        f"    sys.exit('warmtune: the cluster has warmtune ' + str(v) + ', this job was "
+        f"submitted by warmtune {version}: submit it with --code wheel, or install "
+        f"warmtune {version} in the cluster image')\n"
+    )
+    return shlex.join(["python", "-c", script])
+
+
+# ------------------------------------------------------------------------- client
+
+
+class JobsClient:
+    """The Ray Jobs API of one cluster, with warmtune's token handling and errors.
+
+    Args:
+        address: the dashboard address (see :func:`dashboard_address`).
+
+    Raises:
+        ClusterError: nothing answers at the address.
+        ClusterAuthError: the cluster refused the token or its absence.
+    """
+
+    def __init__(self, address: str | None = None) -> None:
+        self.address, self.address_source = dashboard_address(address)
+        self.token, self.token_source = read_token()
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._client: Any = self._call(self._connect, headers)
+
+    def _connect(self, headers: dict[str, str]) -> Any:
+        from ray.job_submission import JobSubmissionClient
+
+        return JobSubmissionClient(self.address, headers=headers)
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        from ray.exceptions import AuthenticationError
+
+        try:
+            return fn(*args, **kwargs)
+        except AuthenticationError as e:
+            raise self._auth_error(401 if "required" in str(e) else 403) from None
+        except ConnectionError:
+            raise ClusterError(
+                f"no Ray dashboard answers at {self.address} (from {self.address_source}); "
+                "pass --address http://HEAD:8265, the dashboard's address (not the GCS port), "
+                "or start a cluster, e.g. cluster/local/start.sh"
+            ) from None
+
+    def _auth_error(self, status: int) -> ClusterAuthError:
+        where = (
+            "Put the cluster's token (on the head node: `ray get-auth-token`; for "
+            "cluster/local/start.sh, the token file it printed) in ~/.ray/auth_token, "
+            "or set RAY_AUTH_TOKEN=<token> or RAY_AUTH_TOKEN_PATH=<file>"
+        )
+        if self.token is None or status == 401:
+            return ClusterAuthError(
+                f"the Ray cluster at {self.address} uses token authentication and "
+                f"warmtune found no token (HTTP 401). {where}."
+            )
+        return ClusterAuthError(
+            f"the Ray cluster at {self.address} refused the token from {self.token_source} "
+            f"(HTTP 403): it is not this cluster's token. {where}; $RAY_AUTH_TOKEN wins "
+            "over the files, so unset it if it holds an old token."
+        )
+
+    def submit(self, submission: Submission) -> str:
+        """Submit; returns the submission id."""
+        with tempfile.TemporaryDirectory(prefix="warmtune-job-") as tmp:
+            (Path(tmp) / "job.yaml").write_text(submission.job_text)
+            try:
+                return str(
+                    self._call(
+                        self._client.submit_job,
+                        entrypoint=submission.entrypoint,
+                        submission_id=submission.submission_id,
+                        runtime_env=submission.runtime_env(tmp),
+                        metadata=submission.metadata,
+                    )
+                )
+            except RuntimeError as e:
+                if isinstance(e, ClusterError):
+                    raise
+                raise ClusterError(f"the cluster did not accept the job: {e}") from None
+
+    def list(self) -> list[Any]:
+        """All jobs on the cluster (Ray's ``JobDetails``), oldest first."""
+        jobs = self._call(self._client.list_jobs)
+        return sorted(jobs, key=lambda j: (j.start_time or 0, j.submission_id or ""))
+
+    def info(self, ref: str) -> Any:
+        """A job by submission id, or the latest submission of a warmtune job name.
+
+        Raises:
+            ClusterError: no such job on the cluster.
+        """
+        try:
+            return self._call(self._client.get_job_info, ref)
+        except ClusterError:
+            raise
+        except RuntimeError as e:
+            if "404" not in str(e) and "does not exist" not in str(e):
+                raise ClusterError(f"the cluster could not look up job {ref!r}: {e}") from None
+        named = [j for j in self.list() if (j.metadata or {}).get("warmtune_job") == ref]
+        if not named:
+            raise ClusterError(
+                f"no job {ref!r} on the cluster at {self.address}; `warmtune jobs` lists "
+                "the submission ids (a warmtune job name works too, for its latest submission)"
+            )
+        return named[-1]
+
+    def logs(self, submission_id: str) -> str:
+        return str(self._call(self._client.get_job_logs, submission_id))
+
+    def follow(self, submission_id: str, stream: TextIO) -> None:
+        """Print the job's logs as they come, until the job ends."""
+        import aiohttp
+
+        async def tail() -> None:
+            async for chunk in self._client.tail_job_logs(submission_id):
+                stream.write(chunk)
+                stream.flush()
+
+        try:
+            asyncio.run(tail())
+        except aiohttp.WSServerHandshakeError as e:
+            if e.status in (401, 403):
+                raise self._auth_error(e.status) from None
+            raise ClusterError(f"following the logs of {submission_id} failed: {e}") from None
+
+    def stop(self, submission_id: str) -> bool:
+        """Ask the job to stop; ``False`` when it had already ended."""
+        return bool(self._call(self._client.stop_job, submission_id))
+
+    def wait(
+        self,
+        submission_id: str,
+        *,
+        timeout_s: float | None = None,
+        on_change: Callable[[str], None] | None = None,
+        poll_s: float = 1.0,
+    ) -> Any:
+        """Wait until the job ends (or ``timeout_s`` passes); returns its info."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        last = None
+        while True:
+            info = self._call(self._client.get_job_info, submission_id)
+            status = str(info.status.value if hasattr(info.status, "value") else info.status)
+            if status != last and on_change is not None:
+                on_change(status)
+            last = status
+            if status in _TERMINAL or (deadline is not None and time.monotonic() >= deadline):
+                return info
+            time.sleep(poll_s)
+
+
+def status_name(info: Any) -> str:
+    """``SUCCEEDED``, ``RUNNING``, ... of a job info."""
+    status = info.status
+    return str(status.value if hasattr(status, "value") else status)
+
+
+def is_terminal(info: Any) -> bool:
+    return status_name(info) in _TERMINAL

@@ -1,0 +1,409 @@
+"""A real multi-node Ray cluster on this machine (cluster/local/start.sh: a head and two
+worker nodes, each its own raylet), driven only through warmtune's Jobs API commands
+and HTTP, never an in-process Ray (the session's embedded Ray fixture is not used).
+
+Token authentication is on; the cluster's token lives in a file of its own
+(``RAY_AUTH_TOKEN_PATH``), so these tests never touch ~/.ray/auth_token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from click.testing import CliRunner
+
+from warmtune.cli import main
+from warmtune.store import ResultStore
+from warmtune.submit import (
+    CodeBundle,
+    dashboard_address,
+    package_code,
+    prepare_submission,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+START = REPO / "cluster" / "local" / "start.sh"
+STOP = REPO / "cluster" / "local" / "stop.sh"
+BIN = Path(sys.executable).parent
+
+BOWL = {
+    "name": "bowl",
+    "task": {"name": "bowl"},
+    # Trials of 3 s: the second starts while the first runs, so on the other worker.
+    "trainable": {"name": "quadratic", "params": {"sleep_s": 1.0}},
+    "space": {
+        "x": {"type": "float", "low": 0, "high": 1},
+        "y": {"type": "float", "low": 0, "high": 1},
+    },
+    "objective": {"metric": "loss", "mode": "min"},
+    "budget": {"trials": 4, "max_iterations": 3},
+    "knowledge_base": {"add": False},
+    "seed": 1,
+}
+
+
+@dataclass(frozen=True)
+class Cluster:
+    dashboard: str
+    address: str
+    dir: Path
+    token_file: Path
+    storage: Path
+    env: dict[str, str]
+
+    def token(self) -> str:
+        return self.token_file.read_text().strip()
+
+    def api(self, path: str) -> dict:
+        r = requests.get(
+            self.dashboard + path, headers={"Authorization": f"Bearer {self.token()}"}, timeout=30
+        )
+        r.raise_for_status()
+        return r.json()
+
+
+def _port_block(n: int) -> int:
+    """The first of ``n`` consecutive ports that are free right now."""
+    rng = random.Random()
+    for _ in range(50):
+        base = rng.randrange(30000, 60000 - n)
+        try:
+            for port in range(base, base + n):
+                with socket.socket() as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind(("", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    # Ray's Unix socket paths live under the temp dir, so it must be short.
+    ray_dir = Path(tempfile.mkdtemp(prefix="wt-", dir="/tmp"))
+    home = tmp_path_factory.mktemp("cluster")
+    token_file = home / "auth_token"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(PATH=f"{BIN}:{env.get('PATH', '')}", RAY_AUTH_TOKEN_PATH=str(token_file))
+    for _ in range(3):
+        # GCS, dashboard, head and two workers: 2 + 3 * 10 ports.
+        base = _port_block(40)
+        args = ["--workers", "2", "--cpus-per-worker", "1", "--head-cpus", "0"]
+        args += ["--dir", str(ray_dir), "--port", str(base), "--dashboard-port", str(base + 1)]
+        args += ["--base-port", str(base + 10), "--object-store-mb", "100"]
+        done = subprocess.run(
+            [str(START), *args], env=env, capture_output=True, text=True, timeout=120
+        )
+        if done.returncode == 0 or "is in use" not in done.stderr:
+            break
+    assert done.returncode == 0, done.stdout + done.stderr
+    info = dict(
+        line.split("=", 1)
+        for line in (ray_dir / "cluster.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    yield Cluster(
+        dashboard=info["WARMTUNE_DASHBOARD"],
+        address=info["RAY_ADDRESS"],
+        dir=ray_dir,
+        token_file=token_file,
+        storage=home / "shared-results",
+        env=env,
+    )
+    stopped = subprocess.run(
+        [str(STOP), "--dir", str(ray_dir), "--grace-period", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    left = subprocess.run(
+        [str(STOP), "--dir", str(ray_dir), "--list"], env=env, capture_output=True, text=True
+    ).stdout.split()
+    shutil.rmtree(ray_dir, ignore_errors=True)
+    assert stopped.returncode == 0 and not left, (stopped.stdout, stopped.stderr, left)
+
+
+@pytest.fixture(scope="module")
+def cli(cluster, tmp_path_factory):
+    """Run a warmtune command as a user of the cluster: its token, a private code cache."""
+    cache = tmp_path_factory.mktemp("xdg-cache")
+
+    def run(*args: str, **env: str | None):
+        full = {
+            "RAY_AUTH_TOKEN": None,
+            "RAY_ADDRESS": None,
+            "RAY_API_SERVER_ADDRESS": None,
+            "RAY_AUTH_TOKEN_PATH": str(cluster.token_file),
+            "XDG_CACHE_HOME": str(cache),
+            **env,
+        }
+        return CliRunner().invoke(main, list(args), env=full, catch_exceptions=False)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def finished_search(cluster, cli, tmp_path_factory):
+    """The bowl search, submitted with --wait; (submission id, output)."""
+    job_file = tmp_path_factory.mktemp("job") / "bowl.yaml"
+    job_file.write_text(yaml.safe_dump(BOWL))
+    start = time.monotonic()
+    result = cli(
+        "submit", str(job_file), "--address", cluster.dashboard, "--storage", str(cluster.storage),
+        "--wait",
+    )  # fmt: skip
+    took = time.monotonic() - start
+    assert result.exit_code == 0, result.output
+    submission_id = next(
+        w for line in result.output.splitlines() for w in line.split() if w.startswith("warmtune-")
+    )
+    print(f"submit --wait took {took:.1f}s")
+    return submission_id, result.output
+
+
+@pytest.mark.slow
+def test_cluster_has_a_head_and_two_worker_nodes_on_this_machine(cluster):
+    nodes = cluster.api("/api/v0/nodes?detail=1")["data"]["result"]["result"]
+    alive = [n for n in nodes if n["state"] == "ALIVE"]
+    assert len(alive) == 3
+    assert len({n["node_id"] for n in alive}) == 3
+    assert len({n["node_ip"] for n in alive}) == 1  # one machine
+    workers = [n for n in alive if not n["is_head_node"]]
+    assert sorted(k for n in workers for k in n["resources_total"] if k.startswith("node_")) == [
+        "node_1",
+        "node_2",
+    ]
+    assert all(n["resources_total"]["CPU"] == 1 for n in workers)
+
+
+@pytest.mark.slow
+def test_submitted_search_runs_its_trials_on_two_worker_nodes(cluster, cli, finished_search):
+    submission_id, output = finished_search
+    assert "SUCCEEDED" in output and "this warmtune as a wheel" in output
+
+    # Results, read from the storage the cluster wrote to.
+    result = cli("results", "bowl", "--storage", str(cluster.storage), "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.output)) == 4
+    rows = ResultStore(str(cluster.storage / "bowl" / "warmtune" / "results")).read()
+    assert len(rows) == 4 * 3
+
+    # Where the trials ran: the result rows carry the pid of the process that ran each
+    # trial; the cluster's actor table says which node each Tune trial actor lived on.
+    jobs = cluster.api("/api/jobs/")
+    (job,) = [j for j in jobs if j["submission_id"] == submission_id]
+    actors = cluster.api("/api/v0/actors?detail=1&limit=10000")["data"]["result"]["result"]
+    trial_actors = {
+        a["pid"]: a["node_id"]
+        for a in actors
+        if a["job_id"] == job["job_id"] and "ImplicitFunc" in a["class_name"]
+    }
+    nodes = cluster.api("/api/v0/nodes?detail=1")["data"]["result"]["result"]
+    worker_ids = {n["node_id"] for n in nodes if not n["is_head_node"]}
+    trial_nodes = {trial_actors[int(pid)] for pid in rows["pid"].unique()}
+    assert trial_nodes == worker_ids  # both worker nodes, never the head (0 CPUs)
+
+    # The job ran the shipped wheel, not the repository: its runtime env has py_modules.
+    assert len(job["runtime_env"]["py_modules"]) == 2
+    assert job["metadata"]["warmtune_version"] and job["metadata"]["searcher"] == "random"
+
+
+@pytest.mark.slow
+def test_jobs_status_and_logs(cluster, cli, finished_search):
+    submission_id, _ = finished_search
+    listed = cli("jobs", "--address", cluster.dashboard)
+    assert listed.exit_code == 0, listed.output
+    (line,) = [ln for ln in listed.output.splitlines() if ln.startswith(submission_id)]
+    assert line.split()[1:5] == ["SUCCEEDED", "bowl", "bowl", "random"]
+
+    status = cli("status", submission_id, "--address", cluster.dashboard)
+    assert status.exit_code == 0, status.output
+    assert f"{submission_id}: SUCCEEDED" in status.output
+    assert "warmtune_version:" in status.output and "trainable:  quadratic" in status.output
+    # A warmtune job name finds its latest submission.
+    by_name = cli("status", "bowl", "--address", cluster.dashboard)
+    assert by_name.output.splitlines()[0] == f"{submission_id}: SUCCEEDED"
+
+    logs = cli("logs", submission_id, "--address", cluster.dashboard)
+    assert logs.exit_code == 0
+    assert "warmtune: job 'bowl' finished in" in logs.output
+    assert "4 trials, 0 failed" in logs.output
+
+    missing = cli("status", "no-such-job", "--address", cluster.dashboard)
+    assert missing.exit_code == 2 and "warmtune jobs" in missing.output
+
+
+@pytest.mark.slow
+def test_follow_then_stop_a_running_job(cluster, cli, tmp_path):
+    long_job = {
+        **BOWL,
+        "name": "long",
+        "trainable": {"name": "quadratic", "params": {"sleep_s": 1.0}},
+        "budget": {"trials": 2, "max_iterations": 60},
+    }
+    job_file = tmp_path / "long.yaml"
+    job_file.write_text(yaml.safe_dump(long_job))
+    submitted = cli(
+        "submit", str(job_file), "--address", cluster.dashboard, "--storage", str(cluster.storage)
+    )
+    assert submitted.exit_code == 0, submitted.output
+    sid = next(w for w in submitted.output.split() if w.startswith("warmtune-long-"))
+
+    follower = subprocess.Popen(
+        [str(BIN / "warmtune"), "logs", sid, "--follow", "--address", cluster.dashboard],
+        env=cluster.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        out = cli("logs", sid, "--address", cluster.dashboard).output
+        if "best loss" in out:  # a progress line after the first result
+            break
+        time.sleep(1)
+    else:
+        pytest.fail(f"job {sid} never reported progress:\n{out}")
+
+    stopped = cli("stop", sid, "--wait", "--address", cluster.dashboard)
+    assert stopped.exit_code == 0, stopped.output
+    assert f"job {sid} is STOPPED" in stopped.output
+    try:
+        followed, _ = follower.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        follower.kill()
+        pytest.fail("logs --follow did not return when the job stopped")
+    assert follower.returncode == 0, followed
+    assert "trials:" in followed  # it printed while the job ran
+    again = cli("stop", sid, "--address", cluster.dashboard)
+    assert "had already ended (STOPPED)" in again.output
+    # The stop was a Ctrl+C (RAY_JOB_STOP_SIGNAL=SIGINT), not a kill: Tune saved the
+    # experiment, the run printed its summary, and the recorder wrote what it held.
+    out = cli("logs", sid, "--address", cluster.dashboard).output
+    assert "Stop signal received" in out and "most recent state was saved" in out, out
+    assert "warmtune: results written to" in out
+    rows = ResultStore(str(cluster.storage / "long" / "warmtune" / "results")).read()
+    reached = rows.groupby("trial_id")["training_iteration"].max()
+    assert len(reached) == 2 and (reached >= 1).all() and (reached < 60).all()
+
+
+@pytest.mark.slow
+def test_wrong_or_missing_token_is_refused_with_what_to_do(cluster, cli, tmp_path):
+    job_file = tmp_path / "bowl.yaml"
+    job_file.write_text(yaml.safe_dump({**BOWL, "name": "refused"}))
+    before = len(cluster.api("/api/jobs/"))
+
+    wrong = cli("submit", str(job_file), "--address", cluster.dashboard, RAY_AUTH_TOKEN="garbage")
+    assert wrong.exit_code == 2
+    assert "refused the token from $RAY_AUTH_TOKEN (HTTP 403)" in wrong.output
+    assert "ray get-auth-token" in wrong.output and "unset it" in wrong.output
+
+    empty_home = tmp_path / "home"
+    empty_home.mkdir()
+    missing = cli(
+        "submit", str(job_file), "--address", cluster.dashboard,
+        RAY_AUTH_TOKEN_PATH=None, HOME=str(empty_home),
+    )  # fmt: skip
+    assert missing.exit_code == 2
+    assert "found no token (HTTP 401)" in missing.output
+    assert "~/.ray/auth_token" in missing.output and "RAY_AUTH_TOKEN" in missing.output
+
+    # The refused submissions never reached the cluster.
+    assert len(cluster.api("/api/jobs/")) == before
+    # Without any header at all, the cluster itself says 401.
+    assert requests.get(cluster.dashboard + "/api/jobs/", timeout=10).status_code == 401
+
+
+def test_dashboard_address_follows_rays_cli(monkeypatch):
+    for var in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
+    assert dashboard_address(None) == ("http://127.0.0.1:8265", "the default")
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:8265")
+    assert dashboard_address(None) == ("http://10.0.0.5:8265", "$RAY_ADDRESS")
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "https://ray.example:443/")
+    assert dashboard_address(None) == ("https://ray.example:443", "$RAY_API_SERVER_ADDRESS")
+    assert dashboard_address("h:1") == ("http://h:1", "--address")
+
+
+def test_submission_ships_only_the_job_file_and_names_itself(tmp_path):
+    import datetime as dt
+
+    job_file = tmp_path / "bowl.yaml"
+    job_file.write_text(yaml.safe_dump({**BOWL, "storage": "rel/results"}))
+    code = CodeBundle("installed", "9.9.9")
+    sub = prepare_submission(job_file, name="b2", code=code, now=dt.datetime(2026, 1, 2, 3, 4, 5))
+    assert sub.submission_id == "warmtune-b2-20260102-030405"
+    assert sub.metadata["warmtune_job"] == "b2" and sub.metadata["task"] == "bowl"
+    assert sub.metadata["warmtune_version"] == "9.9.9" and sub.metadata["code"] == "installed"
+    # A relative storage is made absolute here, where the user meant it.
+    assert sub.storage == str(Path("rel/results").resolve())
+    assert "--storage " + sub.storage in sub.entrypoint
+    assert sub.entrypoint.endswith(
+        f"python -m warmtune run job.yaml --address auto --name b2 --storage {sub.storage}"
+    )
+    # The installed code is checked to be the submitter's version before the run.
+    assert "9.9.9" in sub.entrypoint.split(" && ")[0]
+    env = sub.runtime_env("/tmp/x")
+    assert env["working_dir"] == "/tmp/x" and "py_modules" not in env
+    assert yaml.safe_load(sub.job_text)["name"] == "bowl"  # the file travels as written
+
+
+def test_installed_code_guard_checks_the_clusters_version(tmp_path):
+    import importlib.metadata
+
+    job_file = tmp_path / "bowl.yaml"
+    job_file.write_text(yaml.safe_dump(BOWL))
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+    for version, ok in ((importlib.metadata.version("warmtune"), True), ("0.0.0", False)):
+        sub = prepare_submission(job_file, code=CodeBundle("installed", version))
+        guard = sub.entrypoint.split(" && ")[0]
+        done = subprocess.run(["bash", "-c", guard], env=env, capture_output=True, text=True)
+        assert (done.returncode == 0) is ok, done.stderr
+        if not ok:
+            assert "submitted by warmtune 0.0.0" in done.stderr
+            assert "--code wheel" in done.stderr
+
+
+def test_wheel_is_built_once_and_imports_without_the_repository(tmp_path):
+    import importlib.metadata
+
+    bundle = package_code("wheel", cache_dir=tmp_path / "cache")
+    package, dist_info = map(Path, bundle.py_modules)
+    assert bundle.wheel is not None and Path(bundle.wheel).name.endswith("-py3-none-any.whl")
+    assert bundle.version == importlib.metadata.version("warmtune")
+    assert package.name == "warmtune" and (package / "searchers" / "bohb.py").is_file()
+    assert dist_info.name == f"warmtune-{bundle.version}.dist-info"
+    assert not (package.parent / "platform").exists()
+    # The same sources give the same (cached) build.
+    again = package_code("wheel", cache_dir=tmp_path / "cache")
+    assert again == bundle
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    # On a cluster these two folders are on PYTHONPATH: warmtune and its version come
+    # from them, and the standard library's platform module is untouched.
+    probe = (
+        "import importlib.metadata as m, platform, warmtune.cli as c; "
+        "print(c.__file__, m.version('warmtune'), platform.system())"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{package.parent}:{dist_info.parent}"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    where, version, system = done.stdout.split()
+    assert where == str(package / "cli.py")
+    assert version == bundle.version and system == "Linux"
