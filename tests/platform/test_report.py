@@ -3,14 +3,8 @@ start's weight log, and the page rendered in headless Chromium."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import fcntl
-import json
 import os
-import select
-import shutil
-import subprocess
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -22,6 +16,7 @@ from click.testing import CliRunner
 
 pytest.importorskip("matplotlib")
 
+from tests.chromium import Chromium, requires_chromium  # noqa: E402
 from warmtune.cli import main  # noqa: E402
 from warmtune.jobdir import JobDir  # noqa: E402
 from warmtune.report import SECTIONS, build_report, load_report  # noqa: E402
@@ -306,14 +301,7 @@ def test_a_cold_or_switched_off_warm_start_says_so(tmp_path):
 # ---------------------------------------------------------------------------------------
 # The page in a real browser
 # ---------------------------------------------------------------------------------------
-CHROMIUM = next(
-    (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
-)
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="no chromium on PATH: install it (Debian: `apt-get install -y chromium`) to "
-    "render the report in a real browser",
-)
+needs_chromium = requires_chromium("render the report in a real browser")
 
 _PAGE_CHECKS = """JSON.stringify({
   height: document.documentElement.scrollHeight,
@@ -324,134 +312,6 @@ _PAGE_CHECKS = """JSON.stringify({
             shapes: s.querySelectorAll('path, use, rect, line, polyline').length};
   }),
 })"""
-
-
-class Chromium:
-    """Headless Chromium driven over the DevTools protocol on a pipe (stdlib only):
-    console messages, exceptions and failed loads are collected as they happen."""
-
-    def __init__(self, user_data: Path) -> None:
-        to_child_r, self._to_child = os.pipe()
-        self._from_child, from_child_w = os.pipe()
-
-        def fds() -> None:  # Chromium reads commands on fd 3 and answers on fd 4
-            # Move both ends clear of 3 and 4 first: a pipe end may already be fd 3 or
-            # 4, and dup2 onto itself would keep its close-on-exec flag.
-            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_child_r, from_child_w)]
-            os.dup2(high[0], 3)
-            os.dup2(high[1], 4)
-
-        self.proc = subprocess.Popen(
-            [
-                str(CHROMIUM),
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--hide-scrollbars",
-                "--no-first-run",
-                "--remote-debugging-pipe",
-                f"--user-data-dir={user_data}",
-                "about:blank",
-            ],
-            preexec_fn=fds,
-            close_fds=False,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        os.close(to_child_r)
-        os.close(from_child_w)
-        self._buffer = b""
-        self._next_id = 0
-        self.events: list[dict[str, Any]] = []
-        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-        attached = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})
-        self.session = attached["sessionId"]
-        for domain in ("Page", "Runtime", "Log"):
-            self.call(f"{domain}.enable", session=True)
-
-    def _read(self, deadline: float) -> dict[str, Any]:
-        while b"\0" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self._from_child], [], [], left)[0]:
-                raise TimeoutError("chromium did not answer in time")
-            chunk = os.read(self._from_child, 1 << 20)
-            if not chunk:
-                raise RuntimeError("chromium closed the DevTools pipe")
-            self._buffer += chunk
-        message, self._buffer = self._buffer.split(b"\0", 1)
-        return json.loads(message)
-
-    def call(
-        self, method: str, params: dict[str, Any] | None = None, *, session: bool = False
-    ) -> dict[str, Any]:
-        self._next_id += 1
-        message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
-        if session:
-            message["sessionId"] = self.session
-        os.write(self._to_child, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + 60
-        while True:
-            reply = self._read(deadline)
-            if reply.get("id") == self._next_id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return reply.get("result", {})
-            self.events.append(reply)
-
-    def wait_for(self, method: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(e.get("method") == method for e in self.events):
-            self.events.append(self._read(deadline))
-
-    def problems(self) -> list[str]:
-        """Console errors and warnings, uncaught exceptions, failed loads."""
-        out = []
-        for e in self.events:
-            p = e.get("params", {})
-            if e.get("method") == "Runtime.consoleAPICalled" and p["type"] in ("error", "warning"):
-                out.append(f"console.{p['type']}: {[a.get('value') for a in p['args']]}")
-            elif e.get("method") == "Runtime.exceptionThrown":
-                out.append(f"exception: {p['exceptionDetails'].get('text')}")
-            elif e.get("method") == "Log.entryAdded" and p["entry"]["level"] in (
-                "error",
-                "warning",
-            ):
-                out.append(f"log {p['entry']['level']}: {p['entry']['text']}")
-        return out
-
-    def render(self, url: str, png: Path, width: int = 1200) -> dict[str, Any]:
-        """Load ``url``, screenshot the whole page to ``png``, return the page checks."""
-        import base64
-
-        metrics = {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}
-        self.call("Emulation.setDeviceMetricsOverride", metrics, session=True)
-        self.call("Page.navigate", {"url": url}, session=True)
-        self.wait_for("Page.loadEventFired")
-        checks = json.loads(
-            self.call(
-                "Runtime.evaluate",
-                {"expression": _PAGE_CHECKS, "returnByValue": True},
-                session=True,
-            )["result"]["value"]
-        )
-        metrics["height"] = int(checks["height"])
-        self.call("Emulation.setDeviceMetricsOverride", metrics, session=True)
-        shot = self.call("Page.captureScreenshot", {"format": "png"}, session=True)
-        png.write_bytes(base64.b64decode(shot["data"]))
-        # Late events (a failed image load) arrive after the load event at the latest.
-        self.call("Runtime.evaluate", {"expression": "1"}, session=True)
-        return checks
-
-    def close(self) -> None:
-        with contextlib.suppress(RuntimeError, TimeoutError, OSError):
-            self.call("Browser.close")
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        os.close(self._to_child)
-        os.close(self._from_child)
 
 
 @pytest.fixture
@@ -476,7 +336,7 @@ def test_the_report_draws_in_headless_chromium(warm_job, chromium, tmp_path):
     page = tmp_path / "report.html"
     page.write_text(build_report(jobdir))
     png = tmp_path / "report.png"
-    checks = chromium.render(page.as_uri(), png)
+    checks = chromium.render(page.as_uri(), png, _PAGE_CHECKS)
     print(f"\nreport screenshot: {png}")
     assert chromium.problems() == []
     assert checks["sections"] == [key for key, _ in SECTIONS]
@@ -499,7 +359,7 @@ def test_the_browser_check_sees_errors_and_blank_figures(chromium, tmp_path):
         "</section><img src='missing.png'><script>console.error('boom')</script></body></html>"
     )
     png = tmp_path / "bad.png"
-    checks = chromium.render(bad.as_uri(), png)
+    checks = chromium.render(bad.as_uri(), png, _PAGE_CHECKS)
     problems = chromium.problems()
     assert any("boom" in p for p in problems)
     assert any("missing.png" in p or "ERR_FILE_NOT_FOUND" in p for p in problems), problems
