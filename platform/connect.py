@@ -1,9 +1,14 @@
 """Attach to Ray: an existing cluster when one is given or running, else an embedded one.
 
 Token authentication stays on. Ray reads the token from ``$RAY_AUTH_TOKEN``,
-``$RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token`` and enables token mode when it
-finds one (a new embedded instance generates one); warmtune checks up front that
-a token exists before it connects to a cluster, and says what to do if not.
+``$RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``. A new embedded instance turns
+token mode on by itself (and generates a token when there is none), and so does
+``ray.init()`` when it finds a ``ray start`` cluster on this machine by itself.
+Given a cluster address (``--address HOST:PORT``, ``$RAY_ADDRESS``, ``ray://``),
+Ray 2.60 connects without a token unless ``RAY_AUTH_MODE=token`` is set, and the
+cluster refuses it ("Failed to connect", after 20 s). So before connecting to a
+cluster warmtune checks that a token exists (and says what to do if not) and
+turns token mode on for this process, unless ``RAY_AUTH_MODE`` says otherwise.
 """
 
 from __future__ import annotations
@@ -54,16 +59,17 @@ def connect_ray(
 
     if ray.is_initialized():
         return "the Ray instance this process is already connected to"
-    # Ray 2.60 turns token auth on by itself for a new embedded instance and for a
-    # cluster whose token it finds; setting RAY_AUTH_MODE here, after Ray cached its
-    # config at import, would split driver and cluster, so leave it to Ray.
     target = address or os.environ.get("RAY_ADDRESS") or None
-    if target not in (None, "local") and find_token() is None:
-        raise RayAuthError(
-            f"the Ray cluster at {target} uses token authentication and no token was found; "
-            "set RAY_AUTH_TOKEN, or copy the cluster's token file to ~/.ray/auth_token "
-            "(on the head node it is ~/.ray/auth_token too)"
-        )
+    # An explicit RAY_AUTH_MODE other than token (a cluster without auth) is the
+    # user's choice; otherwise a cluster gets the token.
+    if target not in (None, "local") and os.environ.get("RAY_AUTH_MODE", "token") == "token":
+        if find_token() is None:
+            raise RayAuthError(
+                f"the Ray cluster at {target} uses token authentication and no token was "
+                "found; set RAY_AUTH_TOKEN, or copy the cluster's token file to "
+                "~/.ray/auth_token (on the head node it is ~/.ray/auth_token too)"
+            )
+        _enable_token_mode()
     kwargs: dict = {"address": target, "logging_level": logging.WARNING}
     if target in (None, "local"):
         kwargs.update(num_cpus=num_cpus, include_dashboard=dashboard)
@@ -72,3 +78,21 @@ def connect_ray(
     return f"Ray at {ctx.address_info.get('gcs_address')}" + (
         f" (dashboard http://{url})" if url else ""
     )
+
+
+def _enable_token_mode() -> None:
+    """Send the token to the cluster: ``RAY_AUTH_MODE=token`` for this process.
+
+    Ray reads ``RAY_AUTH_MODE`` into its config once, when it is imported, so the
+    variable alone comes too late; the config is re-read, which is what Ray does
+    itself when ``ray.init(address="auto")`` finds a token
+    (``ray._private.authentication.authentication_token_setup``). An explicit
+    ``RAY_AUTH_MODE`` is the user's choice and stays. Child processes inherit the
+    variable.
+    """
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return
+    from ray._raylet import Config  # type: ignore[attr-defined]  # missing from its stub
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    Config.initialize("")

@@ -115,6 +115,11 @@ def run_job(
     wall_s = time.monotonic() - start
     unfinished = len(grid) - grid.num_terminated - grid.num_errors
     out_of_time = spec.budget.time is not None and wall_s >= spec.budget.time
+    if not unfinished and not out_of_time:
+        # On Ctrl+C (or `warmtune stop`) Tune saves the experiment, then stops the
+        # running trials and reports them as terminated, so the grid alone cannot
+        # tell an interrupted search from a finished one; the saved state can.
+        unfinished = _unfinished_in_saved_state(jobdir.root)
     missing = spec.budget.trials is not None and len(grid) < spec.budget.trials
     interrupted = unfinished > 0 or (missing and not out_of_time)
     summary = _summary(spec, jobdir, wall_s=wall_s, n_errors=grid.num_errors)
@@ -127,6 +132,29 @@ def run_job(
             jobdir, meta_features=spec.task_meta_features()
         )
     return dataclasses.replace(summary, interrupted=interrupted, kb_rows=kb_rows)
+
+
+def _unfinished_in_saved_state(root: str) -> int:
+    """Trials that were running when Tune last saved the experiment: those that
+    ``Tuner.restore`` (``--resume``) continues from their checkpoints.
+
+    Only for a run whose grid shows every trial finished. PAUSED does not count
+    then: a paused trial that a scheduler stops at the end without running it
+    again keeps that status in the saved state (Tune saves a trial's new status
+    when the trial has an actor), and one still paused at an interrupt would not
+    show as finished in the grid."""
+    from ray.tune import ExperimentAnalysis
+
+    # It reads the trials' results too, and warns about a trial that has none yet
+    # (one interrupted before its first report), which is no news here.
+    log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        trials = ExperimentAnalysis(root).trials
+    finally:
+        log.setLevel(level)
+    return sum(trial.status in ("RUNNING", "PENDING") for trial in trials)
 
 
 def _single_config_job(spec: JobSpec, config: dict[str, Any]) -> JobSpec:

@@ -6,12 +6,17 @@
 # a cluster carries its Ray temp dir (or the session dir under it) on its command
 # line, so this script stops the Ray processes whose command line names DIR.
 #
-# Usage: cluster/local/stop.sh [--dir DIR] [--grace-period S] [--list]
+# With --node I it stops only worker node I (its raylet, agents and workers), as a
+# crash of that machine would with --kill: for fault-tolerance tests.
+#
+# Usage: cluster/local/stop.sh [--dir DIR] [--node I] [--kill] [--grace-period S] [--list]
 set -euo pipefail
 
 dir=${WARMTUNE_CLUSTER_DIR:-/tmp/wt-cluster}
 grace=10
 list_only=0
+node=
+kill_now=0
 
 die() {
     echo "stop.sh: error: $*" >&2
@@ -23,14 +28,21 @@ while [[ $# -gt 0 ]]; do
         --dir) dir=${2:?--dir needs a path}; shift 2 ;;
         --grace-period) grace=${2:?--grace-period needs seconds}; shift 2 ;;
         --list) list_only=1; shift ;;
+        --node) node=${2:?--node needs a worker node number}; shift 2 ;;
+        --kill) kill_now=1; shift ;;
         -h | --help)
             cat <<'EOF'
-Usage: cluster/local/stop.sh [--dir DIR] [--grace-period S] [--list]
+Usage: cluster/local/stop.sh [--dir DIR] [--node I] [--kill] [--grace-period S] [--list]
 
 Stop the Ray cluster that cluster/local/start.sh started with the same --dir
 (default $WARMTUNE_CLUSTER_DIR or /tmp/wt-cluster): SIGTERM to its processes, SIGKILL
 to those still alive after S seconds (default 10). Other Ray instances on this
 machine are left alone. --list prints the cluster's process ids and stops nothing.
+
+--node I     only worker node I (1..N, the node with resource node_<I>): its raylet,
+             agents, log monitor and the workers running on it. The rest of the
+             cluster keeps running (and notices the node is gone).
+--kill       SIGKILL at once, no SIGTERM: a crash rather than a shutdown.
 EOF
             exit 0
             ;;
@@ -40,13 +52,23 @@ done
 [[ $grace =~ ^[0-9]+$ ]] || die "--grace-period must be whole seconds, got '$grace'"
 [[ -d $dir ]] || die "no cluster directory $dir; pass the --dir that start.sh used"
 dir=$(cd "$dir" && pwd -P)
+cluster_dir=$dir
+if [[ -n $node ]]; then
+    [[ $node =~ ^[1-9][0-9]*$ ]] || die "--node must be a worker node number (1, 2, ...), got '$node'; to stop the head, stop the whole cluster (no --node)"
+    [[ -d $dir/w$node ]] || die "the cluster in $dir has no worker node $node (no $dir/w$node)"
+    # Worker node I keeps everything under DIR/wI (see start.sh); the head's
+    # processes name DIR but never DIR/wI.
+    dir=$dir/w$node
+fi
 
 # The cluster's processes: the Ray processes whose command line names this cluster's
 # dir ("DIR/..." or the value "DIR", so "/tmp/wt-c" never matches "/tmp/wt-c2") or its
 # GCS address (the Ray client server), and all their descendants (dashboard modules,
 # agents, workers, which rename themselves "ray::..." and drop their arguments, and the
 # processes that jobs start).
-address=$(cat "$dir/ray_current_cluster" 2>/dev/null || true)
+address=
+# The Ray client server belongs to the head (matched by the cluster address).
+[[ -n $node ]] || address=$(cat "$dir/ray_current_cluster" 2>/dev/null || true)
 cluster_pids() {
     local -A parent=() chosen=()
     local pid stat rest cmd grew
@@ -85,11 +107,18 @@ if ((list_only)); then
     exit 0
 fi
 
+what="the cluster in $cluster_dir"
+[[ -z $node ]] || what="worker node $node of the cluster in $cluster_dir"
 mapfile -t pids < <(cluster_pids)
 if ((${#pids[@]} == 0)); then
-    echo "stop.sh: no running Ray processes of the cluster in $dir"
+    echo "stop.sh: no running Ray processes of $what"
 else
-    kill -TERM "${pids[@]}" 2>/dev/null || true
+    if ((kill_now)); then
+        kill -KILL "${pids[@]}" 2>/dev/null || true
+        grace=0
+    else
+        kill -TERM "${pids[@]}" 2>/dev/null || true
+    fi
     for ((t = 0; t < grace * 10; t++)); do
         alive=0
         for pid in "${pids[@]}"; do
@@ -107,6 +136,7 @@ else
     if ((${#alive[@]} > 0)); then
         kill -KILL "${alive[@]}" 2>/dev/null || true
     fi
-    echo "stop.sh: stopped ${#pids[@]} Ray process(es) of the cluster in $dir"
+    echo "stop.sh: stopped ${#pids[@]} Ray process(es) of $what"
 fi
-rm -f "$dir/cluster.env" "$dir/ray_current_cluster"
+# A stopped node leaves the cluster running; only a stopped cluster loses its files.
+[[ -n $node ]] || rm -f "$dir/cluster.env" "$dir/ray_current_cluster"
