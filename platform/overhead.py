@@ -438,6 +438,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="Meta-updates per training iteration, i.e. the work per iteration (100).",
     )
     parser.add_argument("--out", type=Path, help="Also write the runs to this CSV file.")
+    parser.add_argument(
+        "--address",
+        help="Run on this Ray cluster (HOST:PORT, e.g. one from cluster/local/start.sh) "
+        "instead of embedded instances; it needs CPUs for the most workers asked for.",
+    )
     args = parser.parse_args(argv)
     try:
         scaling = [int(w) for w in args.scaling.split(",") if w.strip()]
@@ -446,6 +451,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     counts = [args.trials, args.iterations, args.repeats, args.meta_iters, *scaling]
     if min(counts) < 1 or args.workers < 0:
         parser.error("counts must be at least 1 (--workers: at least 0)")
+    if args.address:
+        from warmtune.connect import connect_ray
+
+        print(f"connected to {connect_ray(args.address)}", file=sys.stderr)
     # Tune prints a banner per search to stdout; keep stdout for the table.
     with contextlib.redirect_stdout(sys.stderr):
         report = measure(
