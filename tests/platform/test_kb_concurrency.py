@@ -39,6 +39,9 @@ shared = ResultStore(shared_path)
 barrier.wait(timeout=120)
 kb.add_job(common_job, storage=storage)  # the other writer adds it at the same moment
 for i in range(writes):
+    if i == writes // 2:  # halfway: hold until the reader has read this state
+        halfway.wait(timeout=120)
+        resume.wait(timeout=120)
     kb.add_observations([
         {"task": "shared" if i % 2 else f"own-{writer}", "value": float(i), "metric": "loss",
          "mode": "min", "job": f"w{writer}", "trial_id": f"t{i}", "budget": 1.0,
@@ -112,7 +115,7 @@ def test_two_processes_write_kb_and_stores_at_once(tmp_path):
         JobDir.of(spec).write_spec(spec)
 
     ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(WRITERS + 1)
+    barrier, halfway, resume = (ctx.Barrier(WRITERS + 1) for _ in range(3))
     procs = [
         ctx.Process(
             target=exec,
@@ -127,6 +130,8 @@ def test_two_processes_write_kb_and_stores_at_once(tmp_path):
                     "writer": w,
                     "writes": WRITES,
                     "barrier": barrier,
+                    "halfway": halfway,
+                    "resume": resume,
                 },
             ),
         )
@@ -143,6 +148,11 @@ def test_two_processes_write_kb_and_stores_at_once(tmp_path):
     reader = _Reader(kb, stores)
     try:
         barrier.wait(timeout=120)
+        reader.snapshot()  # races the first writes
+        halfway.wait(timeout=120)
+        reader.snapshot()  # every writer paused halfway: a read during the writes, for sure
+        during = {name: sizes[-1] for name, sizes in reader.sizes.items()}
+        resume.wait(timeout=120)
         deadline = time.monotonic() + 120
         while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
             reader.snapshot()
@@ -152,10 +162,11 @@ def test_two_processes_write_kb_and_stores_at_once(tmp_path):
     assert [p.exitcode for p in procs] == [0] * WRITERS
     reader.snapshot()
 
-    # The reads did overlap the writes (else this test would prove nothing).
+    # The reads did overlap the writes (else this test would prove nothing): the writers
+    # paused halfway for one read, and the free-running reads raced them before and after.
     totals = {name: sizes[-1] for name, sizes in reader.sizes.items()}
-    for name, sizes in reader.sizes.items():
-        assert any(0 < n < totals[name] for n in sizes), f"{name}: no read during writes"
+    for name, count in during.items():
+        assert 0 < count < totals[name], f"{name}: the halfway read saw {count} of {totals[name]}"
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
