@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,11 +102,33 @@ class JobDir:
         return job_from_dict(data, source=self.spec_path)
 
     def write_spec(self, spec: JobSpec) -> None:
-        """Write ``job.yaml`` (only ever once per job: it is the job's identity)."""
+        """Write ``job.yaml`` (only ever once per job: it is the job's identity).
+
+        Raises:
+            FileExistsError: on a local file system, when another run wrote it first
+                (two runs of one job name started at the same moment). Object stores
+                have no exclusive create; there the last writer wins.
+        """
         fs, path = filesystem(self.spec_path)
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        with fs.open_output_stream(path) as f:
+        folder = path.rsplit("/", 1)[0]
+        fs.create_dir(folder, recursive=True)
+        # Under a temporary name first, then renamed: a reader (warmtune results, a
+        # resume) never sees a half-written job.yaml.
+        temporary = f"{folder}/.job.yaml.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        with fs.open_output_stream(temporary) as f:
             f.write(dump_job(spec).encode())
+        if isinstance(fs, pafs.LocalFileSystem):
+            try:
+                os.link(temporary, path)  # an exclusive create: fails if it exists
+            except FileExistsError:
+                os.unlink(temporary)
+                raise
+            except OSError:  # no hard links on this file system: a plain rename
+                os.replace(temporary, path)
+            else:
+                os.unlink(temporary)
+        else:
+            fs.move(temporary, path)
 
 
 def _join(base: str, name: str) -> str:

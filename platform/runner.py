@@ -102,7 +102,13 @@ def run_job(
         print(f"warmtune: job {spec.name!r} on {where}", file=stream, flush=True)
         print(f"warmtune: results -> {jobdir.root}", file=stream, flush=True)
     if not resume:
-        jobdir.write_spec(spec)
+        try:
+            jobdir.write_spec(spec)
+        except FileExistsError:
+            raise JobExistsError(
+                f"job {spec.name!r} was started by another run at the same moment "
+                f"({jobdir.root}); give this run another name (--name NEW)"
+            ) from None
 
     # Tune warns whenever it snapshots often, which checkpoint-every-iteration
     # trainables do by design; the warning is noise for a warmtune user.
