@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from warmtune.jobdir import JobDir
-from warmtune.space import SearchSpace
 from warmtune.spec import JobSpec, dump_job, job_from_dict
 
 __all__ = ["JobExistsError", "RunSummary", "run_job"]
@@ -216,7 +215,7 @@ def _tuner(
             _quiet(info.load()),
             max_iterations=spec.budget.max_iterations,
             seed=spec.seed,
-            **_validated_params(info, spec.trainable.params, spec.search_space),
+            **spec.trainable_params(),
         ),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
@@ -280,22 +279,6 @@ def _tuner(
             verbose=0,
         ),
     )
-
-
-def _validated_params(info: Any, params: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
-    """The fixed params as the trainable's settings model normalises them (paths made
-    absolute, say), so that trials on Ray workers see what the driver checked.
-
-    They are validated together with one draw from the space: a settings model may
-    require a searched field (the NAS trainables need a cell)."""
-    import numpy as np
-
-    settings = info.load_settings()
-    if settings is None:
-        return dict(params)
-    draw = space.sample(np.random.default_rng(0))
-    checked = settings.model_validate({**params, **draw}).model_dump()
-    return {k: checked.get(k, v) for k, v in params.items()}
 
 
 def _quiet(fn: Any) -> Any:

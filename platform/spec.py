@@ -248,6 +248,27 @@ class JobSpec(_Strict):
         """``storage`` with ``~`` expanded and local paths made absolute."""
         return resolve_storage(self.storage)
 
+    def trainable_params(self) -> dict[str, Any]:
+        """The fixed ``trainable.params`` as the trainable's settings model normalises
+        them (data paths made absolute, say), so that trials on Ray workers, whose
+        working directory is not the user's, see what was checked here.
+
+        They are validated together with one draw from the space, since a settings
+        model may require a searched field (the NAS trainables need a cell). Keys
+        the model does not return keep their values.
+        """
+        import numpy as np
+
+        from warmtune.trainables import resolve_trainable
+
+        settings = resolve_trainable(self.trainable.name).load_settings()
+        params = dict(self.trainable.params)
+        if settings is None:
+            return params
+        draw = self.search_space.sample(np.random.default_rng(0))
+        checked = settings.model_validate({**params, **draw}).model_dump()
+        return {k: checked.get(k, v) for k, v in params.items()}
+
 
 def resolve_storage(storage: str) -> str:
     if "://" in storage:

@@ -259,6 +259,22 @@ class Submission:
         return env
 
 
+def _with_resolved_params(text: str, raw: dict[str, Any], resolved: dict[str, Any]) -> str:
+    """The job file with the params the trainable normalised (relative data paths made
+    absolute, where the user meant them) written in; unchanged when none changed."""
+    changed = {k: v for k, v in resolved.items() if raw.get(k) != v}
+    if not changed:
+        return text
+    data = yaml.safe_load(text)
+    data["trainable"]["params"].update(changed)
+    header = (
+        "# Submitted by warmtune submit; trainable.params "
+        + ", ".join(sorted(changed))
+        + " made absolute where it was submitted.\n"
+    )
+    return header + yaml.safe_dump(data, sort_keys=False)
+
+
 def prepare_submission(
     job_file: Path,
     *,
@@ -272,7 +288,9 @@ def prepare_submission(
     """Build the submission of ``job_file``.
 
     Args:
-        job_file: the YAML job file; it travels as is.
+        job_file: the YAML job file. It travels as is, except that with ``check``
+            the trainable's relative data paths are made absolute here (like
+            ``storage``), since the job runs in the cluster's temporary directory.
         name, storage: override the file's ``name`` / ``storage`` (a relative local
             storage path is made absolute: a cluster on this machine or one sharing
             the file system sees the same path).
@@ -295,6 +313,7 @@ def prepare_submission(
         spec = load_job(job_file, overrides=overrides)
         job, task = spec.name, spec.task.name
         trainable, searcher = spec.trainable.name, spec.searcher.name
+        text = _with_resolved_params(text, spec.trainable.params, spec.trainable_params())
     else:
         try:
             data = yaml.safe_load(text) if text else None

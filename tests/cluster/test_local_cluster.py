@@ -407,3 +407,29 @@ def test_wheel_is_built_once_and_imports_without_the_repository(tmp_path):
     where, version, system = done.stdout.split()
     assert where == str(package / "cli.py")
     assert version == bundle.version and system == "Linux"
+
+
+def test_relative_data_paths_travel_absolute(tmp_path, data_dir, monkeypatch):
+    # The job runs in the cluster's temporary directory, so a path meant relative to
+    # where the user submits must not travel relative.
+    monkeypatch.chdir(data_dir.parent)
+    job_file = tmp_path / "nb.yaml"
+    job = {
+        "name": "nb",
+        "task": {"name": "nb201-cifar10"},
+        "trainable": {
+            "name": "nb201",
+            "params": {"path": f"{data_dir.name}/nas-bench-201", "dataset": "cifar10"},
+        },
+        "objective": {"metric": "accuracy", "mode": "max"},
+        "space": {"edge_1_0": {"type": "categorical", "choices": ["none", "skip_connect"]}},
+        "budget": {"trials": 1, "max_iterations": 1},
+    }
+    job_file.write_text(yaml.safe_dump(job))
+    sub = prepare_submission(job_file, code=CodeBundle("installed", "9.9.9"))
+    shipped = yaml.safe_load(sub.job_text)
+    assert shipped["trainable"]["params"]["path"] == str((data_dir / "nas-bench-201").resolve())
+    assert {k: v for k, v in shipped.items() if k != "trainable"} == {
+        k: v for k, v in job.items() if k != "trainable"
+    }
+    assert sub.job_text.startswith("# Submitted by warmtune submit; trainable.params path")
