@@ -13,12 +13,9 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +30,6 @@ from warmtune.store import ResultStore
 from warmtune.trainables import resolve_trainable
 
 REPO = Path(__file__).resolve().parents[2]
-START = REPO / "cluster" / "local" / "start.sh"
-STOP = REPO / "cluster" / "local" / "stop.sh"
 BIN = Path(sys.executable).parent
 
 JOB = {
@@ -75,27 +70,10 @@ class Cluster:
         return self.api("/api/v0/actors?detail=1&limit=10000")["data"]["result"]["result"]
 
 
-def _port_block(n: int) -> int:
-    """The first of ``n`` consecutive ports that are free right now."""
-    rng = random.Random()
-    for _ in range(50):
-        base = rng.randrange(30000, 60000 - n)
-        try:
-            for port in range(base, base + n):
-                with socket.socket() as s:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    s.bind(("", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError(f"no {n} consecutive free ports")
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(tmp_path_factory, start_cluster):
     """A head (0 CPUs) and one worker node (2 CPUs), with its own token file, temp dir
-    and ports; stopped with stop.sh (never `ray stop`, which stops every Ray here)."""
-    ray_dir = Path(tempfile.mkdtemp(prefix="wt-", dir="/tmp"))  # Ray's socket paths: short
+    and ports."""
     home = tmp_path_factory.mktemp("dashboard-cluster")
     token_file = home / "auth_token"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
@@ -104,32 +82,8 @@ def cluster(tmp_path_factory):
         RAY_AUTH_TOKEN_PATH=str(token_file),
         XDG_CACHE_HOME=str(home / "cache"),
     )
-    for _ in range(3):
-        base = _port_block(30)  # GCS, dashboard, head and one worker: 2 + 2 * 10
-        args = ["--workers", "1", "--cpus-per-worker", "2", "--head-cpus", "0"]
-        args += ["--dir", str(ray_dir), "--port", str(base), "--dashboard-port", str(base + 1)]
-        args += ["--base-port", str(base + 10), "--object-store-mb", "100"]
-        done = subprocess.run(
-            [str(START), *args], env=env, capture_output=True, text=True, timeout=120
-        )
-        if done.returncode == 0 or "is in use" not in done.stderr:
-            break
-    assert done.returncode == 0, done.stdout + done.stderr
-    info = dict(
-        line.split("=", 1)
-        for line in (ray_dir / "cluster.env").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
-    yield Cluster(info["WARMTUNE_DASHBOARD"], ray_dir, token_file, home / "results", env)
-    stopped = subprocess.run(
-        [str(STOP), "--dir", str(ray_dir), "--grace-period", "3"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    shutil.rmtree(ray_dir, ignore_errors=True)
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    ray_dir, info = start_cluster(env=env, workers=1, cpus_per_worker=2)
+    return Cluster(info["WARMTUNE_DASHBOARD"], ray_dir, token_file, home / "results", env)
 
 
 @dataclass(frozen=True)

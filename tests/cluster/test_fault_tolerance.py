@@ -18,13 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
-import random
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +33,6 @@ import yaml
 from warmtune.store import ResultStore, configs
 
 REPO = Path(__file__).resolve().parents[2]
-START = REPO / "cluster" / "local" / "start.sh"
 STOP = REPO / "cluster" / "local" / "stop.sh"
 BIN = Path(sys.executable).parent
 
@@ -69,57 +64,15 @@ class Cluster:
         return set(map(int, done.stdout.split()))
 
 
-def _port_block(n: int) -> int:
-    """The first of ``n`` consecutive ports that are free right now."""
-    rng = random.Random()
-    for _ in range(50):
-        base = rng.randrange(30000, 60000 - n)
-        try:
-            for port in range(base, base + n):
-                with socket.socket() as s:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    s.bind(("", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError(f"no {n} consecutive free ports")
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    # Ray's Unix socket paths live under the temp dir, so it must be short.
-    ray_dir = Path(tempfile.mkdtemp(prefix="wt-ft-", dir="/tmp"))
+def cluster(tmp_path_factory, start_cluster):
     home = tmp_path_factory.mktemp("home")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(HOME=str(home), PATH=f"{BIN}:{env.get('PATH', '')}", PYTHONUNBUFFERED="1")
-    for _ in range(3):
-        base = _port_block(40)  # GCS, dashboard, then 10 per node
-        args = ["--workers", "2", "--cpus-per-worker", "1", "--head-cpus", "0"]
-        args += ["--dir", str(ray_dir), "--port", str(base), "--dashboard-port", str(base + 1)]
-        args += ["--base-port", str(base + 10), "--object-store-mb", "100"]
-        done = subprocess.run(
-            [str(START), *args], env=env, capture_output=True, text=True, timeout=120
-        )
-        if done.returncode == 0 or "is in use" not in done.stderr:
-            break
-    assert done.returncode == 0, done.stdout + done.stderr
+    ray_dir, info = start_cluster(env=env, workers=2, cpus_per_worker=1, prefix="wt-ft-")
     # start.sh made the token where a user's Ray looks for it by default.
     assert (home / ".ray" / "auth_token").is_file()
-    info = dict(
-        line.split("=", 1)
-        for line in (ray_dir / "cluster.env").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
-    yield Cluster(info["RAY_ADDRESS"], info["WARMTUNE_DASHBOARD"], ray_dir, home, env)
-    stopped = subprocess.run(
-        [str(STOP), "--dir", str(ray_dir), "--grace-period", "3"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    left = subprocess.run(
-        [str(STOP), "--dir", str(ray_dir), "--list"], env=env, capture_output=True, text=True
-    ).stdout.split()
-    shutil.rmtree(ray_dir, ignore_errors=True)
-    assert stopped.returncode == 0 and not left, (stopped.stdout, stopped.stderr, left)
+    return Cluster(info["RAY_ADDRESS"], info["WARMTUNE_DASHBOARD"], ray_dir, home, env)
 
 
 def write_job(tmp_path: Path, name: str, *, trials: int, iters: int, kb: bool = False) -> Path:
