@@ -28,7 +28,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from warmtune.trainables import trial_seed
 from warmtune.trainables.maml.omniglot import IMAGE_SIZE, check_data_folder
-from warmtune.trainables.maml.omniglot_trainable import resolve_device
+from warmtune.trainables.maml.omniglot_trainable import Device, resolve_device
 from warmtune.trainables.maml.sinusoid import make_generator
 from warmtune.trainables.maml.trainable import match_threads_to_ray, report_until
 
@@ -55,7 +55,6 @@ LATENCY_RUNS = 20
 _STATE_FORMAT = 1
 _ARCHITECTURE = ("classes", "channels", "cells_per_stage")
 
-Device = Literal["auto", "cpu", "cuda"]
 Amp = Literal["auto", "off", "bf16"]
 
 __all__ = [
