@@ -25,7 +25,7 @@ scores an initialisation after adaptation.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +71,7 @@ class Algorithm(Protocol):
         steps: int,
         loss_fn: LossFn = ...,
         task_chunk: int | None = ...,
+        compiled: bool = ...,
     ) -> MetaGradient: ...
 
 
@@ -138,7 +139,11 @@ Grads = tuple[Params, ...]
 
 
 def _over_chunks(
-    compute: Callable[[Data], tuple[Grads, Tensor]], data: Data, task_chunk: int | None
+    compute: Callable[[Data], tuple[Grads, Tensor]],
+    data: Data,
+    task_chunk: int | None,
+    *,
+    compiled: bool = False,
 ) -> tuple[Grads, Tensor]:
     """``compute`` (a mean over tasks, and its gradients) on consecutive slices of at most
     ``task_chunk`` tasks, combined into the mean over all tasks.
@@ -146,7 +151,11 @@ def _over_chunks(
     Why: on a CPU, ``vmap`` over a whole meta-batch of conv nets turns every elementwise op
     into one pass over tens of MB, far beyond the caches; slices of a few tasks keep the
     operands cache-resident (see :mod:`.throughput`). On a GPU one slice is best.
+
+    With ``compiled``, each slice runs through ``torch.compile`` (see :func:`maml`).
     """
+    if compiled:
+        compute = _compile(compute)
     tasks = data[0].shape[0]
     if task_chunk is None or task_chunk >= tasks:
         return compute(data)
@@ -167,6 +176,26 @@ def _over_chunks(
     return tuple(totals), total_loss
 
 
+def _compile(compute: Callable[[Data], tuple[Grads, Tensor]]) -> Callable[[Data], Any]:
+    """``compute`` through ``torch.compile`` with static shapes.
+
+    Dynamo keys its cache on the code object and guards on the model's structure and the
+    tensors' shapes, not on object identity: a new closure per call, a new model of the same
+    architecture (the next trial in a reused actor) or a new step-size tensor reuses the
+    compiled graph. Static shapes keep the graph specialised to the slice; a last, smaller
+    slice compiles once more.
+    """
+    return torch.compile(compute, dynamic=False)
+
+
+def _traceable(inner_lr: InnerLR, like: Tensor, compiled: bool) -> InnerLR:
+    """A float step size as a 0-d tensor when compiling, so that a new value (PBT) is a
+    new input to the compiled graph instead of a constant baked into it."""
+    if compiled and isinstance(inner_lr, (int, float)):
+        return torch.tensor(float(inner_lr), dtype=like.dtype, device=like.device)
+    return inner_lr
+
+
 def maml(
     model: nn.Module,
     params: Mapping[str, Tensor],
@@ -180,6 +209,7 @@ def maml(
     loss_fn: LossFn = F.cross_entropy,
     first_order: bool = False,
     task_chunk: int | None = None,
+    compiled: bool = False,
 ) -> MetaGradient:
     """MAML: gradient of the mean post-adaptation query loss w.r.t. the initialisation.
 
@@ -196,6 +226,12 @@ def maml(
         first_order: Drop the second-order terms (see :func:`first_order_maml`).
         task_chunk: Vectorise over at most this many tasks at a time (None: all at once);
             the result is the same up to float rounding. A few tasks is fastest on a CPU.
+        compiled: Run each slice through ``torch.compile`` (inductor): it fuses the
+            elementwise work of batch norm, ReLU and the inner step, which dominates on a
+            CPU (see :mod:`.throughput`). The first call compiles (about a minute for the
+            paper's network on a CPU; seconds from inductor's on-disk cache); later calls
+            with the same shapes reuse it. Same gradient in float64; in float32 its sums
+            run in a different order (see the README).
 
     Returns:
         The meta-loss and the meta-gradient.
@@ -208,7 +244,7 @@ def maml(
     check_vmap_safe(model)
 
     base = MF.detached(params)
-    rates = _constant(inner_lr)
+    rates = _traceable(_constant(inner_lr), next(iter(base.values())), compiled)
 
     def compute(data: Data) -> tuple[Grads, Tensor]:
         def objective(p: Params) -> Tensor:
@@ -225,7 +261,9 @@ def maml(
         grads, loss = grad_and_value(objective)(base)
         return (grads,), loss
 
-    (grads,), loss = _over_chunks(compute, (support_x, support_y, query_x, query_y), task_chunk)
+    (grads,), loss = _over_chunks(
+        compute, (support_x, support_y, query_x, query_y), task_chunk, compiled=compiled
+    )
     return MetaGradient(loss.detach(), grads)
 
 
@@ -241,6 +279,7 @@ def first_order_maml(
     steps: int,
     loss_fn: LossFn = F.cross_entropy,
     task_chunk: int | None = None,
+    compiled: bool = False,
 ) -> MetaGradient:
     """First-order MAML: the query-loss gradient at the adapted parameters, averaged.
 
@@ -259,6 +298,7 @@ def first_order_maml(
         loss_fn=loss_fn,
         first_order=True,
         task_chunk=task_chunk,
+        compiled=compiled,
     )
 
 
@@ -276,6 +316,7 @@ def anil(
     head_prefix: str = HEAD_PREFIX,
     first_order: bool = False,
     task_chunk: int | None = None,
+    compiled: bool = False,
 ) -> MetaGradient:
     """ANIL: the inner loop adapts the head only; the meta-gradient covers every parameter.
 
@@ -297,6 +338,7 @@ def anil(
         head_prefix: Parameters whose name starts with it are adapted (``"head."``).
         first_order: Detach the inner gradients.
         task_chunk: Tasks vectorised at a time, see :func:`maml`.
+        compiled: Run each slice of tasks through ``torch.compile``, see :func:`maml`.
 
     Returns:
         The meta-loss and the meta-gradient (keys and order of ``params``).
@@ -307,7 +349,7 @@ def anil(
     _check_steps(steps)
     check_vmap_safe(model)
     head, body = _split(MF.detached(params), head_prefix)
-    rates = _rates_for(_constant(inner_lr), head)
+    rates = _rates_for(_traceable(_constant(inner_lr), next(iter(head.values())), compiled), head)
 
     def compute(data: Data) -> tuple[Grads, Tensor]:
         def objective(body: Params, head: Params) -> Tensor:
@@ -325,7 +367,9 @@ def anil(
         (body_grads, head_grads), loss = grad_and_value(objective, argnums=(0, 1))(body, head)
         return ({**body_grads, **head_grads},), loss
 
-    (grads,), loss = _over_chunks(compute, (support_x, support_y, query_x, query_y), task_chunk)
+    (grads,), loss = _over_chunks(
+        compute, (support_x, support_y, query_x, query_y), task_chunk, compiled=compiled
+    )
     return MetaGradient(loss.detach(), {name: grads[name] for name in params})
 
 
@@ -342,6 +386,7 @@ def meta_sgd(
     loss_fn: LossFn = F.cross_entropy,
     first_order: bool = False,
     task_chunk: int | None = None,
+    compiled: bool = False,
 ) -> MetaGradient:
     """Meta-SGD: MAML with learned per-parameter inner step sizes (Li et al. 2017).
 
@@ -364,6 +409,7 @@ def meta_sgd(
         first_order: Detach the inner gradients; the rates still get a (first-order)
             meta-gradient, since each step is linear in them.
         task_chunk: Tasks vectorised at a time, see :func:`maml`.
+        compiled: Run each slice of tasks through ``torch.compile``, see :func:`maml`.
 
     Returns:
         The meta-loss, the meta-gradient w.r.t. ``params`` (``grads``) and w.r.t. the step
@@ -396,7 +442,7 @@ def meta_sgd(
         return (grads, rate_grads), loss
 
     (grads, rate_grads), loss = _over_chunks(
-        compute, (support_x, support_y, query_x, query_y), task_chunk
+        compute, (support_x, support_y, query_x, query_y), task_chunk, compiled=compiled
     )
     return MetaGradient(loss.detach(), grads, rate_grads)
 
@@ -413,6 +459,7 @@ def reptile(
     steps: int,
     loss_fn: LossFn = F.cross_entropy,
     task_chunk: int | None = None,
+    compiled: bool = False,
 ) -> MetaGradient:
     """Reptile: meta-"gradient" ``params - mean_t(adapted_t)``, no backpropagation through
     the inner loop.
@@ -433,6 +480,7 @@ def reptile(
         steps: Inner gradient steps (>= 1).
         loss_fn: ``loss_fn(logits, labels) -> scalar``.
         task_chunk: Tasks vectorised at a time, see :func:`maml`.
+        compiled: Run each slice of tasks through ``torch.compile``, see :func:`maml`.
 
     Returns:
         The mean query loss of the adapted parameters, and ``params - mean(adapted)``.
@@ -443,7 +491,7 @@ def reptile(
     _check_steps(steps)
     check_vmap_safe(model)
     base = MF.detached(params)
-    rates = _constant(inner_lr)
+    rates = _traceable(_constant(inner_lr), next(iter(base.values())), compiled)
 
     def one_task(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Params, Tensor]:
         adapted = MF.adapt(
@@ -458,7 +506,9 @@ def reptile(
             adapted, losses = vmap(one_task)(*data)
             return ({n: base[n] - adapted[n].mean(dim=0) for n in base},), losses.mean()
 
-    (grads,), loss = _over_chunks(compute, (support_x, support_y, query_x, query_y), task_chunk)
+    (grads,), loss = _over_chunks(
+        compute, (support_x, support_y, query_x, query_y), task_chunk, compiled=compiled
+    )
     return MetaGradient(loss, grads)
 
 
