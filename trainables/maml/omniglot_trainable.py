@@ -131,6 +131,13 @@ class OmniglotSettings(CellFields):
         "auto", description="auto (cuda when the trial sees a GPU), cpu or cuda."
     )
     checkpoint_every: int = Field(1, ge=1, description="Checkpoint every N reported iterations.")
+    compile: bool = Field(
+        False,
+        description="Run the meta-update through torch.compile (inductor), which fuses its "
+        "elementwise work: 1.2-1.5x the meta-iterations per second on a CPU (README), after "
+        "a one-off compile per network shape: about a minute for conv4, minutes for nb201 "
+        "cells, seconds when inductor's on-disk cache has it. For long trials.",
+    )
 
     @field_validator("data")
     @classmethod
@@ -300,6 +307,7 @@ class OmniglotMAML:
             inner_lr=self._inner_lr(),
             steps=s.inner_steps,
             task_chunk=self._task_chunk,
+            compiled=s.compile,
         )
         AL.set_grads(self.model, result, inner_lr=self.inner_lrs)
         self.optimizer.step()
