@@ -173,7 +173,7 @@ def _run(
         metric = spec.objective.metric
         click.echo(
             f"warmtune: best {metric} = {best[metric]:.6g} "
-            f"(trial {best['trial_id']}, iteration {best['training_iteration']})"
+            f"(trial {best['trial_id']}'s last report, iteration {best['training_iteration']})"
         )
         click.echo("warmtune: best configuration:")
         for key, value in best["config"].items():
