@@ -136,6 +136,15 @@ def test_compiled_meta_update_resumes_bit_for_bit_and_tracks_eager(omniglot):
         )
 
 
+def test_compile_without_a_cpp_compiler_names_the_setting(omniglot, monkeypatch):
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.delenv("CXX", raising=False)
+    settings = OmniglotSettings(data=omniglot, compile=True, **TINY)
+    with pytest.raises(ValueError, match="set compile: false"):
+        OmniglotMAML(settings=settings, seed=0)
+    OmniglotMAML(settings=settings.model_copy(update={"compile": False}), seed=0)
+
+
 def test_restore_rejects_another_architecture_and_takes_new_hyperparameters(omniglot):
     settings = OmniglotSettings(data=omniglot, **TINY)
     donor = OmniglotMAML(settings=settings, seed=1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import shutil
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -190,6 +191,21 @@ def resolve_device(device: Device) -> torch.device:
     return torch.device(device)
 
 
+def check_cpp_compiler() -> None:
+    """``torch.compile`` on a CPU builds C++ kernels: fail early, naming the setting.
+
+    Raises:
+        ValueError: If neither ``$CXX`` nor ``g++``, ``c++`` or ``clang++`` is on the PATH.
+    """
+    candidates = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
+    if not any(shutil.which(c) for c in candidates if c):
+        raise ValueError(
+            "compile: true on a CPU needs a C++ compiler (torch.compile builds C++ kernels), "
+            "and none of $CXX, g++, c++ or clang++ is on the PATH; install one (Debian: apt "
+            "install g++) or set compile: false"
+        )
+
+
 def build_backbone(
     settings: OmniglotSettings, *, generator: torch.Generator
 ) -> ConvNet | CellNetwork:
@@ -231,6 +247,8 @@ class OmniglotMAML:
         self.settings = settings
         self.seed = seed
         self.device = resolve_device(settings.device)
+        if settings.compile and self.device.type == "cpu":
+            check_cpp_compiler()
         self._train = load_split(settings.data, "train", val_characters=settings.val_characters)
         self.model = build_backbone(settings, generator=make_generator(seed)).to(self.device)
         # A separate stream for tasks: changing the architecture must not change the tasks.
@@ -519,6 +537,7 @@ __all__ = [
     "METRICS",
     "OmniglotMAML",
     "OmniglotSettings",
+    "check_cpp_compiler",
     "omniglot_meta_features",
     "resolve_device",
     "train_omniglot",
