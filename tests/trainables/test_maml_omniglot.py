@@ -438,6 +438,8 @@ def test_compiled_algorithms_compute_the_eager_result(tiny_problem, algorithm):
     chunk = 2 if algorithm == "maml" else None
     eager = run(net, params, *data, inner_lr=rates, steps=2, task_chunk=chunk)
     compiled = run(net, params, *data, inner_lr=rates, steps=2, task_chunk=chunk, compiled=True)
+    # It did compile (fullgraph=True: a graph break would have raised).
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == (2 if chunk else 1)
     torch.testing.assert_close(compiled.loss, eager.loss, rtol=1e-12, atol=0)
     _assert_grads_equal(compiled.grads, eager.grads)
     if algorithm == "metasgd":
@@ -447,6 +449,13 @@ def test_compiled_algorithms_compute_the_eager_result(tiny_problem, algorithm):
     other = run(net, params, *data, inner_lr=0.1, steps=2, task_chunk=chunk, compiled=True)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
     _assert_grads_equal(other.grads, run(net, params, *data, inner_lr=0.1, steps=2).grads)
+    torch._dynamo.reset()
+
+
+def test_compiled_rejects_a_negative_step_size(tiny_problem):
+    net, params, data = tiny_problem
+    with pytest.raises(ValueError, match="inner_lr must be >= 0"):
+        A.maml(net, params, *data, inner_lr=-0.1, steps=1, compiled=True)
 
 
 # --------------------------------------------------------------------------- batch norm

@@ -177,22 +177,36 @@ def _over_chunks(
 
 
 def _compile(compute: Callable[[Data], tuple[Grads, Tensor]]) -> Callable[[Data], Any]:
-    """``compute`` through ``torch.compile`` with static shapes.
+    """``compute`` through ``torch.compile``: static shapes, one graph or an error.
 
     Dynamo keys its cache on the code object and guards on the model's structure and the
     tensors' shapes, not on object identity: a new closure per call, a new model of the same
-    architecture (the next trial in a reused actor) or a new step-size tensor reuses the
-    compiled graph. Static shapes keep the graph specialised to the slice; a last, smaller
-    slice compiles once more.
+    architecture or a new step-size tensor reuses the compiled graph. Anything that changes
+    the graph compiles again: the last, smaller slice of a meta-batch, another width or
+    episode shape, another number of inner steps. After ``torch._dynamo.config
+    .recompile_limit`` variants of one algorithm dynamo stops compiling it; the Omniglot
+    trainable therefore resets dynamo when a compiled trial starts (inductor's on-disk cache
+    makes a graph seen before cost seconds). ``fullgraph=True`` turns a graph break into an
+    error instead of a silently slower, partly eager run.
     """
-    return torch.compile(compute, dynamic=False)
+    return torch.compile(compute, dynamic=False, fullgraph=True)
 
 
-def _traceable(inner_lr: InnerLR, like: Tensor, compiled: bool) -> InnerLR:
+def _traceable(inner_lr: InnerLR, like: Tensor, *, compiled: bool) -> InnerLR:
     """A float step size as a 0-d tensor when compiling, so that a new value (PBT) is a
-    new input to the compiled graph instead of a constant baked into it."""
+    new input to the compiled graph instead of a constant baked into it.
+
+    Raises:
+        ValueError: If a float step size is negative (checked here, since the functional
+            layer does not check tensors).
+    """
     if compiled and isinstance(inner_lr, (int, float)):
-        return torch.tensor(float(inner_lr), dtype=like.dtype, device=like.device)
+        if inner_lr < 0:
+            raise ValueError(f"inner_lr must be >= 0; pass a positive step size, got {inner_lr}")
+        # A 0-d tensor does not change the result dtype; keep low-precision weights' rate
+        # exact in float32, as a Python float would be.
+        dtype = like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float32
+        return torch.tensor(float(inner_lr), dtype=dtype, device=like.device)
     return inner_lr
 
 
@@ -244,7 +258,7 @@ def maml(
     check_vmap_safe(model)
 
     base = MF.detached(params)
-    rates = _traceable(_constant(inner_lr), next(iter(base.values())), compiled)
+    rates = _traceable(_constant(inner_lr), next(iter(base.values())), compiled=compiled)
 
     def compute(data: Data) -> tuple[Grads, Tensor]:
         def objective(p: Params) -> Tensor:
@@ -349,7 +363,9 @@ def anil(
     _check_steps(steps)
     check_vmap_safe(model)
     head, body = _split(MF.detached(params), head_prefix)
-    rates = _rates_for(_traceable(_constant(inner_lr), next(iter(head.values())), compiled), head)
+    rates = _rates_for(
+        _traceable(_constant(inner_lr), next(iter(head.values())), compiled=compiled), head
+    )
 
     def compute(data: Data) -> tuple[Grads, Tensor]:
         def objective(body: Params, head: Params) -> Tensor:
@@ -491,7 +507,7 @@ def reptile(
     _check_steps(steps)
     check_vmap_safe(model)
     base = MF.detached(params)
-    rates = _traceable(_constant(inner_lr), next(iter(base.values())), compiled)
+    rates = _traceable(_constant(inner_lr), next(iter(base.values())), compiled=compiled)
 
     def one_task(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Params, Tensor]:
         adapted = MF.adapt(
