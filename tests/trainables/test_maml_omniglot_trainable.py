@@ -117,6 +117,7 @@ def test_compiled_meta_update_resumes_bit_for_bit_and_tracks_eager(omniglot):
     settings = OmniglotSettings(data=omniglot, compile=True, **TINY)
     straight = OmniglotMAML(settings=settings, seed=11)
     want = [straight.step() for _ in range(3)]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # it did compile
 
     first = OmniglotMAML(settings=settings, seed=11)
     got = [first.step()]
@@ -140,7 +141,10 @@ def test_compile_without_a_cpp_compiler_names_the_setting(omniglot, monkeypatch)
     monkeypatch.setenv("PATH", "")
     monkeypatch.delenv("CXX", raising=False)
     settings = OmniglotSettings(data=omniglot, compile=True, **TINY)
-    with pytest.raises(ValueError, match="set compile: false"):
+    with pytest.raises(ValueError, match="'g\\+\\+' is not on the PATH[\\s\\S]*set compile: false"):
+        OmniglotMAML(settings=settings, seed=0)
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    with pytest.raises(ValueError, match="'no-such-compiler' is not on the PATH"):
         OmniglotMAML(settings=settings, seed=0)
     OmniglotMAML(settings=settings.model_copy(update={"compile": False}), seed=0)
 
