@@ -37,3 +37,18 @@ def test_bad_chunk_lists_name_the_flag(capsys):
     with pytest.raises(SystemExit):
         T.main([*TINY, "--compile-chunks", "0"])
     assert "--compile-chunks values must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("meta_batch", ["2", "32"])
+def test_first_order_maml_fails_the_check(monkeypatch, meta_batch):
+    """The limit is tight enough to catch a gradient that lacks only the second-order terms,
+    on the tiny problem and on the paper's meta-batch."""
+
+    def first_order(problem):
+        return AL.first_order_maml(
+            problem.model, problem.params, *problem.data, inner_lr=0.4, steps=1
+        )
+
+    monkeypatch.setattr(T, "make_methods", lambda chunks, compile_chunks: {T.WHOLE: first_order})
+    with pytest.raises(SystemExit, match="not timing a wrong result"):
+        T.main([*TINY, "--meta-batch", meta_batch, "--compile-chunks", ""])

@@ -200,12 +200,22 @@ def float64_reference(problem: Problem) -> AL.MetaGradient:
     )
 
 
-ROUNDING_LIMIT = 0.01
-"""Largest float32 error accepted, as a share of the float64 meta-gradient's largest entry.
+ROUNDING_LIMIT = 0.004
+"""Largest float32 error accepted from an eager implementation, as a share of the float64
+meta-gradient's largest entry.
 
 With batch statistics over 5 support images the meta-gradient is ill-conditioned: the float32
-loop itself is off by about 0.2 % of the scale on the default problem, and ``torch.compile``'s
-reductions (another summation order) by about 0.5 %. A wrong gradient is off by far more."""
+loop itself is off by about 0.2 % of the scale on the default problem. A wrong gradient is off
+by far more: first-order MAML, which lacks only the second-order terms, by 82 %."""
+
+COMPILED_ROUNDING_LIMIT = 0.01
+"""The same limit for ``torch.compile``: its reductions sum in another order than ATen's
+pairwise sums, which costs about 0.5 % of the scale here (in float64 it equals eager)."""
+
+
+def rounding_limit(name: str) -> float:
+    """The float32 error an implementation may show (see :data:`ROUNDING_LIMIT`)."""
+    return COMPILED_ROUNDING_LIMIT if name.startswith(COMPILED) else ROUNDING_LIMIT
 
 
 def _sync(device: torch.device) -> None:
@@ -257,7 +267,7 @@ def profile_top_ops(method: Method, problem: Problem, *, top: int = 6) -> list[t
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
-    """Checks, times and profiles both implementations; prints a table and a summary.
+    """Checks, times and profiles every implementation; prints a table and a summary.
 
     Args:
         argv: Command-line arguments (``sys.argv[1:]`` when None).
@@ -272,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser.add_argument("--meta-batch", type=int, default=32)
     parser.add_argument("--filters", type=int, default=64)
     parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--q-query", type=int, default=15, help="query images per class")
     parser.add_argument(
         "--chunks",
         default=",".join(map(str, CHUNKS)),
@@ -298,11 +309,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         meta_batch=args.meta_batch,
         filters=args.filters,
         steps=args.steps,
+        q_query=args.q_query,
         channels_last=args.channels_last,
     )
     methods = make_methods(chunks, compile_chunks)
     print(
-        f"second-order MAML, meta-batch {args.meta_batch}, 5-way 1-shot 15 queries, "
+        f"second-order MAML, meta-batch {args.meta_batch}, 5-way 1-shot {args.q_query} queries, "
         f"{args.filters} filters x 4 blocks, {args.steps} inner step(s), {device}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{'channels-last' if args.channels_last else 'contiguous (NCHW)'}"
@@ -321,10 +333,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
             f"{name}: float32 meta-gradient vs the float64 loop: max abs error {error:.2%} of "
             f"the largest entry ({scale:.2e})"
         )
-        if not error <= ROUNDING_LIMIT:
+        limit = rounding_limit(name)
+        if not error <= limit:
             raise SystemExit(
                 f"{name} is off by {error:.2%} of the gradient's scale, more than float32 "
-                f"rounding ({ROUNDING_LIMIT:.0%}); not timing a wrong result"
+                f"rounding ({limit:.1%}); not timing a wrong result"
             )
     for name, seconds in compile_seconds.items():
         print(f"{name}: first call (compiling) took {seconds:.1f} s, not included below")
@@ -333,10 +346,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         name: iterations_per_second(method, problem, seconds=args.seconds)
         for name, method in methods.items()
     }
-    print(f"\n{'implementation':<18} {'meta-iter/s':>12} {'s/meta-iter':>12} {'vs loop':>8}")
+    width = max(len("implementation"), *map(len, rates))
+    print(f"\n{'implementation':<{width}} {'meta-iter/s':>12} {'s/meta-iter':>12} {'vs loop':>8}")
     base = rates[LOOP]
     for name, rate in rates.items():
-        print(f"{name:<18} {rate:>12.3f} {1 / rate:>12.3f} {rate / base:>7.2f}x")
+        print(f"{name:<{width}} {rate:>12.3f} {1 / rate:>12.3f} {rate / base:>7.2f}x")
 
     if not args.no_profile:
         shares = {}
@@ -381,13 +395,16 @@ def explain(rates: Mapping[str, float], elementwise: Mapping[str, float], *, dev
     shares = ", ".join(f"{name} {share:.0%}" for name, share in elementwise.items())
     if compiled:
         fastest = max(compiled, key=compiled.__getitem__)
-        same_slices = rates.get(fastest.replace(COMPILED, "vmap"), chunked)
+        counterpart = fastest.replace(COMPILED, "vmap")
+        if counterpart in eager:
+            versus = f"{compiled[fastest] / eager[counterpart]:.2f}x the same slices run eagerly"
+        else:
+            versus = f"{compiled[fastest] / chunked:.2f}x the fastest eager slice ({best})"
         fused = (
             f" torch.compile fuses that elementwise work (batch norm and its first and second "
             f"derivatives, ReLU masks, the inner step) into a few loops per layer, one pass "
             f"through memory instead of one per op: {fastest} runs {compiled[fastest]:.3f} "
-            f"meta-iter/s, {compiled[fastest] / loop:.2f}x the loop and "
-            f"{compiled[fastest] / same_slices:.2f}x the same slices run eagerly."
+            f"meta-iter/s, {compiled[fastest] / loop:.2f}x the loop and {versus}."
         )
     else:
         fused = ""
