@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,6 +81,8 @@ def finished_job(ray_session, tmp_path_factory):
     result = invoke("run", str(job_file))
     assert result.exit_code == 0, result.output
     assert "best configuration" in result.output
+    # The summary ranks trials by their last report, as results and export do, and says so.
+    assert re.search(r"best \S+ = \S+ \(trial \w+'s last report, iteration \d+\)", result.output)
     return job_file, tmp_path / "results"
 
 
