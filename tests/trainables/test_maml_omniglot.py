@@ -432,6 +432,7 @@ def test_compiled_algorithms_compute_the_eager_result(tiny_problem, algorithm):
     partial last slice). A new step size reuses the compiled graph (it is an input, not a
     constant baked into it). Each case compiles afresh, 15-60 s on 2 CPU cores."""
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()  # reset() keeps the counters
     net, params, data = tiny_problem
     run = A.ALGORITHMS[algorithm]
     rates = A.initial_inner_lrs(params, INNER_LR) if algorithm == "metasgd" else INNER_LR
