@@ -135,7 +135,7 @@ class OmniglotSettings(CellFields):
     compile: bool = Field(
         False,
         description="Run the meta-update through torch.compile (inductor), which fuses its "
-        "elementwise work: 1.31-1.45x eager's meta-iterations per second for second-order "
+        "elementwise work: 1.16-1.60x eager's meta-iterations per second for second-order "
         "MAML on a CPU (README), after a one-off compile per network shape: about a minute "
         "for conv4, minutes for nb201 cells, seconds when inductor's on-disk cache has it. "
         "For long trials; on a CPU it needs a C++ compiler (g++ or $CXX).",
