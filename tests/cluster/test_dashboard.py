@@ -15,37 +15,20 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 
 from tests.chromium import Chromium, requires_chromium
+from tests.cluster.helpers import BIN, BOWL_JOB, dashboard_api, user_env
 from warmtune.store import ResultStore
 from warmtune.trainables import resolve_trainable
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-
-JOB = {
-    "name": "bowl",
-    "task": {"name": "bowl"},
-    # Trials of 3 s, two at a time on the worker's 2 CPUs: long enough to see them run.
-    "trainable": {"name": "quadratic", "params": {"sleep_s": 1.0}},
-    "space": {
-        "x": {"type": "float", "low": 0, "high": 1},
-        "y": {"type": "float", "low": 0, "high": 1},
-    },
-    "objective": {"metric": "loss", "mode": "min"},
-    "budget": {"trials": 4, "max_iterations": 3},
-    "knowledge_base": {"add": False},
-    "seed": 1,
-}
 
 
 @dataclass(frozen=True)
@@ -60,11 +43,7 @@ class Cluster:
         return self.token_file.read_text().strip()
 
     def api(self, path: str) -> Any:
-        r = requests.get(
-            self.dashboard + path, headers={"Authorization": f"Bearer {self.token()}"}, timeout=30
-        )
-        r.raise_for_status()
-        return r.json()
+        return dashboard_api(self.dashboard, self.token(), path)
 
     def actors(self) -> list[dict[str, Any]]:
         return self.api("/api/v0/actors?detail=1&limit=10000")["data"]["result"]["result"]
@@ -76,12 +55,7 @@ def cluster(tmp_path_factory, start_cluster):
     and ports."""
     home = tmp_path_factory.mktemp("dashboard-cluster")
     token_file = home / "auth_token"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(
-        PATH=f"{BIN}:{env.get('PATH', '')}",
-        RAY_AUTH_TOKEN_PATH=str(token_file),
-        XDG_CACHE_HOME=str(home / "cache"),
-    )
+    env = user_env(RAY_AUTH_TOKEN_PATH=str(token_file), XDG_CACHE_HOME=str(home / "cache"))
     ray_dir, info = start_cluster(env=env, workers=1, cpus_per_worker=2)
     return Cluster(info["WARMTUNE_DASHBOARD"], ray_dir, token_file, home / "results", env)
 
@@ -99,7 +73,7 @@ def submitted(cluster, tmp_path_factory):
     """The bowl search, submitted with ``warmtune submit --wait``; while it runs, the
     actor table is read until trial actors are alive."""
     job_file = tmp_path_factory.mktemp("job") / "bowl.yaml"
-    job_file.write_text(yaml.safe_dump(JOB))
+    job_file.write_text(yaml.safe_dump(BOWL_JOB))
     start = time.monotonic()
     submit = subprocess.Popen(
         [str(BIN / "warmtune"), "submit", str(job_file), "--address", cluster.dashboard,
@@ -149,7 +123,7 @@ def test_trials_show_as_actors_of_the_trainable(cluster, submitted):
 
     # Afterwards: every process that reported a trial result was one of them.
     rows = ResultStore(str(cluster.storage / "bowl" / "warmtune" / "results")).read()
-    assert rows["trial_id"].nunique() == JOB["budget"]["trials"]
+    assert rows["trial_id"].nunique() == BOWL_JOB["budget"]["trials"]
     of_job = [a for a in cluster.actors() if a["job_id"] == submitted.job_id]
     trial_actors = {a["pid"]: a for a in of_job if a["class_name"] == "ImplicitFunc"}
     assert {int(pid) for pid in rows["pid"].unique()} <= set(trial_actors)

@@ -17,7 +17,6 @@ The node is killed last: the tests before it need both workers.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -27,14 +26,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import requests
 import yaml
 
+from tests.cluster.helpers import BIN, dashboard_api, user_env
 from warmtune.store import ResultStore, configs
 
 REPO = Path(__file__).resolve().parents[2]
 STOP = REPO / "cluster" / "local" / "stop.sh"
-BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.slow
 
@@ -49,11 +47,7 @@ class Cluster:
 
     def api(self, path: str) -> dict:
         token = (self.home / ".ray" / "auth_token").read_text().strip()
-        r = requests.get(
-            self.dashboard + path, headers={"Authorization": f"Bearer {token}"}, timeout=30
-        )
-        r.raise_for_status()
-        return r.json()
+        return dashboard_api(self.dashboard, token, path)
 
     def node_pids(self, node: int) -> set[int]:
         """The processes of worker node ``node`` (its raylet, agents and workers)."""
@@ -67,8 +61,7 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, start_cluster):
     home = tmp_path_factory.mktemp("home")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(HOME=str(home), PATH=f"{BIN}:{env.get('PATH', '')}", PYTHONUNBUFFERED="1")
+    env = user_env(HOME=str(home), PYTHONUNBUFFERED="1")
     ray_dir, info = start_cluster(env=env, workers=2, cpus_per_worker=1, prefix="wt-ft-")
     # start.sh made the token where a user's Ray looks for it by default.
     assert (home / ".ray" / "auth_token").is_file()

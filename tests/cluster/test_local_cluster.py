@@ -21,6 +21,7 @@ import requests
 import yaml
 from click.testing import CliRunner
 
+from tests.cluster.helpers import BIN, BOWL_JOB, dashboard_api, user_env
 from warmtune.cli import main
 from warmtune.store import ResultStore
 from warmtune.submit import (
@@ -32,22 +33,6 @@ from warmtune.submit import (
 
 REPO = Path(__file__).resolve().parents[2]
 STOP = REPO / "cluster" / "local" / "stop.sh"
-BIN = Path(sys.executable).parent
-
-BOWL = {
-    "name": "bowl",
-    "task": {"name": "bowl"},
-    # Trials of 3 s: the second starts while the first runs, so on the other worker.
-    "trainable": {"name": "quadratic", "params": {"sleep_s": 1.0}},
-    "space": {
-        "x": {"type": "float", "low": 0, "high": 1},
-        "y": {"type": "float", "low": 0, "high": 1},
-    },
-    "objective": {"metric": "loss", "mode": "min"},
-    "budget": {"trials": 4, "max_iterations": 3},
-    "knowledge_base": {"add": False},
-    "seed": 1,
-}
 
 
 @dataclass(frozen=True)
@@ -63,19 +48,14 @@ class Cluster:
         return self.token_file.read_text().strip()
 
     def api(self, path: str) -> dict:
-        r = requests.get(
-            self.dashboard + path, headers={"Authorization": f"Bearer {self.token()}"}, timeout=30
-        )
-        r.raise_for_status()
-        return r.json()
+        return dashboard_api(self.dashboard, self.token(), path)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, start_cluster):
     home = tmp_path_factory.mktemp("cluster")
     token_file = home / "auth_token"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(PATH=f"{BIN}:{env.get('PATH', '')}", RAY_AUTH_TOKEN_PATH=str(token_file))
+    env = user_env(RAY_AUTH_TOKEN_PATH=str(token_file))
     ray_dir, info = start_cluster(env=env, workers=2, cpus_per_worker=1)
     return Cluster(
         dashboard=info["WARMTUNE_DASHBOARD"],
@@ -110,7 +90,7 @@ def cli(cluster, tmp_path_factory):
 def finished_search(cluster, cli, tmp_path_factory):
     """The bowl search, submitted with --wait; (submission id, output)."""
     job_file = tmp_path_factory.mktemp("job") / "bowl.yaml"
-    job_file.write_text(yaml.safe_dump(BOWL))
+    job_file.write_text(yaml.safe_dump(BOWL_JOB))
     start = time.monotonic()
     result = cli(
         "submit", str(job_file), "--address", cluster.dashboard, "--storage", str(cluster.storage),
@@ -200,7 +180,7 @@ def test_jobs_status_and_logs(cluster, cli, finished_search):
 @pytest.mark.slow
 def test_follow_then_stop_a_running_job(cluster, cli, tmp_path):
     long_job = {
-        **BOWL,
+        **BOWL_JOB,
         "name": "long",
         "trainable": {"name": "quadratic", "params": {"sleep_s": 1.0}},
         "budget": {"trials": 2, "max_iterations": 60},
@@ -254,7 +234,7 @@ def test_follow_then_stop_a_running_job(cluster, cli, tmp_path):
 @pytest.mark.slow
 def test_wrong_or_missing_token_is_refused_with_what_to_do(cluster, cli, tmp_path):
     job_file = tmp_path / "bowl.yaml"
-    job_file.write_text(yaml.safe_dump({**BOWL, "name": "refused"}))
+    job_file.write_text(yaml.safe_dump({**BOWL_JOB, "name": "refused"}))
     before = len(cluster.api("/api/jobs/"))
 
     wrong = cli("submit", str(job_file), "--address", cluster.dashboard, RAY_AUTH_TOKEN="garbage")
@@ -293,7 +273,7 @@ def test_submission_ships_only_the_job_file_and_names_itself(tmp_path):
     import datetime as dt
 
     job_file = tmp_path / "bowl.yaml"
-    job_file.write_text(yaml.safe_dump({**BOWL, "storage": "rel/results"}))
+    job_file.write_text(yaml.safe_dump({**BOWL_JOB, "storage": "rel/results"}))
     code = CodeBundle("installed", "9.9.9")
     sub = prepare_submission(job_file, name="b2", code=code, now=dt.datetime(2026, 1, 2, 3, 4, 5))
     assert sub.submission_id == "warmtune-b2-20260102-030405"
@@ -316,7 +296,7 @@ def test_installed_code_guard_checks_the_clusters_version(tmp_path):
     import importlib.metadata
 
     job_file = tmp_path / "bowl.yaml"
-    job_file.write_text(yaml.safe_dump(BOWL))
+    job_file.write_text(yaml.safe_dump(BOWL_JOB))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
     for version, ok in ((importlib.metadata.version("warmtune"), True), ("0.0.0", False)):
         sub = prepare_submission(job_file, code=CodeBundle("installed", version))
