@@ -79,21 +79,30 @@ def test_devices_resolve():
             resolve_device("cuda")
 
 
+def _restored_after_one_step(
+    settings: OmniglotSettings, *, seed: int
+) -> tuple[dict[str, float], OmniglotMAML]:
+    """One step's metrics, and a new learner restored from the checkpoint taken after it
+    (through bytes, as Tune stores it)."""
+    first = OmniglotMAML(settings=settings, seed=seed)
+    metrics = first.step()
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = OmniglotMAML(settings=settings, seed=seed)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    return metrics, resumed
+
+
 @pytest.mark.parametrize("algorithm", ["maml", "anil", "reptile", "metasgd"])
 def test_checkpoint_round_trip_continues_bit_for_bit(omniglot, algorithm):
     settings = OmniglotSettings(data=omniglot, algorithm=algorithm, inner_steps=2, **TINY)
     straight = OmniglotMAML(settings=settings, seed=11)
     want = [straight.step() for _ in range(3)]
 
-    first = OmniglotMAML(settings=settings, seed=11)
-    got = [first.step()]
-    buffer = io.BytesIO()
-    torch.save(first.state_dict(), buffer)
-    buffer.seek(0)
-    resumed = OmniglotMAML(settings=settings, seed=11)
-    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    first_metrics, resumed = _restored_after_one_step(settings, seed=11)
     assert resumed.iteration == 1
-    got += [resumed.step() for _ in range(2)]
+    got = [first_metrics] + [resumed.step() for _ in range(2)]
 
     assert got == want
     for name, tensor in straight.model.state_dict().items():
@@ -120,14 +129,8 @@ def test_compiled_meta_update_resumes_bit_for_bit_and_tracks_eager(omniglot):
     want = [straight.step() for _ in range(3)]
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # it did compile
 
-    first = OmniglotMAML(settings=settings, seed=11)
-    got = [first.step()]
-    buffer = io.BytesIO()
-    torch.save(first.state_dict(), buffer)
-    buffer.seek(0)
-    resumed = OmniglotMAML(settings=settings, seed=11)
-    resumed.load_state_dict(torch.load(buffer, weights_only=True))
-    got += [resumed.step() for _ in range(2)]
+    first_metrics, resumed = _restored_after_one_step(settings, seed=11)
+    got = [first_metrics] + [resumed.step() for _ in range(2)]
     assert got == want
 
     eager = OmniglotMAML(settings=settings.model_copy(update={"compile": False}), seed=11)
