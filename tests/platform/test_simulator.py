@@ -20,7 +20,7 @@ from warmtune.searchers import (
     make_searcher,
     registered_searchers,
 )
-from warmtune.simulator import (
+from warmtune.bench.simulator import (
     Backend,
     BatchedBackend,
     ContractError,

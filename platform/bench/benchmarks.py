@@ -1,0 +1,198 @@
+"""Benchmarks ``warmtune bench`` knows: their tasks, space, backends and full-fidelity values.
+
+* ``lcbench``: the YAHPO Gym scenario folder ``DATA/yahpo/lcbench``; tasks are its
+  OpenML instances, fidelity ``epoch`` (1..52), metric ``val_accuracy`` (max).
+* ``yahpo:PATH``: any YAHPO scenario folder; metric and fidelity default to the
+  scenario's first non-runtime output and its first integer fidelity.
+* ``nb201:DATASET``: NAS-Bench-201, target ``DATASET`` (cifar10, cifar100,
+  imagenet16-120); tasks are the three datasets. A single fidelity (``max_budget=1``)
+  whose cost is :func:`~warmtune.trainables.benchmarks.nb201.evaluation_cost`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from warmtune.bench.backends import FixedFidelity, NB201Backend, YahpoBackend
+from warmtune.space import IntParam, SearchSpace
+
+__all__ = ["NB201_DATASETS", "Benchmark", "load_benchmark"]
+
+NB201_DATASETS = ("cifar10", "cifar100", "imagenet16-120")
+
+
+@dataclass
+class Benchmark:
+    """A benchmark: its tasks, space, backends and full-fidelity values.
+
+    Attributes:
+        name: how results name it (``lcbench``, ``nb201``, a scenario name).
+        tasks: every task; the knowledge base of one is all the others.
+        space: the search space shared by the tasks.
+        max_budget: full fidelity in iterations.
+        metric: the optimised metric; ``mode`` its direction (``min``/``max``).
+        backend: task -> a simulator backend.
+        full_values: (task, configs) -> metric at full fidelity, natural direction.
+        default_tasks: targets run when ``--tasks`` is not given.
+        reference_configs: every configuration of the space when it is small enough to
+            enumerate (nb201): the reference is then exhaustive.
+        target_gap: the ``evals_to_target`` tolerance, in metric units.
+        source: :func:`load_benchmark`'s arguments, so worker processes can rebuild it.
+    """
+
+    name: str
+    tasks: list[str]
+    space: SearchSpace
+    max_budget: int
+    metric: str
+    mode: str
+    backend: Callable[[str], Any]
+    full_values: Callable[[str, Sequence[Mapping[str, Any]]], np.ndarray]
+    default_tasks: list[str] = field(default_factory=list)
+    reference_configs: list[dict[str, Any]] | None = None
+    target_gap: float = 0.5
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def minimised(self, values: np.ndarray) -> np.ndarray:
+        """Values in the direction the searchers minimise."""
+        return np.asarray(values, dtype=float) * (1.0 if self.mode == "min" else -1.0)
+
+
+def load_benchmark(
+    spec: str,
+    *,
+    data_dir: str | Path | None = None,
+    metric: str | None = None,
+    mode: str | None = None,
+    fidelity: str | None = None,
+) -> Benchmark:
+    """Build a :class:`Benchmark` from ``lcbench``, ``yahpo:PATH`` or ``nb201:DATASET``.
+
+    Raises:
+        ValueError: an unknown benchmark, missing data, or a bad metric/fidelity.
+    """
+    source = {
+        "spec": spec,
+        "data_dir": data_dir,
+        "metric": metric,
+        "mode": mode,
+        "fidelity": fidelity,
+    }
+    bench = _load(spec, data_dir=data_dir, metric=metric, mode=mode, fidelity=fidelity)
+    bench.source = source
+    return bench
+
+
+def _load(
+    spec: str,
+    *,
+    data_dir: str | Path | None,
+    metric: str | None,
+    mode: str | None,
+    fidelity: str | None,
+) -> Benchmark:
+    if mode is not None and mode not in ("min", "max"):
+        raise ValueError(f"--mode must be 'min' or 'max', got {mode!r}")
+    if spec == "lcbench":
+        return _yahpo(_data_dir(data_dir) / "yahpo" / "lcbench", metric, mode, fidelity)
+    if spec.startswith("yahpo:"):
+        return _yahpo(Path(spec.partition(":")[2]).expanduser(), metric, mode, fidelity)
+    if spec.startswith("nb201:"):
+        if metric is not None or fidelity is not None:
+            raise ValueError("nb201 has one metric (test accuracy) and no fidelity; drop them")
+        return _nb201(_data_dir(data_dir), spec.partition(":")[2])
+    raise ValueError(
+        f"unknown benchmark {spec!r}; use lcbench, yahpo:PATH (a YAHPO scenario folder) "
+        f"or nb201:DATASET with DATASET one of {list(NB201_DATASETS)}"
+    )
+
+
+def _data_dir(data_dir: str | Path | None) -> Path:
+    raw = data_dir if data_dir is not None else os.environ.get("WARMTUNE_DATA")
+    if raw is None or not Path(raw).is_dir():
+        raise ValueError(
+            f"benchmark data not found (--data-dir={data_dir and str(data_dir)!r}, "
+            f"$WARMTUNE_DATA={os.environ.get('WARMTUNE_DATA')!r}); pass --data-dir or set "
+            "WARMTUNE_DATA to the folder holding yahpo/ and nas-bench-201/"
+        )
+    return Path(raw)
+
+
+def _yahpo(path: Path, metric: str | None, mode: str | None, fidelity: str | None) -> Benchmark:
+    from warmtune.trainables.benchmarks.yahpo import YahpoScenario
+
+    # One intra-op thread: each call is a small batch, and threads only add overhead.
+    scenario = YahpoScenario(path, threads=1)
+    modes = scenario.output_modes()
+    runtime = scenario.meta.runtime_name or "time"
+    if metric is None:
+        metric = (
+            "val_accuracy"
+            if "val_accuracy" in modes
+            else next(n for n in scenario.outputs if n != runtime)
+        )
+    if metric not in modes:
+        raise ValueError(f"unknown --metric {metric!r}; {scenario.name} has {scenario.outputs}")
+    mode = mode or modes[metric]
+    ints = [n for n, p in scenario.fidelity_space.items() if isinstance(p, IntParam)]
+    if fidelity is None:
+        if not ints:
+            raise ValueError(f"{scenario.name} has no integer fidelity; it cannot be simulated")
+        fidelity = ints[0]
+    if fidelity not in ints:
+        raise ValueError(
+            f"--fidelity must be one of the integer fidelities {ints}, got {fidelity!r}"
+        )
+    others = {
+        n: p.high for n, p in scenario.fidelity_space.items() if n != fidelity
+    }  # fixed at their maximum
+
+    def backend(task: str) -> YahpoBackend:
+        b = YahpoBackend(scenario, instance=task, metric=metric, mode=mode, fidelity=fidelity)
+        if others:
+            b.scenario = FixedFidelity(scenario, others)
+        return b
+
+    def full_values(task: str, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        top = scenario.fidelity_space[fidelity].high
+        rows = [{**c, fidelity: top, **others} for c in configs]
+        return scenario.evaluate(rows, instance=task)[metric].to_numpy(dtype=float)
+
+    tasks = list(scenario.instances)
+    return Benchmark(
+        name=scenario.name,
+        tasks=tasks,
+        space=scenario.space,
+        max_budget=backend(tasks[0]).max_budget,
+        metric=metric,
+        mode=mode,
+        backend=backend,
+        full_values=full_values,
+        default_tasks=tasks,
+    )
+
+
+def _nb201(data_dir: Path, dataset: str) -> Benchmark:
+    from warmtune.trainables.benchmarks.nb201 import NB201Table, all_archs, search_space
+
+    if dataset not in NB201_DATASETS:
+        raise ValueError(f"unknown nb201 dataset {dataset!r}; use one of {list(NB201_DATASETS)}")
+    table = NB201Table(data_dir / "nas-bench-201")
+    return Benchmark(
+        name="nb201",
+        tasks=list(NB201_DATASETS),
+        space=search_space(),
+        max_budget=1,
+        metric="test_accuracy",
+        mode="max",
+        backend=lambda task: NB201Backend(table, task),
+        full_values=lambda task, configs: table.accuracies(configs, task),
+        default_tasks=[dataset],
+        reference_configs=all_archs(),
+    )
