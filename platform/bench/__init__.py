@@ -8,7 +8,7 @@ the simulated pasts (:mod:`~warmtune.bench.pasts`), the compared methods
 tables and plots (:mod:`~warmtune.bench.summary`).
 """
 
-from warmtune.bench.backends import NB201Backend, YahpoBackend
+from warmtune.bench.backends import NB201Backend, YahpoBackend, YahpoFloatBackend
 from warmtune.bench.benchmarks import Benchmark, load_benchmark
 from warmtune.bench.methods import ALL_METHODS, WARM_METHODS, make_method
 from warmtune.bench.pasts import KB_CONFIGS, KB_SEED, PASTS, knowledge_base, past_search
@@ -28,6 +28,7 @@ __all__ = [
     "Benchmark",
     "NB201Backend",
     "YahpoBackend",
+    "YahpoFloatBackend",
     "ZeroShot",
     "budget_grid",
     "knowledge_base",

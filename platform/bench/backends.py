@@ -3,6 +3,18 @@
 A backend is what :func:`warmtune.bench.simulator.simulate` evaluates (see
 :class:`~warmtune.bench.simulator.Backend`): ``evaluate(config, budget)`` returns the
 value to minimise and the seconds that report took.
+
+How the fidelity behaves decides the backend:
+
+* an integer fidelity (LCBench's ``epoch``) is a training iteration:
+  :class:`YahpoBackend`, an ``"iterations"`` backend; a promotion continues from the
+  checkpoint and costs only the epochs it adds;
+* a float fidelity (``trainsize``, the fraction of the training set in the ``iaml_*``
+  and ``rbv2_*`` scenarios) is a fit from scratch at that fidelity:
+  :class:`YahpoFloatBackend`, a ``"retrain"`` backend; a promotion refits on more
+  data and costs the whole fit again. A model fitted on a third of the data cannot
+  be continued onto all of it, which is why charging only the increment would
+  understate the cost of successive halving on such a fidelity.
 """
 
 from __future__ import annotations
@@ -13,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["FixedFidelity", "NB201Backend", "YahpoBackend"]
+__all__ = ["FixedFidelity", "NB201Backend", "YahpoBackend", "YahpoFloatBackend"]
 
 
 class YahpoBackend:
@@ -74,6 +86,50 @@ class YahpoBackend:
             value = float(values[b])
             results.append((value if math.isfinite(value) else None, cost))
         return results
+
+
+class YahpoFloatBackend:
+    """One YAHPO instance with a float fidelity as a ``"retrain"`` simulator backend.
+
+    The budget *is* the fidelity value, in the scenario's range ``[min_budget,
+    max_budget]`` (iaml's ``trainsize``: 0.03..1.0). Each evaluation is one surrogate
+    call and one report. Its cost is the surrogate's runtime output at that fidelity
+    (the scenario's ``runtime_name``; iaml: ``timetrain``), the time of the whole fit,
+    which the simulator charges in full, promotions included. A scenario without a
+    runtime output costs its fidelity value in seconds per fit.
+
+    Args:
+        scenario: the :class:`~warmtune.trainables.benchmarks.yahpo.YahpoScenario`.
+        instance: the task (e.g. an OpenML id).
+        metric: the surrogate output to optimise.
+        mode: ``"min"`` or ``"max"``; values are negated for ``"max"``.
+        fidelity: the float fidelity parameter (e.g. ``trainsize``).
+    """
+
+    fidelity_kind = "retrain"
+
+    def __init__(
+        self, scenario: Any, *, instance: str, metric: str, mode: str, fidelity: str
+    ) -> None:
+        self.scenario = scenario
+        self.instance = instance
+        self.metric = metric
+        self.sign = 1.0 if mode == "min" else -1.0
+        self.fidelity = fidelity
+        p = scenario.fidelity_space[fidelity]
+        self.min_budget = float(p.low)
+        self.max_budget = float(p.high)
+        self.runtime = scenario.meta.runtime_name or (
+            "time" if "time" in scenario.outputs else None
+        )
+
+    def evaluate(self, config: dict[str, Any], budget: float) -> tuple[float | None, float]:
+        """``(value to minimise, seconds of a whole fit at fidelity budget)``."""
+        out = self.scenario.evaluate([{**config, self.fidelity: budget}], instance=self.instance)
+        value = self.sign * float(out[self.metric].iloc[0])
+        # A surrogate's runtime can dip below zero far from its data; a cost cannot.
+        cost = max(float(out[self.runtime].iloc[0]), 0.0) if self.runtime else float(budget)
+        return (value if math.isfinite(value) else None), cost
 
 
 class NB201Backend:

@@ -3,7 +3,10 @@
 * ``lcbench``: the YAHPO Gym scenario folder ``DATA/yahpo/lcbench``; tasks are its
   OpenML instances, fidelity ``epoch`` (1..52), metric ``val_accuracy`` (max).
 * ``yahpo:PATH``: any YAHPO scenario folder; metric and fidelity default to the
-  scenario's first non-runtime output and its first integer fidelity.
+  scenario's first non-runtime output and its first integer fidelity (else its
+  first fidelity). An integer fidelity is simulated as training iterations, a float
+  one (``trainsize``) as fits from scratch whose budgets are the fidelity values
+  themselves (see :mod:`warmtune.bench.backends`).
 * ``nb201:DATASET``: NAS-Bench-201, target ``DATASET`` (cifar10, cifar100,
   imagenet16-120); tasks are the three datasets. A single fidelity (``max_budget=1``)
   whose cost is :func:`~warmtune.trainables.benchmarks.nb201.evaluation_cost`.
@@ -19,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from warmtune.bench.backends import FixedFidelity, NB201Backend, YahpoBackend
+from warmtune.bench.backends import FixedFidelity, NB201Backend, YahpoBackend, YahpoFloatBackend
 from warmtune.space import IntParam, SearchSpace
 
 __all__ = ["NB201_DATASETS", "Benchmark", "load_benchmark"]
@@ -35,7 +38,7 @@ class Benchmark:
         name: how results name it (``lcbench``, ``nb201``, a scenario name).
         tasks: every task; the knowledge base of one is all the others.
         space: the search space shared by the tasks.
-        max_budget: full fidelity in iterations.
+        max_budget: full fidelity: iterations, or a float fidelity's upper bound.
         metric: the optimised metric; ``mode`` its direction (``min``/``max``).
         backend: task -> a simulator backend.
         full_values: (task, configs) -> metric at full fidelity, natural direction.
@@ -44,12 +47,14 @@ class Benchmark:
             enumerate (nb201): the reference is then exhaustive.
         target_gap: the ``evals_to_target`` tolerance, in metric units.
         source: :func:`load_benchmark`'s arguments, so worker processes can rebuild it.
+        min_budget: the lowest budget successive halving starts at: 1 iteration, or
+            a float fidelity's lower bound (iaml's ``trainsize``: 0.03).
     """
 
     name: str
     tasks: list[str]
     space: SearchSpace
-    max_budget: int
+    max_budget: float
     metric: str
     mode: str
     backend: Callable[[str], Any]
@@ -58,6 +63,7 @@ class Benchmark:
     reference_configs: list[dict[str, Any]] | None = None
     target_gap: float = 0.5
     source: dict[str, Any] = field(default_factory=dict)
+    min_budget: float = 1
 
     def minimised(self, values: np.ndarray) -> np.ndarray:
         """Values in the direction the searchers minimise."""
@@ -140,21 +146,23 @@ def _yahpo(path: Path, metric: str | None, mode: str | None, fidelity: str | Non
     if metric not in modes:
         raise ValueError(f"unknown --metric {metric!r}; {scenario.name} has {scenario.outputs}")
     mode = mode or modes[metric]
+    names = list(scenario.fidelity_space)
     ints = [n for n, p in scenario.fidelity_space.items() if isinstance(p, IntParam)]
     if fidelity is None:
-        if not ints:
-            raise ValueError(f"{scenario.name} has no integer fidelity; it cannot be simulated")
-        fidelity = ints[0]
-    if fidelity not in ints:
+        if not names:
+            raise ValueError(f"{scenario.name} has no fidelity parameter; it cannot be simulated")
+        fidelity = ints[0] if ints else names[0]
+    if fidelity not in names:
         raise ValueError(
-            f"--fidelity must be one of the integer fidelities {ints}, got {fidelity!r}"
+            f"--fidelity must be one of {scenario.name}'s fidelities {names}, got {fidelity!r}"
         )
+    kind = YahpoBackend if fidelity in ints else YahpoFloatBackend
     others = {
         n: p.high for n, p in scenario.fidelity_space.items() if n != fidelity
     }  # fixed at their maximum
 
-    def backend(task: str) -> YahpoBackend:
-        b = YahpoBackend(scenario, instance=task, metric=metric, mode=mode, fidelity=fidelity)
+    def backend(task: str) -> YahpoBackend | YahpoFloatBackend:
+        b = kind(scenario, instance=task, metric=metric, mode=mode, fidelity=fidelity)
         if others:
             b.scenario = FixedFidelity(scenario, others)
         return b
@@ -165,11 +173,13 @@ def _yahpo(path: Path, metric: str | None, mode: str | None, fidelity: str | Non
         return scenario.evaluate(rows, instance=task)[metric].to_numpy(dtype=float)
 
     tasks = list(scenario.instances)
+    first = backend(tasks[0])
     return Benchmark(
         name=scenario.name,
         tasks=tasks,
         space=scenario.space,
-        max_budget=backend(tasks[0]).max_budget,
+        max_budget=first.max_budget,
+        min_budget=first.min_budget if isinstance(first, YahpoFloatBackend) else 1,
         metric=metric,
         mode=mode,
         backend=backend,

@@ -31,6 +31,8 @@ ALL_METHODS = (
     "hyperopt",
 )
 WARM_METHODS = ("bohb-warm", "bohb-warm-design", "bohb-warm-prior", "bohb-warm-uniform", "zeroshot")
+#: Methods built on successive halving: their rungs start at the benchmark's min_budget.
+MULTI_FIDELITY_METHODS = ("hyperband", "asha", "bohb")
 
 
 def make_method(method: str, *, bench: Benchmark, seed: int, past_tasks: Sequence[Any]) -> Searcher:
@@ -57,8 +59,10 @@ def make_method(method: str, *, bench: Benchmark, seed: int, past_tasks: Sequenc
             options={
                 "warm_design": method != "bohb-warm-prior",
                 "warm_prior": method != "bohb-warm-design",
+                "min_budget": bench.min_budget,
             },
         )
     if method in ALL_METHODS:
-        return make_searcher(method, space=space, seed=seed, max_budget=max_budget)
+        rungs = {"min_budget": bench.min_budget} if method in MULTI_FIDELITY_METHODS else None
+        return make_searcher(method, space=space, seed=seed, max_budget=max_budget, options=rungs)
     raise ValueError(f"unknown method {method!r}; choose from {list(ALL_METHODS)}")

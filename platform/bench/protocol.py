@@ -89,7 +89,8 @@ def run_one(
             }
         )
     full = result.evaluations
-    full = full[(full["budget"] == bench.max_budget) & full["value"].notna()]
+    at_max = np.isclose(full["budget"], bench.max_budget, rtol=1e-9, atol=0)  # float budgets
+    full = full[at_max & full["value"].notna()]
     natural = sign * full["value"].to_numpy(dtype=float)
     # How far each full-fidelity result is from y*, in the direction that counts.
     short_of_best = sign * (natural - ref[0])

@@ -10,11 +10,14 @@ import pytest
 from click.testing import CliRunner
 
 from warmtune.bench import (
+    ALL_METHODS,
     YahpoBackend,
+    YahpoFloatBackend,
     ZeroShot,
     budget_grid,
     knowledge_base,
     load_benchmark,
+    make_method,
     normalized_regret,
 )
 from warmtune.cli_bench import bench
@@ -216,3 +219,65 @@ def test_helpers_and_errors(tmp_path, monkeypatch):
         load_benchmark("nope")
     result = CliRunner().invoke(bench, ["nope", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "unknown benchmark" in result.output
+
+
+# Float fidelities: iaml_glmnet's trainsize ----------------------------------------------
+IAML_RUNGS = [1 / 27, 1 / 9, 1 / 3, 1.0]  # eta = 3 on trainsize 0.03..1.0
+
+
+@pytest.fixture(scope="module")
+def iaml(data_dir):
+    return load_benchmark(
+        f"yahpo:{data_dir / 'yahpo' / 'iaml_glmnet'}", fidelity="trainsize", metric="mmce"
+    )
+
+
+def test_a_float_fidelity_is_a_retrain_backend(iaml):
+    assert (iaml.min_budget, iaml.max_budget, iaml.mode) == (0.03, 1.0, "min")
+    backend = iaml.backend("1489")
+    assert isinstance(backend, YahpoFloatBackend) and backend.fidelity_kind == "retrain"
+    config = {"alpha": 0.3, "s": 0.01}
+    value, cost = backend.evaluate(config, 1 / 3)
+    out = backend.scenario.evaluate([{**config, "trainsize": 1 / 3}], instance="1489")
+    assert value == out["mmce"][0]
+    assert cost == out["timetrain"][0] > 0  # the whole fit at that fidelity
+
+
+def test_multi_fidelity_methods_rung_on_the_float_range(iaml, tmp_path):
+    past = knowledge_base(iaml, "1489", cache_dir=tmp_path)
+    for method in ("hyperband", "asha", "bohb", "bohb-warm"):
+        searcher = make_method(method, bench=iaml, seed=0, past_tasks=past)
+        assert searcher.options()["min_budget"] == 0.03, method
+        budgets = sorted({b for bracket in searcher.schedule for _, b in bracket})
+        np.testing.assert_allclose(budgets, IAML_RUNGS, rtol=1e-12)
+
+
+def test_iaml_glmnet_runs_every_method_through_the_cli(tmp_path, data_dir):
+    path = data_dir / "yahpo" / "iaml_glmnet"
+    summary = _run(
+        [f"yahpo:{path}", "--fidelity", "trainsize", "--metric", "mmce", "--mode", "min"]
+        + ["--tasks", "1489", "--budget", "5", "--workers", "2", "--seeds", "1"],
+        tmp_path,
+        data_dir,
+    )
+    assert set(summary["method"]) == set(ALL_METHODS)
+    assert sorted(summary["budget_ffe"].unique()) == [1.0, 2.0, 5.0]
+    final = summary[summary["budget_ffe"] == 5.0]
+    assert final["has_incumbent"].all()
+    assert np.isfinite(final["normalized_regret"]).all()
+    evaluations = pd.read_parquet(tmp_path / "evaluations.parquet")
+    # A retrain report costs its whole fidelity, and nothing is told past the budget.
+    assert evaluations["ffe_spent_so_far"].max() <= 5.0 + 1e-9
+    for method, rows in evaluations.groupby("method"):
+        spent = np.diff(np.concatenate([[0.0], rows["ffe_spent_so_far"].to_numpy()]))
+        np.testing.assert_allclose(spent, rows["budget"].to_numpy(), err_msg=method)
+        assert not rows.duplicated(["trial_id", "segment"]).any(), method
+        budgets = rows["budget"].to_numpy()
+        assert np.isclose(budgets[:, None], IAML_RUNGS).any(axis=1).all(), method
+        if method in ("hyperband", "asha", "bohb"):
+            assert budgets.min() == pytest.approx(1 / 27), method
+
+
+def test_an_unknown_fidelity_names_the_choices(data_dir):
+    with pytest.raises(ValueError, match=r"fidelities \['trainsize'\]"):
+        load_benchmark(f"yahpo:{data_dir / 'yahpo' / 'iaml_glmnet'}", fidelity="epoch")

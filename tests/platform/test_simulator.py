@@ -13,13 +13,6 @@ import pandas as pd
 import pytest
 
 import warmtune.searchers
-from warmtune.searchers import (
-    Observation,
-    Searcher,
-    Suggestion,
-    make_searcher,
-    registered_searchers,
-)
 from warmtune.bench.simulator import (
     Backend,
     BatchedBackend,
@@ -27,6 +20,13 @@ from warmtune.bench.simulator import (
     SimulationResult,
     SyntheticBackend,
     simulate,
+)
+from warmtune.searchers import (
+    Observation,
+    Searcher,
+    Suggestion,
+    make_searcher,
+    registered_searchers,
 )
 from warmtune.space import SearchSpace
 
