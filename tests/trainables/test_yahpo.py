@@ -112,6 +112,35 @@ def test_reproduces_the_official_package(lcbench):
     np.testing.assert_allclose(np.vstack(got), np.array(want), rtol=1e-5, atol=0)
 
 
+def test_iaml_glmnet_reproduces_the_official_package(data_dir):
+    """All 200 rows of yahpo_gym_reference.json, float trainsize rows included.
+
+    The official outputs came one configuration per call, so each row is evaluated
+    alone (batches shift the float32 outputs slightly, see the module docstring).
+    """
+    folder = data_dir / "yahpo" / "iaml_glmnet"
+    ref = json.loads((folder / "yahpo_gym_reference.json").read_text())
+    bench = YahpoScenario(folder, threads=1)
+    trainsize = bench.fidelity_space["trainsize"]
+    assert isinstance(trainsize, FloatParam) and (trainsize.low, trainsize.high) == (0.03, 1.0)
+    assert bench.instances == ["40981", "41146", "1489", "1067"]
+    assert bench.meta.runtime_name == "timetrain"
+    assert bench.output_modes()["mmce"] == "min" and bench.output_modes()["auc"] == "max"
+    rows = ref["rows"]
+    assert ref["scenario"] == "iaml_glmnet" and len(rows) == 200
+    fractions = [r["fidelity"]["trainsize"] for r in rows]
+    assert sum(f < 1.0 for f in fractions) == 67 and min(fractions) < 0.05
+    got = np.vstack(
+        [
+            bench.evaluate([{**r["config"], **r["fidelity"]}], instance=r["instance"]).to_numpy()
+            for r in rows
+        ]
+    )
+    want = np.array([[r["official"][name] for name in bench.outputs] for r in rows])
+    assert list(rows[0]["official"]) == bench.outputs
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+
+
 def test_lcbench_metadata_and_space(lcbench):
     assert lcbench.instance_name == "OpenML_task_id"
     assert len(lcbench.instances) == 34 and "3945" in lcbench.instances
