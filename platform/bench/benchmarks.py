@@ -10,6 +10,9 @@
 * ``nb201:DATASET``: NAS-Bench-201, target ``DATASET`` (cifar10, cifar100,
   imagenet16-120); tasks are the three datasets. A single fidelity (``max_budget=1``)
   whose cost is :func:`~warmtune.trainables.benchmarks.nb201.evaluation_cost`.
+
+``full_costs`` gives the seconds of one full-fidelity evaluation from scratch, the
+unit of the regret-against-time tables (:mod:`warmtune.bench.wallclock`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ class Benchmark:
         source: :func:`load_benchmark`'s arguments, so worker processes can rebuild it.
         min_budget: the lowest budget successive halving starts at: 1 iteration, or
             a float fidelity's lower bound (iaml's ``trainsize``: 0.03).
+        full_costs: (task, configs) -> simulated seconds of one evaluation at full
+            fidelity from scratch, from the backend's cost model (the surrogate's
+            runtime output at the top fidelity; nb201: ``evaluation_cost``); ``None``
+            when the benchmark has no clock.
     """
 
     name: str
@@ -64,6 +71,7 @@ class Benchmark:
     target_gap: float = 0.5
     source: dict[str, Any] = field(default_factory=dict)
     min_budget: float = 1
+    full_costs: Callable[[str, Sequence[Mapping[str, Any]]], np.ndarray] | None = None
 
     def minimised(self, values: np.ndarray) -> np.ndarray:
         """Values in the direction the searchers minimise."""
@@ -174,12 +182,22 @@ def _yahpo(path: Path, metric: str | None, mode: str | None, fidelity: str | Non
 
     tasks = list(scenario.instances)
     first = backend(tasks[0])
+
+    def full_costs(task: str, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        if first.runtime is None:  # the backends' cost model without a runtime output
+            return np.full(len(configs), float(first.max_budget))
+        top = scenario.fidelity_space[fidelity].high
+        rows = [{**c, fidelity: top, **others} for c in configs]
+        seconds = scenario.evaluate(rows, instance=task)[first.runtime].to_numpy(dtype=float)
+        return np.maximum(seconds, 0.0)  # as the backends clip their costs
+
     return Benchmark(
         name=scenario.name,
         tasks=tasks,
         space=scenario.space,
         max_budget=first.max_budget,
         min_budget=first.min_budget if isinstance(first, YahpoFloatBackend) else 1,
+        full_costs=full_costs,
         metric=metric,
         mode=mode,
         backend=backend,
@@ -189,7 +207,12 @@ def _yahpo(path: Path, metric: str | None, mode: str | None, fidelity: str | Non
 
 
 def _nb201(data_dir: Path, dataset: str) -> Benchmark:
-    from warmtune.trainables.benchmarks.nb201 import NB201Table, all_archs, search_space
+    from warmtune.trainables.benchmarks.nb201 import (
+        NB201Table,
+        all_archs,
+        evaluation_cost,
+        search_space,
+    )
 
     if dataset not in NB201_DATASETS:
         raise ValueError(f"unknown nb201 dataset {dataset!r}; use one of {list(NB201_DATASETS)}")
@@ -205,4 +228,6 @@ def _nb201(data_dir: Path, dataset: str) -> Benchmark:
         full_values=lambda task, configs: table.accuracies(configs, task),
         default_tasks=[dataset],
         reference_configs=all_archs(),
+        # The same cost on every dataset: the proxy counts a cell's operations.
+        full_costs=lambda task, configs: np.array([evaluation_cost(c) for c in configs]),
     )

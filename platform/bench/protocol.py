@@ -43,6 +43,7 @@ from warmtune.bench.reference import (
 )
 from warmtune.bench.simulator import SimulationResult, simulate
 from warmtune.bench.summary import compare, markdown_extras, markdown_table, no_harm, plot_regret
+from warmtune.bench.wallclock import time_unit, write_time_outputs
 
 __all__ = ["BUDGET_GRID", "budget_grid", "run_bench", "run_one"]
 
@@ -102,6 +103,7 @@ def run_one(
         "ffe_spent": float(result.ffe_spent),
         "final_regret": rows[-1]["normalized_regret"],
         "evals_to_target": int(hits[0]) + 1 if len(hits) else math.nan,
+        "end_time": float(result.end_time),  # simulated seconds (see warmtune.bench.wallclock)
     }
     evaluations = result.evaluations.assign(**key)
     return evaluations, rows, run
@@ -121,6 +123,8 @@ def _worker_bench(source: dict[str, Any] | None) -> Benchmark:
 def _reference_of(source: dict[str, Any], task: str, options: dict[str, Any]) -> None:
     bench = _worker_bench(source)
     reference(bench, task, n=options["reference_configs"], cache_dir=options["cache_dir"])
+    if bench.full_costs is not None:  # the unit of the time table, cached like the reference
+        time_unit(bench, task, n=options["reference_configs"], cache_dir=options["cache_dir"])
 
 
 # The last task's reference and knowledge base: units arrive in task order, so a
@@ -191,7 +195,10 @@ def run_bench(
     """Run every (task, method, seed) and write the outputs to ``out``.
 
     Writes ``summary.csv``, ``runs.csv``, ``evaluations.parquet``, ``comparison.csv``
-    and ``no_harm.csv`` (when bohb-warm ran), ``summary.md`` and ``regret.png``.
+    and ``no_harm.csv`` (when bohb-warm ran), ``summary.md`` and ``regret.png``; and,
+    for a benchmark with a clock, regret against simulated time in
+    ``summary_time.csv``, ``regret_time.png`` and a section of ``summary.md``
+    (:mod:`warmtune.bench.wallclock`).
 
     Args:
         jobs: processes to run (task, method) units in; 1 runs everything here.
@@ -284,6 +291,16 @@ def run_bench(
         markdown_table(table) + markdown_extras(pd.DataFrame(runs), comparison, harm)
     )
     plot_regret(table, out / "regret.png")
+    write_time_outputs(
+        bench,
+        out=out,
+        evaluations=evaluations,
+        runs=runs,
+        ffe_grid=budget_grid(budget),
+        workers=workers,
+        reference_configs=reference_configs,
+        cache_dir=cache_dir,
+    )
     return table
 
 

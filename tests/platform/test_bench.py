@@ -20,7 +20,10 @@ from warmtune.bench import (
     make_method,
     normalized_regret,
 )
+from warmtune.bench.reference import REFERENCE_SEED, sample_configs
+from warmtune.bench.wallclock import TIME_COLUMNS, time_rows, time_unit
 from warmtune.cli_bench import bench
+from warmtune.trainables.benchmarks.nb201 import all_archs, evaluation_cost
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("matplotlib")
@@ -281,3 +284,69 @@ def test_iaml_glmnet_runs_every_method_through_the_cli(tmp_path, data_dir):
 def test_an_unknown_fidelity_names_the_choices(data_dir):
     with pytest.raises(ValueError, match=r"fidelities \['trainsize'\]"):
         load_benchmark(f"yahpo:{data_dir / 'yahpo' / 'iaml_glmnet'}", fidelity="epoch")
+
+
+# Regret against simulated wall-clock time -----------------------------------------------
+def test_time_rows_by_hand():
+    # Full fidelity is 9; T = 10 s. Rows at a lower budget and failures never count.
+    evaluations = pd.DataFrame(
+        {
+            "budget": [3, 9, 9, 9, 9],
+            "value": [-99.0, -90.0, np.nan, -95.0, -92.0],  # minimised (a "max" metric)
+            "end_time": [4.0, 12.0, 20.0, 25.0, 31.0],
+        }
+    )
+    rows = time_rows(
+        evaluations,
+        end_time=31.0,
+        unit=10.0,
+        grid=[0.5, 1.2, 2.5, 5.0],
+        max_budget=9,
+        sign=-1.0,
+        ref=(100.0, 80.0),
+    )
+    assert [r["budget_time"] for r in rows] == [0.5, 1.2, 2.5, 5.0, 3.1]
+    assert [r["at_end"] for r in rows] == [False] * 4 + [True]
+    assert [r["has_incumbent"] for r in rows] == [False, True, True, True, True]
+    assert rows[0]["normalized_regret"] == 1.0 and math.isnan(rows[0]["best_value"])
+    # 90 by 12 s; 95 by 25 s; after the run ended (31 s) it keeps 95.
+    assert [r["best_value"] for r in rows[1:]] == [90.0, 95.0, 95.0, 95.0]
+    assert [r["normalized_regret"] for r in rows[1:]] == [0.5, 0.25, 0.25, 0.25]
+
+
+def test_time_unit_is_the_median_full_evaluation_time(data_dir, tmp_path):
+    nb = load_benchmark("nb201:cifar10", data_dir=data_dir)
+    costs = [evaluation_cost(c) for c in all_archs()]
+    assert time_unit(nb, "cifar10", n=10, cache_dir=None) == np.median(costs)
+    lc = load_benchmark("lcbench", data_dir=data_dir)
+    task = lc.tasks[0]
+    unit = time_unit(lc, task, n=50, cache_dir=tmp_path)
+    configs = sample_configs(lc.space, 50, REFERENCE_SEED)  # the reference's own sample
+    top = lc.backend(task).scenario.evaluate([{**c, "epoch": 52} for c in configs], instance=task)[
+        "time"
+    ]
+    assert unit == pytest.approx(float(np.median(top)), rel=1e-12)
+    assert list(tmp_path.glob(f"lcbench-{task}-fullcost-n50-s{REFERENCE_SEED}.parquet"))
+    assert time_unit(lc, task, n=50, cache_dir=tmp_path) == unit  # from the cache
+
+
+def test_tiny_lcbench_writes_regret_against_time(tiny_lcbench, data_dir, lcbench_tasks):
+    _, out, summary = tiny_lcbench
+    table = pd.read_csv(out / "summary_time.csv", dtype={"task": str})
+    assert list(table.columns) == TIME_COLUMNS
+    # 2 workers, FFE grid 1, 2: times 0.5 and 1 T, plus a row at each run's end.
+    grid = table[~table["at_end"]]
+    assert sorted(grid["budget_time"].unique()) == [0.5, 1.0]
+    assert len(table) == len(summary) // 2 * 3
+    runs = pd.read_csv(out / "runs.csv", dtype={"task": str})
+    ends = table[table["at_end"]].merge(runs, on=["task", "method", "seed"])
+    lc = load_benchmark("lcbench", data_dir=data_dir)
+    for task, rows in ends.groupby("task"):
+        unit = time_unit(lc, task, n=2000, cache_dir=out / "cache")
+        np.testing.assert_allclose(rows["budget_time"] * unit, rows["end_time"], rtol=1e-9)
+    # At its end a run has found what it has at its last FFE.
+    final = summary[summary["budget_ffe"] == 2.0].merge(ends, on=["task", "method", "seed"])
+    np.testing.assert_allclose(final["normalized_regret_x"], final["normalized_regret_y"])
+    assert (grid["normalized_regret"][~grid["has_incumbent"]] == 1.0).all()
+    assert "simulated wall-clock time" in (out / "summary.md").read_text()
+    assert (out / "regret_time.png").read_bytes()[:4] == b"\x89PNG"
