@@ -26,6 +26,7 @@ from warmtune.bench.stats import (
     smallest_mann_whitney_p,
     wilcoxon_p,
 )
+from warmtune.bench.summary import compare, markdown_extras, no_harm
 
 TASKS = [f"t{i}" for i in range(6)]
 SEEDS = range(5)
@@ -344,3 +345,18 @@ def test_five_seeds_cannot_flag_thirteen_tasks():
             harmed,
             can_flag,
         )
+
+
+def test_summary_markdown_says_task_level_and_pooled():
+    table = _harm_table()
+    harm = no_harm(table)
+    comparison = compare(table, "bohb-warm")
+    runs = pd.DataFrame(
+        {"method": ["bohb", "bohb-warm"], "evals_to_target": [3.0, math.nan], "evaluations": 9}
+    )
+    text = markdown_extras(runs, comparison, harm)
+    assert "| bohb-warm minus | tasks | mean difference [95 % CI] | Wilcoxon p | W/T/L |" in text
+    assert "(task, seed) pairs are not independent" in text
+    assert "pooled" in text and "Holm" in text
+    assert "- 2 FFE: harmed on 1 of 6 tested tasks (t3)" in text
+    assert "- 1 FFE: no task tested" in text
