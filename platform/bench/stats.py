@@ -31,10 +31,10 @@ once as ``method`` minus ``other`` (negative: ``method`` has the lower regret):
    every seed; two ablations that run the same configurations tie exactly), and say
    nothing about direction. ``"pratt"`` would rank them and shift every other rank,
    and scipy's exact null distribution holds only without zeros. So the test runs on
-   ``wins + losses`` tasks: exactly (the null distribution of ``W+``) when no two
-   ``|d_t|`` tie, by an exhaustive sign-flip permutation up to 13 tasks when some
-   do, by the normal approximation beyond (scipy's ``method="auto"`` on tie-free
-   input). With fewer than :data:`MIN_TASKS` untied tasks the p-value is NaN with a
+   ``wins + losses`` tasks, with scipy's ``method="auto"``: the exact null
+   distribution of ``W+`` when no two ``|d_t|`` tie (up to 50 tasks); with ties, an
+   exhaustive sign-flip permutation up to 13 tasks; else the normal approximation.
+   With fewer than :data:`MIN_TASKS` untied tasks the p-value is NaN with a
    note: with ``n <= 5`` the smallest two-sided p is ``2 / 2**n >= 0.0625``, so the
    test cannot reject at 5 % whatever the data say.
 6. ``pooled_mean_difference, pooled_ci_low, pooled_ci_high, pooled_pairs``: the older
@@ -49,8 +49,8 @@ regret larger than ``baseline``'s on this task?
 1. The one-sided Mann-Whitney U test of ``method``'s seeds against ``baseline``'s
    (``alternative="greater"``: ``method`` has the larger regret). The seeds of two
    methods are independent runs, not pairs, so this is a two-sample test, not a
-   signed-rank one. scipy's ``method="auto"``: the exact null distribution when a
-   method has at most 8 seeds and no value ties, else the normal approximation
+   signed-rank one. scipy's ``method="auto"``: the exact null distribution when
+   either method has at most 8 seeds and no two values tie, else the normal approximation
    corrected for ties and continuity (ties are common at small budgets, where runs
    without a full-fidelity result all count 1).
 2. With fewer than :data:`MIN_SEEDS` seeds of either method the test is not run; when
@@ -236,8 +236,12 @@ def pairwise(
     """
     keys = _task_keys(table)
     means = seed_means(table)["mean"].unstack("method")
+    # dropna=False keeps a method whose every regret is NaN (it then pairs with nothing).
     pooled = table.pivot_table(
-        index=[*keys, "seed", "budget_ffe"], columns="method", values="normalized_regret"
+        index=[*keys, "seed", "budget_ffe"],
+        columns="method",
+        values="normalized_regret",
+        dropna=False,
     )
     budgets = sorted(table["budget_ffe"].unique())
     order = _method_order(table["method"].unique(), first)
