@@ -4,8 +4,9 @@ The wing holds the discrete-event simulator (:mod:`~warmtune.bench.simulator`), 
 benchmark backends and their loader (:mod:`~warmtune.bench.backends`,
 :mod:`~warmtune.bench.benchmarks`), the reference values (:mod:`~warmtune.bench.reference`),
 the simulated pasts (:mod:`~warmtune.bench.pasts`), the compared methods
-(:mod:`~warmtune.bench.methods`), the protocol (:mod:`~warmtune.bench.protocol`) and its
-tables and plots (:mod:`~warmtune.bench.summary`).
+(:mod:`~warmtune.bench.methods`), the protocol (:mod:`~warmtune.bench.protocol`), its
+tables and plots (:mod:`~warmtune.bench.summary`) and their task-level statistics
+(:mod:`~warmtune.bench.stats`).
 """
 
 from warmtune.bench.backends import NB201Backend, YahpoBackend, YahpoFloatBackend

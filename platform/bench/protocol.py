@@ -195,10 +195,10 @@ def run_bench(
     """Run every (task, method, seed) and write the outputs to ``out``.
 
     Writes ``summary.csv``, ``runs.csv``, ``evaluations.parquet``, ``comparison.csv``
-    and ``no_harm.csv`` (when bohb-warm ran), ``summary.md`` and ``regret.png``; and,
-    for a benchmark with a clock, regret against simulated time in
-    ``summary_time.csv``, ``regret_time.png`` and a section of ``summary.md``
-    (:mod:`warmtune.bench.wallclock`).
+    (every pair of methods; with 2+ methods), ``no_harm.csv`` (each warm method against
+    cold bohb; when both kinds ran), ``summary.md`` and ``regret.png``; and, for a
+    benchmark with a clock, regret against simulated time in ``summary_time.csv``,
+    ``regret_time.png`` and a section of ``summary.md`` (:mod:`warmtune.bench.wallclock`).
 
     Args:
         jobs: processes to run (task, method) units in; 1 runs everything here.
@@ -281,10 +281,10 @@ def run_bench(
     table.to_csv(out / "summary.csv", index=False)
     pd.DataFrame(runs).to_csv(out / "runs.csv", index=False)
     pd.concat(evaluations, ignore_index=True).to_parquet(out / "evaluations.parquet", index=False)
-    comparison = compare(table, "bohb-warm") if "bohb-warm" in methods else None
+    comparison = compare(table, "bohb-warm")
     if comparison is not None:
         comparison.to_csv(out / "comparison.csv", index=False)
-    harm = no_harm(table) if {"bohb-warm", "bohb"} <= set(methods) else None
+    harm = no_harm(table)
     if harm is not None:
         harm.to_csv(out / "no_harm.csv", index=False)
     (out / "summary.md").write_text(

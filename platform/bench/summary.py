@@ -1,83 +1,155 @@
-"""Tables and plots of a benchmark run: mean regret, comparisons, no-harm."""
+"""Tables and plots of a benchmark run: mean regret, comparisons, no-harm.
+
+The statistics behind the comparisons and the no-harm tests are in
+:mod:`warmtune.bench.stats`; this module chooses what to compare and draws it.
+"""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from warmtune.bench.methods import ALL_METHODS
+from warmtune.bench.methods import ALL_METHODS, WARM_METHODS
+from warmtune.bench.stats import (
+    ALPHA,
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    MIN_SEEDS,
+    MIN_TASKS,
+    TIE_TOLERANCE,
+    harm_summary,
+    harm_tests,
+    pairwise,
+)
 
 __all__ = ["compare", "markdown_extras", "markdown_table", "mean_regret", "no_harm", "plot_regret"]
 
 
 def compare(table: pd.DataFrame, method: str) -> pd.DataFrame | None:
-    """``method``'s regret minus every other method's, paired over (task, seed), per budget.
+    """Task-level comparisons of every pair of methods, ``method`` first in its pairs.
 
-    Columns: ``method, other, budget_ffe, mean_difference, ci_low, ci_high, pairs``
-    (a 95 % t-interval; negative means ``method`` is better).
+    See :func:`warmtune.bench.stats.pairwise` for the columns and the statistics
+    (seed means per task first; the pooled (task, seed) numbers only in columns
+    named ``pooled_*``). ``None`` when the table has fewer than two methods.
     """
-    from scipy import stats
-
-    wide = table.pivot_table(
-        index=["task", "seed", "budget_ffe"], columns="method", values="normalized_regret"
-    )
-    if method not in wide.columns:
+    if table["method"].nunique() < 2:
         return None
-    rows = []
-    for other in [m for m in ALL_METHODS if m in wide.columns and m != method]:
-        diff = (wide[method] - wide[other]).dropna()
-        for budget, d in diff.groupby(level="budget_ffe"):
-            n = len(d)
-            mean = float(d.mean())
-            half = (
-                float(stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n))
-                if n > 1
-                else math.nan
-            )
-            rows.append(
-                {
-                    "method": method,
-                    "other": other,
-                    "budget_ffe": float(budget),
-                    "mean_difference": mean,
-                    "ci_low": mean - half,
-                    "ci_high": mean + half,
-                    "pairs": n,
-                }
-            )
-    return pd.DataFrame(rows)
+    return pairwise(table, first=method)
 
 
-def no_harm(table: pd.DataFrame) -> pd.DataFrame:
-    """Per task: bohb-warm's and cold bohb's final regret (mean, seed-to-seed std).
+def no_harm(table: pd.DataFrame, baseline: str = "bohb") -> pd.DataFrame | None:
+    """Per task and budget: is a warm method's regret larger than ``baseline``'s?
 
-    ``harmed`` is true where bohb-warm's mean is worse than bohb's by more than the
-    larger of the two standard deviations (or, with one seed, by any margin).
+    Every warm method in the table (:data:`~warmtune.bench.methods.WARM_METHODS`) is
+    tested against ``baseline`` by :func:`warmtune.bench.stats.harm_tests`: a
+    one-sided Mann-Whitney U test over seeds (at least
+    :data:`~warmtune.bench.stats.MIN_SEEDS` per method) at every budget, with
+    ``harmed`` = Holm-adjusted p < 0.05 across the tasks at that budget. ``None``
+    when ``baseline`` or every warm method is missing.
     """
-    final = table[table["budget_ffe"] == table["budget_ffe"].max()]
-    final = final[final["method"].isin(["bohb-warm", "bohb"])]
-    stats_ = final.groupby(["task", "method"])["normalized_regret"].agg(["mean", "std"]).unstack()
-    out = pd.DataFrame(
-        {
-            "task": stats_.index,
-            "warm_mean": stats_[("mean", "bohb-warm")].to_numpy(),
-            "warm_std": stats_[("std", "bohb-warm")].to_numpy(),
-            "cold_mean": stats_[("mean", "bohb")].to_numpy(),
-            "cold_std": stats_[("std", "bohb")].to_numpy(),
-        }
+    present = set(table["method"])
+    warm = [m for m in WARM_METHODS if m in present]
+    if baseline not in present or not warm:
+        return None
+    return harm_tests(table, baseline=baseline, methods=warm)
+
+
+def _cell(value: float, fmt: str) -> str:
+    return "n/a" if not np.isfinite(value) else format(value, fmt)
+
+
+def _comparison_markdown(comparison: pd.DataFrame) -> str:
+    """Per budget: the first method minus each other, task-level and pooled."""
+    focus = str(comparison["method"].iloc[0])
+    mine = comparison[comparison["method"] == focus]
+    parts = []
+    for budget, group in mine.groupby("budget_ffe"):
+        lines = [
+            f"**{budget:g} FFE**",
+            "",
+            f"| {focus} minus | tasks | mean difference [95 % CI] | Wilcoxon p | W/T/L "
+            "| pooled (task, seed): mean [95 % t-interval], pairs |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in group.itertuples():
+            lines.append(
+                f"| {r.other} | {r.tasks} "
+                f"| {_cell(r.mean_difference, '+.3f')} "
+                f"[{_cell(r.ci_low, '+.3f')}, {_cell(r.ci_high, '+.3f')}] "
+                f"| {_cell(r.wilcoxon_p, '.3g')} | {r.wins}/{r.ties}/{r.losses} "
+                f"| {_cell(r.pooled_mean_difference, '+.3f')} "
+                f"[{_cell(r.pooled_ci_low, '+.3f')}, {_cell(r.pooled_ci_high, '+.3f')}], "
+                f"{r.pooled_pairs} |"
+            )
+        notes = sorted({str(n) for n in group["note"] if isinstance(n, str) and n})
+        if notes:
+            lines += ["", "n/a: " + "; ".join(notes) + "."]
+        parts.append("\n".join(lines))
+    parts.append(
+        f"{focus}'s normalised regret minus each other method's (negative: {focus} is "
+        "better). Task level: each method's regret is averaged over its seeds within "
+        "each task first, and the task is the unit: the mean of the per-task "
+        "differences, a percentile bootstrap 95 % interval over tasks "
+        f"({BOOTSTRAP_RESAMPLES:,} resamples of the tasks, seed {BOOTSTRAP_SEED}), the "
+        "two-sided Wilcoxon signed-rank p across tasks (tied tasks dropped), and W/T/L, "
+        f"the tasks where {focus} is better / tied (within {TIE_TOLERANCE:g}) / worse. "
+        f"With fewer than {MIN_TASKS} tasks no interval is given (a bootstrap over so "
+        f"few tasks is far too narrow), and no p with fewer than {MIN_TASKS} untied "
+        "tasks (the two-sided test could not reach 5 %).\n\n"
+        "The pooled columns pair runs by (task, seed) as if every pair were an "
+        "independent observation. But (task, seed) pairs are not independent: the seeds "
+        "of one task share its landscape, reference and knowledge base, so the pooled "
+        "interval is too narrow "
+        "and can call a difference that holds on a few tasks significant. Read the "
+        "task-level numbers; the pooled ones are kept to compare with earlier records. "
+        "`comparison.csv` holds every pair of methods."
     )
-    spread = np.fmax(out["warm_std"].fillna(0.0), out["cold_std"].fillna(0.0))
-    out["harmed"] = (out["warm_mean"] - out["cold_mean"]) > spread
-    return out
+    return "\n\n".join(parts)
+
+
+def _harm_markdown(harm: pd.DataFrame) -> str:
+    """A line per budget for the first warm method against its baseline."""
+    counts = harm_summary(harm)
+    method, baseline = str(counts["method"].iloc[0]), str(counts["baseline"].iloc[0])
+    lines = [
+        f"No harm, {method} against {baseline}, per task at every budget: a one-sided "
+        f"Mann-Whitney U test over seeds ({method}'s regret larger; at least {MIN_SEEDS} "
+        f"seeds per method), Holm-adjusted across the tasks at each budget; harmed: "
+        f"adjusted p < {ALPHA:g}. The nominal count is what an unadjusted reading "
+        f"would flag; about {ALPHA:g} x tasks are expected by chance when nothing is "
+        "harmed.",
+        "",
+    ]
+    for r in counts[counts["method"] == method].itertuples():
+        rows = harm[(harm["method"] == method) & (harm["budget_ffe"] == r.budget_ffe)]
+        if not r.tested:
+            why = "; ".join(sorted({str(n) for n in rows["note"]}))
+            lines.append(f"- {r.budget_ffe:g} FFE: no task tested ({why}).")
+            continue
+        names = ", ".join(str(t) for t in rows[rows["harmed"].fillna(False)]["task"])
+        line = (
+            f"- {r.budget_ffe:g} FFE: harmed on {r.harmed} of {r.tested} tested tasks"
+            + (f" ({names})" if names else "")
+            + f"; nominal p < {ALPHA:g} on {r.nominal} (about {r.expected_by_chance:.1f} "
+            "expected by chance)."
+        )
+        if not r.can_flag:
+            line += (
+                " With these seed counts no task can reach the adjusted threshold: run more seeds."
+            )
+        lines.append(line)
+    others = sorted(set(harm["method"]) - {method})
+    if others:
+        lines += ["", f"`no_harm.csv` also tests {', '.join(others)} against {baseline}."]
+    return "\n".join(lines)
 
 
 def markdown_extras(
     runs: pd.DataFrame, comparison: pd.DataFrame | None, harm: pd.DataFrame | None
 ) -> str:
-    """Incumbent coverage, evaluations to target, the paired comparison and no-harm."""
+    """Evaluations to target, the task-level comparison and the no-harm tests."""
     parts = []
     to_target = runs.groupby("method")["evals_to_target"]
     lines = [
@@ -92,30 +164,9 @@ def markdown_extras(
         lines.append(f"| {method} | {cell} | {reached}/{len(values)} |")
     parts.append("\n".join(lines))
     if comparison is not None and len(comparison):
-        lines = [
-            "| bohb-warm minus | "
-            + " | ".join(f"{b:g} FFE" for b in sorted(comparison["budget_ffe"].unique()))
-            + " |",
-        ]
-        lines.append("|---|" + "---|" * comparison["budget_ffe"].nunique())
-        for other, group in comparison.groupby("other", sort=False):
-            cells = [
-                f"{r.mean_difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
-                for r in group.sort_values("budget_ffe").itertuples()
-            ]
-            lines.append(f"| {other} | " + " | ".join(cells) + " |")
-        parts.append(
-            "\n".join(lines)
-            + "\n\nPaired differences of normalised regret over (task, seed) with 95 % "
-            "t-intervals; negative: bohb-warm is better."
-        )
-    if harm is not None:
-        harmed = harm[harm["harmed"]]
-        names = ", ".join(str(t) for t in harmed["task"]) or "none"
-        parts.append(
-            f"No harm: tasks where bohb-warm's final regret is worse than cold bohb's by "
-            f"more than the seed-to-seed spread: {len(harmed)}/{len(harm)} ({names})."
-        )
+        parts.append(_comparison_markdown(comparison))
+    if harm is not None and len(harm):
+        parts.append(_harm_markdown(harm))
     return "\n" + "\n\n".join(parts) + "\n"
 
 

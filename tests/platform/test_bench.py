@@ -39,6 +39,43 @@ SUMMARY_COLUMNS = [
     "has_incumbent",
 ]
 
+COMPARISON_COLUMNS = [
+    "method",
+    "other",
+    "budget_ffe",
+    "tasks",
+    "mean_difference",
+    "ci_low",
+    "ci_high",
+    "wilcoxon_p",
+    "wins",
+    "ties",
+    "losses",
+    "note",
+    "pooled_mean_difference",
+    "pooled_ci_low",
+    "pooled_ci_high",
+    "pooled_pairs",
+]
+
+NO_HARM_COLUMNS = [
+    "method",
+    "baseline",
+    "benchmark",
+    "task",
+    "budget_ffe",
+    "method_mean",
+    "method_std",
+    "method_seeds",
+    "baseline_mean",
+    "baseline_std",
+    "baseline_seeds",
+    "mannwhitney_p",
+    "holm_p",
+    "harmed",
+    "note",
+]
+
 
 def _run(args, out, data_dir, jobs=1):
     # A small reference sample keeps the tests fast; the default is 20,000.
@@ -96,11 +133,32 @@ def test_tiny_lcbench_writes_every_output(tiny_lcbench, lcbench_tasks):
         runs.columns
     )
     comparison = pd.read_csv(out / "comparison.csv")
-    assert set(comparison["other"]) == methods - {"bohb-warm"}
-    assert (comparison["ci_low"] <= comparison["mean_difference"]).all()
-    assert "t-intervals" in table and "No harm" in table
+    assert list(comparison.columns) == COMPARISON_COLUMNS
+    # Every pair once, bohb-warm first in its pairs; two budgets each.
+    assert len(comparison) == 7 * 6 // 2 * 2
+    warm = comparison[comparison["method"] == "bohb-warm"]
+    assert set(warm["other"]) == methods - {"bohb-warm"}
+    assert list(comparison["method"].iloc[: len(warm)]) == ["bohb-warm"] * len(warm)
+    # Two tasks: no task-level interval or Wilcoxon p, and the note says why; the
+    # pooled (task, seed) numbers are there, labelled pooled.
+    assert (comparison["tasks"] == 2).all()
+    assert comparison[["ci_low", "ci_high", "wilcoxon_p"]].isna().all().all()
+    assert comparison["note"].str.contains("fewer than 6").all()
+    assert (comparison[["wins", "ties", "losses"]].sum(axis=1) == 2).all()
+    assert (comparison["pooled_pairs"] == 2).all()
+    assert (comparison["pooled_ci_low"] <= comparison["pooled_mean_difference"] + 1e-12).all()
+    assert "Wilcoxon p" in table and "(task, seed) pairs are not independent" in table
+    assert "No harm" in table and "Holm" in table
     harm = pd.read_csv(out / "no_harm.csv", dtype={"task": str})
+    assert list(harm.columns) == NO_HARM_COLUMNS
+    # Every warm method against cold bohb, on every task at every budget.
+    assert set(harm["method"]) == methods - {"random", "bohb"}
+    assert (harm["baseline"] == "bohb").all()
+    assert len(harm) == 5 * 2 * 2
     assert set(harm["task"]) == set(lcbench_tasks)
+    # One seed: the one-sided test is not run, and the table says so.
+    assert harm["mannwhitney_p"].isna().all() and harm["harmed"].isna().all()
+    assert harm["note"].str.contains("fewer than 5 per method").all()
 
 
 def test_no_incumbent_counts_as_a_median_configuration(tiny_lcbench):
