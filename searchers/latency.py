@@ -52,7 +52,7 @@ def objective(config: dict[str, Any], shift: float, budget: float) -> float:
 
 
 def past_tasks(n_tasks: int, per_task: int, seed: int) -> list[Any]:
-    from warmtune.searchers.similarity import PastTask
+    from warmtune.searchers.pasttask import PastTask
 
     rng = np.random.default_rng(seed)
     tasks = []

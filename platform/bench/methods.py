@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from warmtune.searchers import make_searcher
@@ -14,41 +14,76 @@ if TYPE_CHECKING:
 
 __all__ = ["ALL_METHODS", "WARM_METHODS", "make_method"]
 
-#: Methods ``warmtune bench`` knows, in report order. ``bohb-warm-design`` uses only the
-#: warm start's initial design, ``bohb-warm-prior`` only its prior, ``bohb-warm-uniform``
-#: both with every past task weighted equally (ablations of ``bohb-warm``).
+#: Methods ``warmtune bench`` knows, in report order. The ``bohb-warm-*`` are ablations of
+#: ``bohb-warm``, each without exactly one mechanism (see :data:`ABLATIONS`);
+#: ``bohb-warm-oracle`` is an upper bound, never a method.
 ALL_METHODS = (
     "random",
     "hyperband",
     "asha",
     "bohb",
     "bohb-warm",
-    "bohb-warm-design",
-    "bohb-warm-prior",
+    "bohb-warm-nodesign",
+    "bohb-warm-noprior",
+    "bohb-warm-nomodel",
     "bohb-warm-uniform",
+    "bohb-warm-oracle",
     "zeroshot",
     "optuna",
     "hyperopt",
 )
-WARM_METHODS = ("bohb-warm", "bohb-warm-design", "bohb-warm-prior", "bohb-warm-uniform", "zeroshot")
+#: What each ablation of bohb-warm removes (or, for the oracle, replaces).
+ABLATIONS = {
+    "bohb-warm-nodesign": "no portfolio design: the past only through the weighted ensemble",
+    "bohb-warm-noprior": "no learned prior: every past task's similarity starts uninformed",
+    "bohb-warm-nomodel": "no transfer in the model: after the design, cold BOHB's proposals",
+    "bohb-warm-uniform": "no similarity at all: equal weights, the past a fixed 10 observations",
+    "bohb-warm-oracle": "upper bound: weights from the target's true similarity (never a method)",
+}
+WARM_METHODS = (
+    "bohb-warm",
+    *ABLATIONS,
+    "zeroshot",
+)
 #: Methods built on successive halving: their rungs start at the benchmark's min_budget.
 MULTI_FIDELITY_METHODS = ("hyperband", "asha", "bohb")
 
 
-def make_method(method: str, *, bench: Benchmark, seed: int, past_tasks: Sequence[Any]) -> Searcher:
-    """A fresh searcher for ``method`` (one of :data:`ALL_METHODS`)."""
+def make_method(
+    method: str,
+    *,
+    bench: Benchmark,
+    seed: int,
+    past_tasks: Sequence[Any],
+    meta_features: Mapping[str, Any] | None = None,
+    oracle: Mapping[str, float] | None = None,
+) -> Searcher:
+    """A fresh searcher for ``method`` (one of :data:`ALL_METHODS`).
+
+    Args:
+        meta_features: the target's meta-features (warm methods).
+        oracle: ``bohb-warm-oracle`` only: past task -> true concordance with the target.
+    """
     space, max_budget = bench.space, bench.max_budget
     if method == "zeroshot":
         return ZeroShot(space=space, seed=seed, past_tasks=past_tasks)
     if method.startswith("bohb-warm") and method in ALL_METHODS:
         from warmtune.searchers.warmstart import WarmStart
 
+        weighting = {
+            "bohb-warm-noprior": "flat",
+            "bohb-warm-uniform": "uniform",
+            "bohb-warm-oracle": "oracle",
+        }.get(method, "learned")
+        if weighting == "oracle" and oracle is None:
+            raise ValueError("bohb-warm-oracle needs the target's true concordances (oracle=)")
         warm = WarmStart(
             space=space,
             past_tasks=list(past_tasks),
-            meta_features={},
+            meta_features=meta_features,
             seed=seed,
-            uniform_weights=method == "bohb-warm-uniform",
+            weighting=weighting,
+            oracle=oracle if weighting == "oracle" else None,
         )
         return make_searcher(
             "bohb",
@@ -57,8 +92,8 @@ def make_method(method: str, *, bench: Benchmark, seed: int, past_tasks: Sequenc
             max_budget=max_budget,
             warm_start=warm,
             options={
-                "warm_design": method != "bohb-warm-prior",
-                "warm_prior": method != "bohb-warm-design",
+                "warm_design": method != "bohb-warm-nodesign",
+                "warm_model": method != "bohb-warm-nomodel",
                 "min_budget": bench.min_budget,
             },
         )

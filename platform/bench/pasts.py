@@ -52,7 +52,7 @@ def knowledge_base(
     past: str = "random",
 ) -> list[Any]:
     """The past tasks of ``target``: every other task, as ``past`` says (see :data:`PASTS`)."""
-    from warmtune.searchers.similarity import PastTask
+    from warmtune.searchers.pasttask import PastTask
 
     if past not in PASTS:
         raise ValueError(f"--past must be one of {list(PASTS)}, got {past!r}")

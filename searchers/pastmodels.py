@@ -1,0 +1,303 @@
+"""Every past task as a TPE classifier in the target's space: the models transfer is made of.
+
+For a past task and one of its budgets, the model is BOHB's own: the task's best
+``gamma`` share of observations at that budget forms a good density ``l``, the rest a
+bad density ``g`` (:class:`~warmtune.searchers.kde.ProductKernelDensity`, fitted on the
+configurations encoded in the *target's* space, so a parameter the two spaces do not
+share simply carries no information). Its score of a configuration is the log-odds
+that the configuration is among the task's good ones::
+
+    score_t(x) = log(gamma_t l_t(x)) - log((1 - gamma_t) g_t(x))
+
+the same quantity (up to a constant) that BOHB's acquisition maximises for the
+target's own model, so the past and the target's own model speak the same language
+and can be mixed as probabilities (:mod:`warmtune.searchers.warmstart`).
+
+A multi-fidelity past (what a BOHB search leaves behind) has one model per budget with
+enough observations. A target's observation at budget ``b`` is scored by the past
+model at the same budget when there is one (low-rung results compared with the past's
+results at the same rung), else by the past task's top model (its highest budget with
+enough observations).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from warmtune.searchers.encoding import SpaceCodec
+from warmtune.searchers.kde import DensityStack, ProductKernelDensity
+from warmtune.searchers.pasttask import PastTask
+from warmtune.searchers.ranks import rank01, stratified
+
+__all__ = ["PastModels", "TaskModel"]
+
+#: Observations a budget level needs before it gets a model of its own.
+MIN_OBSERVATIONS = 5
+
+
+@dataclass(frozen=True)
+class TaskModel:
+    """One task's TPE classifier at one budget, in a codec.
+
+    Attributes:
+        budget: the budget its observations were made at.
+        good: density of the best ``gamma`` share.
+        bad: density of the rest.
+        gamma: the good share (``len(good) / n``).
+        rows: the encoded observations it was fitted on, best first.
+        values: their values (to minimise), best first.
+    """
+
+    budget: float
+    good: ProductKernelDensity
+    bad: ProductKernelDensity
+    gamma: float
+    rows: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def fit(
+        cls,
+        rows: np.ndarray,
+        values: np.ndarray,
+        budget: float,
+        codec: SpaceCodec,
+        *,
+        good_fraction: float,
+        min_bandwidth: float,
+        max_points: int,
+    ) -> TaskModel:
+        """Split at the ``good_fraction`` quantile (at least one good and one bad point)."""
+        order = np.argsort(values, kind="stable")
+        rows, values = rows[order], values[order]
+        n = len(values)
+        n_good = min(max(1, int(math.ceil(good_fraction * n))), n - 1)
+        good, bad = np.arange(n_good), np.arange(n_good, n)
+        # Rank-stratified subsets keep the densities small without losing any rank band.
+        good = good[stratified(values[good], np.zeros(len(good)), max_points)]
+        bad = bad[stratified(values[bad], np.zeros(len(bad)), max_points)]
+        return cls(
+            budget=float(budget),
+            good=ProductKernelDensity(rows[good], codec, min_bandwidth=min_bandwidth),
+            bad=ProductKernelDensity(rows[bad], codec, min_bandwidth=min_bandwidth),
+            gamma=n_good / n,
+            rows=rows,
+            values=values,
+        )
+
+
+class PastModels:
+    """The TPE classifiers of every past task, in the target's space, scored together.
+
+    Args:
+        space: the target's search space.
+        past_tasks: the knowledge base's past tasks.
+        good_fraction: each model's good share (BOHB's ``top_n_percent`` / 100).
+        min_bandwidth: the densities' smallest bandwidth.
+        max_points: at most this many good and this many bad points per model.
+    """
+
+    def __init__(
+        self,
+        *,
+        space: Any,
+        past_tasks: Sequence[PastTask],
+        good_fraction: float = 0.15,
+        min_bandwidth: float = 1e-3,
+        max_points: int = 256,
+    ) -> None:
+        if not 0.0 < good_fraction < 1.0:
+            raise ValueError(f"good_fraction must lie in (0, 1), got {good_fraction}; e.g. 0.15")
+        self.codec = SpaceCodec(space)
+        self.tasks = list(past_tasks)
+        self.good_fraction = float(good_fraction)
+        #: Per task: budget -> model (only budgets with enough observations).
+        self.models: list[dict[float, TaskModel]] = []
+        #: Per task: the model of its highest budget with enough observations.
+        self.top: list[TaskModel | None] = []
+        for task in self.tasks:
+            by_budget: dict[float, TaskModel] = {}
+            for budget in task.budget_levels(MIN_OBSERVATIONS):
+                idx = task.at_budget(budget)
+                if len(idx) < MIN_OBSERVATIONS:
+                    continue
+                rows = self.codec.encode([task.configs[i] for i in idx], foreign=True)
+                by_budget[budget] = TaskModel.fit(
+                    rows,
+                    task.values[idx],
+                    budget,
+                    self.codec,
+                    good_fraction=good_fraction,
+                    min_bandwidth=min_bandwidth,
+                    max_points=max_points,
+                )
+            self.models.append(by_budget)
+            self.top.append(by_budget[max(by_budget)] if by_budget else None)
+        usable = [m for m in self.top if m is not None]
+        self._top_stack = (
+            DensityStack([m.good for m in usable] + [m.bad for m in usable]) if usable else None
+        )
+        self._top_index = np.array([i for i, m in enumerate(self.top) if m is not None], dtype=int)
+        self._stacks: dict[float, tuple[DensityStack, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    def usable(self) -> np.ndarray:
+        """Which tasks have a model at all (enough observations at some budget)."""
+        return np.array([m is not None for m in self.top], dtype=bool)
+
+    # Scores ---------------------------------------------------------------------------
+    def scores(self, rows: np.ndarray, budget: float | None = None) -> np.ndarray:
+        """``(tasks, len(rows))`` log-odds of being good, by each task's model.
+
+        ``budget`` picks, per task, the model at that budget where the task has one,
+        else its top model; ``None`` uses every task's top model. A task without any
+        model scores 0 (no opinion) everywhere.
+        """
+        out = np.zeros((len(self.tasks), len(rows)))
+        if len(rows) == 0:
+            return out
+        if self._top_stack is not None:
+            out[self._top_index] = _log_odds(self._top_stack, rows, self._gammas(self._top_index))
+        if budget is None:
+            return out
+        stack, index = self._stack_at(budget)
+        if len(index):
+            gammas = np.array([self._model_at(i, budget).gamma for i in index])  # type: ignore[union-attr]
+            out[index] = _log_odds(stack, rows, gammas)
+        return out
+
+    def good_log_density(self, rows: np.ndarray) -> np.ndarray:
+        """``(tasks, len(rows))`` log density of each task's good region (top models)."""
+        out = np.full((len(self.tasks), len(rows)), -np.inf)
+        if self._top_stack is not None and len(rows):
+            k = len(self._top_index)
+            out[self._top_index] = self._top_stack.log_pdf(rows)[:, :k].T
+        return out
+
+    def sample_good(
+        self, task: int, rng: np.random.Generator, n: int, *, bandwidth_factor: float
+    ) -> list[dict[str, Any]]:
+        """``n`` configurations of the target's space from a task's good density."""
+        model = self.top[task]
+        if model is None:
+            return [self.codec.space.sample(rng) for _ in range(n)]
+        drawn = model.good.sample(rng, n, bandwidth_factor=bandwidth_factor)
+        space = self.codec.space
+        # A foreign past leaves parameters it lacks as uniform kernel factors; sampling
+        # already drew those uniformly, so every draw is a complete valid config.
+        return [space.complete(space.project(c), rng) for c in drawn]
+
+    # Portfolio ------------------------------------------------------------------------
+    def best_configs(self, k: int) -> list[tuple[int, dict[str, Any], float]]:
+        """Each task's ``k`` best configurations at its top budget, as ``(task, config,
+        normalised rank on that task)``, projected into the target's space (a config
+        with nothing in common with it is skipped)."""
+        out = []
+        space = self.codec.space
+        for t, (task, model) in enumerate(zip(self.tasks, self.top, strict=True)):
+            if model is None:
+                continue
+            idx = task.at_budget(model.budget)
+            order = idx[np.argsort(task.values[idx], kind="stable")]
+            ranks = rank01(task.values[order])
+            taken = 0
+            for i, r in zip(order, ranks, strict=True):
+                if taken >= k:
+                    break
+                partial = space.project(task.configs[i])
+                if partial:
+                    out.append((t, partial, float(r)))
+                    taken += 1
+        return out
+
+    def measured_ranks(self) -> list[dict[str, float]]:
+        """Per task: normalised rank (0 = its best) of every configuration it measured at
+        its top budget, keyed by the configuration's JSON."""
+        out: list[dict[str, float]] = []
+        for task, model in zip(self.tasks, self.top, strict=True):
+            if model is None:
+                out.append({})
+                continue
+            idx = task.at_budget(model.budget)
+            ranks = rank01(task.values[idx])
+            out.append(
+                {
+                    json.dumps(task.configs[i], sort_keys=True): float(r)
+                    for i, r in zip(idx, ranks, strict=True)
+                }
+            )
+        return out
+
+    def predicted_ranks(self, rows: np.ndarray) -> np.ndarray:
+        """``(tasks, len(rows))``: each task's model's estimate of the normalised rank of
+        each row among the task's own observations (0 = better than all of them)."""
+        scores = self.scores(rows)
+        out = np.full(scores.shape, 0.5)
+        for t, model in enumerate(self.top):
+            if model is None:
+                continue
+            own = self._own_scores(t)
+            # Rank = share of the task's observations its model scores higher.
+            out[t] = (own[None, :] > scores[t][:, None]).mean(axis=1)
+        return out
+
+    # Internals ------------------------------------------------------------------------
+    def _own_scores(self, t: int) -> np.ndarray:
+        cache = self.__dict__.setdefault("_own_cache", {})
+        if t not in cache:
+            model = self.top[t]
+            assert model is not None
+            cache[t] = _log_odds(
+                DensityStack([model.good, model.bad]), model.rows, np.array([model.gamma])
+            )[0]
+        return cache[t]
+
+    def _gammas(self, index: np.ndarray) -> np.ndarray:
+        return np.array([self.top[i].gamma for i in index])  # type: ignore[union-attr]
+
+    def _model_at(self, task: int, budget: float) -> TaskModel | None:
+        for b, model in self.models[task].items():
+            if math.isclose(b, budget, rel_tol=1e-9, abs_tol=1e-12):
+                return model
+        return None
+
+    def _stack_at(self, budget: float) -> tuple[DensityStack, np.ndarray]:
+        """The models at ``budget`` of the tasks that have one *below their top*."""
+        key = round(float(budget), 12)
+        if key not in self._stacks:
+            index, models = [], []
+            for t in range(len(self.tasks)):
+                model = self._model_at(t, budget)
+                if model is not None and model is not self.top[t]:
+                    index.append(t)
+                    models.append(model)
+            stack = (
+                DensityStack([m.good for m in models] + [m.bad for m in models]) if models else None
+            )
+            self._stacks[key] = (stack, np.array(index, dtype=int))  # type: ignore[assignment]
+        return self._stacks[key]
+
+
+def _log_odds(stack: DensityStack, rows: np.ndarray, gammas: np.ndarray) -> np.ndarray:
+    """``(k, m)`` log-odds of being good for a stack laid out as ``k`` good densities
+    followed by their ``k`` bad densities."""
+    k = len(gammas)
+    log = stack.log_pdf(rows)  # (m, 2k)
+    return (log[:, :k] - log[:, k:]).T + np.log(gammas / (1.0 - gammas))[:, None]
+
+
+def encode_configs(codec: SpaceCodec, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Rows of (possibly foreign) configurations in ``codec``'s space."""
+    return codec.encode(configs, foreign=True)
