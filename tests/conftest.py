@@ -1,11 +1,20 @@
-"""Shared fixtures: one Ray instance per test session, and the reference data path."""
+"""Shared fixtures: one Ray instance per test session, and the datasets by name.
+
+Tests find real data only through :mod:`warmtune.data` (``$WARMTUNE_DATA``, else
+``~/.cache/warmtune/data``). A test that needs a dataset asks the ``dataset`` fixture
+for it and is skipped, naming the dataset and the ``warmtune data`` command that
+provides it, when it is not there; so a fresh clone passes with no data at all.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+import warmtune.data
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +41,19 @@ def data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"reference data not found at {path}; set WARMTUNE_DATA")
     return path
+
+
+@pytest.fixture(scope="session")
+def dataset() -> Callable[[str], Path]:
+    """``dataset(NAME)``: the folder of dataset NAME, or a skip that says how to get it."""
+
+    def need(name: str) -> Path:
+        try:
+            return warmtune.data.require(name)
+        except warmtune.data.DatasetMissingError as e:
+            pytest.skip(str(e))
+
+    return need
 
 
 @pytest.fixture(scope="session")
