@@ -1,7 +1,7 @@
 """Shared fixtures: one Ray instance per test session, and the datasets by name.
 
 Tests find real data only through :mod:`warmtune.data` (``$WARMTUNE_DATA``, else
-``~/.cache/warmtune/data``). A test that needs a dataset asks the ``dataset`` fixture
+``~/.cache/warmtune/data``). A test that needs a dataset asks the ``need_data`` fixture
 for it and is skipped, naming the dataset and the ``warmtune data`` command that
 provides it, when it is not there; so a fresh clone passes with no data at all.
 """
@@ -36,16 +36,14 @@ def _private_storage(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """Reference data (../shared/data beside the checkout, or $WARMTUNE_DATA)."""
-    path = Path(os.environ.get("WARMTUNE_DATA", REPO_ROOT.parent / "shared" / "data"))
-    if not path.is_dir():
-        pytest.skip(f"reference data not found at {path}; set WARMTUNE_DATA")
-    return path
+    """The data directory, :func:`warmtune.data.data_dir` (it may hold nothing: ask
+    ``need_data`` for what a test needs)."""
+    return warmtune.data.data_dir()
 
 
 @pytest.fixture(scope="session")
-def dataset() -> Callable[[str], Path]:
-    """``dataset(NAME)``: the folder of dataset NAME, or a skip that says how to get it."""
+def need_data() -> Callable[[str], Path]:
+    """``need_data(NAME)``: the folder of dataset NAME, or a skip that says how to get it."""
 
     def need(name: str) -> Path:
         try:

@@ -10,7 +10,7 @@ dataset. Job files, loaders, ``warmtune bench`` and the tests find a dataset by 
     data.dataset_path("lcbench")    # DATA/yahpo/lcbench, present or not
     data.require("lcbench")         # the same, or DatasetMissingError naming the fix
     data.fetch("lcbench")           # download, check its SHA-256, rename into place
-    data.import_dataset("nb201", "../shared/data")   # copy from a folder, checked
+    data.import_dataset("nb201", "/mnt/team/data")   # copy from a folder, checked
     data.verify("omniglot")         # re-check the checksums
 
 The command line is ``warmtune data list|fetch|verify|path|import``.

@@ -3,7 +3,7 @@
 Every loader, the command line and the tests find data through :func:`data_dir`, so a
 single setting moves all of it: ``$WARMTUNE_DATA``, else ``~/.cache/warmtune/data``.
 A dataset sits in its registry folder below it (``yahpo/lcbench``, ``omniglot``,
-``nas-bench-201``), which is also the layout of a mirror and of ``../shared/data``.
+``nas-bench-201``), which is also the layout of a mirror.
 """
 
 from __future__ import annotations

@@ -107,10 +107,10 @@ def _members(data: bytes) -> list[tuple[str, bytes]]:
 
 
 def test_reference_characters_round_trip_through_the_public_format(
-    dataset, tmp_path, make_omniglot_zip
+    need_data, tmp_path, make_omniglot_zip
 ):
     """Reference characters written as official-style PNGs convert back bit for bit."""
-    folder = dataset("omniglot")
+    folder = need_data("omniglot")
     with np.load(folder / "images_background.npz") as npz:
         picked = [0, 1, 481, 963]
         reference = npz["images"][picked]
@@ -125,9 +125,9 @@ def test_reference_characters_round_trip_through_the_public_format(
     assert images.dtype == reference.dtype and labels.tolist() == [[i] * 20 for i in range(4)]
 
 
-def test_the_registry_checks_the_converted_arrays_not_the_zip_container(dataset, tmp_path):
+def test_the_registry_checks_the_converted_arrays_not_the_zip_container(need_data, tmp_path):
     """The reference file re-written by this Python's zip writer still verifies."""
-    folder = dataset("omniglot")
+    folder = need_data("omniglot")
     entry = get_dataset("omniglot")
     with np.load(folder / "images_evaluation.npz") as npz:
         arrays = {"images": npz["images"], "labels": npz["labels"]}

@@ -285,10 +285,10 @@ def test_nb201_has_no_public_download_and_says_so(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_fetch_lcbench_omniglot_nb201_from_a_local_mirror(dataset, directory_server, tmp_path):
+def test_fetch_lcbench_omniglot_nb201_from_a_local_mirror(need_data, directory_server, tmp_path):
     """What a user behind a company mirror runs; the mirror here is the reference data."""
     for name in ("lcbench", "omniglot", "nb201"):
-        dataset(name)
+        need_data(name)
     from warmtune.data import data_dir
 
     mirror = directory_server(data_dir())
@@ -307,11 +307,11 @@ def test_fetch_lcbench_omniglot_nb201_from_a_local_mirror(dataset, directory_ser
     )
 
 
-def test_import_from_the_reference_data(dataset, tmp_path):
+def test_import_from_the_reference_data(need_data, tmp_path):
     """What CI does with ../shared/data: import into an empty data directory, checked."""
     names = ["lcbench", "iaml_glmnet", "omniglot", "nb201", "kuberay-crds"]
     for name in names:
-        dataset(name)
+        need_data(name)
     from warmtune.data import data_dir
 
     result = CliRunner().invoke(

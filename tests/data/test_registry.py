@@ -153,10 +153,10 @@ def test_verify_names_the_corrupted_file_and_exits_1(tmp_path, monkeypatch):
     assert "1 file(s) missing or corrupted: nas-bench-201/nats_bench.csv" in result.stderr
 
 
-def test_present_datasets_verify(dataset):
+def test_present_datasets_verify(need_data):
     """The reference data passes the registry's checks (skips without it)."""
     for name in ("lcbench", "iaml_glmnet", "omniglot", "nb201", "kuberay-crds"):
-        folder = dataset(name)
+        folder = need_data(name)
         result = CliRunner().invoke(main, ["data", "verify", name])
         assert result.exit_code == 0, result.output
         assert folder == dataset_path(name)

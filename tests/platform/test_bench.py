@@ -44,7 +44,8 @@ def _run(args, out, data_dir, jobs=1):
 
 
 @pytest.fixture(scope="module")
-def lcbench_tasks(data_dir):
+def lcbench_tasks(data_dir, need_data):
+    need_data("lcbench")
     return load_benchmark("lcbench", data_dir=data_dir).tasks[:2]
 
 
@@ -144,7 +145,8 @@ def test_same_arguments_same_summary(tiny_lcbench, tmp_path, data_dir):
     pd.testing.assert_frame_equal(first, second)
 
 
-def test_nb201_leaves_the_target_dataset_out(tmp_path, data_dir):
+def test_nb201_leaves_the_target_dataset_out(tmp_path, data_dir, need_data):
+    need_data("nb201")
     summary = _run(
         [
             "nb201:cifar100",
@@ -173,7 +175,8 @@ def test_nb201_leaves_the_target_dataset_out(tmp_path, data_dir):
     assert zs["normalized_regret"].iloc[0] < 0.5
 
 
-def test_zeroshot_orders_by_average_rank(data_dir, tmp_path):
+def test_zeroshot_orders_by_average_rank(data_dir, need_data, tmp_path):
+    need_data("nb201")
     nb = load_benchmark("nb201:cifar10", data_dir=data_dir)
     past = knowledge_base(nb, "cifar10", cache_dir=tmp_path)
     searcher = ZeroShot(space=nb.space, seed=0, past_tasks=past)
@@ -189,7 +192,8 @@ def test_zeroshot_orders_by_average_rank(data_dir, tmp_path):
     assert ranks[0] <= ranks[1] + 1e-9
 
 
-def test_yahpo_backend_costs_are_time_differences(data_dir):
+def test_yahpo_backend_costs_are_time_differences(data_dir, need_data):
+    need_data("lcbench")
     lc = load_benchmark("lcbench", data_dir=data_dir)
     backend = lc.backend(lc.tasks[0])
     assert isinstance(backend, YahpoBackend) and backend.max_budget == 52

@@ -92,8 +92,8 @@ ROWS = "rows (config index, instance, epoch, outputs)"
 
 
 @pytest.fixture(scope="module")
-def lcbench(data_dir) -> YahpoScenario:
-    return YahpoScenario(data_dir / "yahpo" / "lcbench", threads=1)
+def lcbench(need_data) -> YahpoScenario:
+    return YahpoScenario(need_data("lcbench"), threads=1)
 
 
 def test_reproduces_the_official_package(lcbench):
@@ -251,10 +251,11 @@ def test_scenario_table_covers_yahpo_v1():
     assert SCENARIOS["rbv2_svm"]["fidelity_params"] == ["trainsize", "repl"]
 
 
-def test_train_yahpo_under_tune(ray_session, data_dir, tmp_path):
+def test_train_yahpo_under_tune(ray_session, lcbench, tmp_path):
     from ray import tune
 
-    settings = YahpoSettings(scenario=str(data_dir / "yahpo" / "lcbench"), instance="3945")
+    settings = YahpoSettings(scenario="lcbench", instance="3945")
+    assert settings.scenario == str(lcbench.path)
     config = {
         "batch_size": 64,
         "learning_rate": 0.01,
@@ -300,7 +301,7 @@ def test_round_bounds_a_user_writes_are_inside_the_space(lcbench):
     assert 0 < out["val_accuracy"].iloc[0] <= 100
 
 
-def test_the_lcbench_example_job_validates_with_absolute_paths(data_dir, monkeypatch):
+def test_the_lcbench_example_job_validates_with_absolute_paths(lcbench, monkeypatch):
     from pathlib import Path
 
     from warmtune.spec import JobSpecError, load_job
@@ -313,7 +314,7 @@ def test_the_lcbench_example_job_validates_with_absolute_paths(data_dir, monkeyp
         overrides={
             "trainable": {
                 "name": "yahpo",
-                "params": {"scenario": str(data_dir / "yahpo" / "lcbench"), "instance": "3945"},
+                "params": {"scenario": str(lcbench.path), "instance": "3945"},
             }
         },
     )

@@ -87,8 +87,9 @@ class OmniglotSettings(CellFields):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     data: str = Field(
-        description="Folder holding images_background.npz and images_evaluation.npz; "
-        "made absolute at validation, since Ray workers run elsewhere."
+        description="omniglot (the dataset in the data directory) or a folder holding "
+        "images_background.npz and images_evaluation.npz; made an absolute path at "
+        "validation, since Ray workers run elsewhere."
     )
     n_way: int = Field(5, ge=2, description="Classes per task.")
     k_shot: int = Field(1, ge=1, description="Support images per class.")
