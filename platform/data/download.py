@@ -21,6 +21,7 @@ import hashlib
 import http.client
 import importlib.metadata
 import os
+import socket
 import tempfile
 import time
 import urllib.error
@@ -105,6 +106,8 @@ def _reason(error: BaseException) -> str:
     if isinstance(error, urllib.error.URLError) and not isinstance(error, urllib.error.HTTPError):
         inner = error.reason
         return _reason(inner) if isinstance(inner, BaseException) else str(inner)
+    if isinstance(error, socket.gaierror):
+        return f"cannot resolve the host name: {error}"
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 

@@ -1,6 +1,6 @@
 """Omniglot few-shot episodes (Lake et al. 2015) with the standard MAML protocol.
 
-The reference data is two ``.npz`` files (see the data README): ``images_background.npz``
+The reference data is two ``.npz`` files (see docs/data.md): ``images_background.npz``
 (964 characters) and ``images_evaluation.npz`` (659 characters), each ``images`` bool
 ``[characters, 20 drawers, 105, 105]`` with ``True`` for the white background. Together, in
 that order, they are the 1,623 characters in official order.

@@ -137,8 +137,9 @@ class OmniglotSettings(CellFields):
         False,
         description="Run the meta-update through torch.compile (inductor), which fuses its "
         "elementwise work: 1.16-1.60x eager's meta-iterations per second for second-order "
-        "MAML on a CPU (README), after a one-off compile per network shape: about a minute "
-        "for conv4, minutes for nb201 cells, seconds when inductor's on-disk cache has it. "
+        "MAML on a CPU (docs/performance.md), after a one-off compile per network shape: "
+        "about a minute for conv4, minutes for nb201 cells, seconds when inductor's on-disk "
+        "cache has it. "
         "For long trials; on a CPU it needs a C++ compiler (g++ or $CXX).",
     )
 
