@@ -187,10 +187,12 @@ def fetch(
         if f.sha256 is None and f.npz_sha256 is None:
             record_sha256(dest, sha256, f"downloaded from {url} on {dt.date.today()}")
             say(
-                f"{name}: {f.path}: no published SHA-256 to check it against; recorded the "
-                f"one it arrived with, {sha256}, for `warmtune data verify`"
+                f"{name}: {f.path} ({_size(dest)}) from {url}, NOT checked: no published "
+                f"SHA-256 to check it against; recorded the one it arrived with, {sha256}, "
+                "for `warmtune data verify`"
             )
-        say(f"{name}: {f.path} ({_size(dest)}) from {url}, checked")
+        else:
+            say(f"{name}: {f.path} ({_size(dest)}) from {url}, checked")
     return base / dataset.folder
 
 

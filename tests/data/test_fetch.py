@@ -59,7 +59,17 @@ def test_fetch_downloads_checks_and_records_unpublished_hashes(http_server, tmp_
     assert folder == tmp_path / "yahpo" / "toy"
     assert (folder / "config_space.json").read_bytes() == CONFIG
     assert (folder / "model.onnx").read_bytes() == MODEL
-    assert any("no published SHA-256" in line and _sha(MODEL) in line for line in lines)
+    assert any(
+        "NOT checked: no published SHA-256" in line and _sha(MODEL) in line for line in lines
+    )
+    assert any(
+        line.endswith(
+            "config_space.json (24 B) from "
+            + http_server.url("up/toy/config_space.json")
+            + ", checked"
+        )
+        for line in lines
+    )
     verdicts = {c.file.name: c.status for c in verify(_toy(http_server), root=tmp_path)}
     assert verdicts == {"config_space.json": "ok", "model.onnx": "recorded"}
     assert no_leftovers(tmp_path) == []
