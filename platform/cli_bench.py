@@ -80,7 +80,12 @@ def _split(text: str) -> list[str]:
 )
 @click.option("--metric", default=None, help="YAHPO output to optimise (lcbench: val_accuracy).")
 @click.option("--mode", type=click.Choice(["min", "max"]), default=None, help="Its direction.")
-@click.option("--fidelity", default=None, help="YAHPO integer fidelity (lcbench: epoch).")
+@click.option(
+    "--fidelity",
+    default=None,
+    help="YAHPO fidelity, integer (lcbench: epoch; iterations) or float (iaml: trainsize; "
+    "each budget a fit from scratch).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def bench(
     benchmark: str,

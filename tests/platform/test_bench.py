@@ -10,14 +10,20 @@ import pytest
 from click.testing import CliRunner
 
 from warmtune.bench import (
+    ALL_METHODS,
     YahpoBackend,
+    YahpoFloatBackend,
     ZeroShot,
     budget_grid,
     knowledge_base,
     load_benchmark,
+    make_method,
     normalized_regret,
 )
+from warmtune.bench.reference import REFERENCE_SEED, sample_configs
+from warmtune.bench.wallclock import TIME_COLUMNS, time_rows, time_unit
 from warmtune.cli_bench import bench
+from warmtune.trainables.benchmarks.nb201 import all_archs, evaluation_cost
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("matplotlib")
@@ -31,6 +37,43 @@ SUMMARY_COLUMNS = [
     "best_value",
     "normalized_regret",
     "has_incumbent",
+]
+
+COMPARISON_COLUMNS = [
+    "method",
+    "other",
+    "budget_ffe",
+    "tasks",
+    "mean_difference",
+    "ci_low",
+    "ci_high",
+    "wilcoxon_p",
+    "wins",
+    "ties",
+    "losses",
+    "note",
+    "pooled_mean_difference",
+    "pooled_ci_low",
+    "pooled_ci_high",
+    "pooled_pairs",
+]
+
+NO_HARM_COLUMNS = [
+    "method",
+    "baseline",
+    "benchmark",
+    "task",
+    "budget_ffe",
+    "method_mean",
+    "method_std",
+    "method_seeds",
+    "baseline_mean",
+    "baseline_std",
+    "baseline_seeds",
+    "mannwhitney_p",
+    "holm_p",
+    "harmed",
+    "note",
 ]
 
 
@@ -91,11 +134,32 @@ def test_tiny_lcbench_writes_every_output(tiny_lcbench, lcbench_tasks):
         runs.columns
     )
     comparison = pd.read_csv(out / "comparison.csv")
-    assert set(comparison["other"]) == methods - {"bohb-warm"}
-    assert (comparison["ci_low"] <= comparison["mean_difference"]).all()
-    assert "t-intervals" in table and "No harm" in table
+    assert list(comparison.columns) == COMPARISON_COLUMNS
+    # Every pair once, bohb-warm first in its pairs; two budgets each.
+    assert len(comparison) == 7 * 6 // 2 * 2
+    warm = comparison[comparison["method"] == "bohb-warm"]
+    assert set(warm["other"]) == methods - {"bohb-warm"}
+    assert list(comparison["method"].iloc[: len(warm)]) == ["bohb-warm"] * len(warm)
+    # Two tasks: no task-level interval or Wilcoxon p, and the note says why; the
+    # pooled (task, seed) numbers are there, labelled pooled.
+    assert (comparison["tasks"] == 2).all()
+    assert comparison[["ci_low", "ci_high", "wilcoxon_p"]].isna().all().all()
+    assert comparison["note"].str.contains("fewer than 6").all()
+    assert (comparison[["wins", "ties", "losses"]].sum(axis=1) == 2).all()
+    assert (comparison["pooled_pairs"] == 2).all()
+    assert (comparison["pooled_ci_low"] <= comparison["pooled_mean_difference"] + 1e-12).all()
+    assert "Wilcoxon p" in table and "(task, seed) pairs are not independent" in table
+    assert "No harm" in table and "Holm" in table
     harm = pd.read_csv(out / "no_harm.csv", dtype={"task": str})
+    assert list(harm.columns) == NO_HARM_COLUMNS
+    # Every warm method against cold bohb, on every task at every budget.
+    assert set(harm["method"]) == methods - {"random", "bohb"}
+    assert (harm["baseline"] == "bohb").all()
+    assert len(harm) == 5 * 2 * 2
     assert set(harm["task"]) == set(lcbench_tasks)
+    # One seed: the one-sided test is not run, and the table says so.
+    assert harm["mannwhitney_p"].isna().all() and harm["harmed"].isna().all()
+    assert harm["note"].str.contains("fewer than 5 per method").all()
 
 
 def test_no_incumbent_counts_as_a_median_configuration(tiny_lcbench):
@@ -220,3 +284,135 @@ def test_helpers_and_errors(tmp_path, monkeypatch):
         load_benchmark("nope")
     result = CliRunner().invoke(bench, ["nope", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "unknown benchmark" in result.output
+
+
+# Float fidelities: iaml_glmnet's trainsize ----------------------------------------------
+IAML_RUNGS = [1 / 27, 1 / 9, 1 / 3, 1.0]  # eta = 3 on trainsize 0.03..1.0
+
+
+@pytest.fixture(scope="module")
+def iaml(data_dir, need_data):
+    need_data("iaml_glmnet")
+    return load_benchmark(
+        f"yahpo:{data_dir / 'yahpo' / 'iaml_glmnet'}", fidelity="trainsize", metric="mmce"
+    )
+
+
+def test_a_float_fidelity_is_a_retrain_backend(iaml):
+    assert (iaml.min_budget, iaml.max_budget, iaml.mode) == (0.03, 1.0, "min")
+    backend = iaml.backend("1489")
+    assert isinstance(backend, YahpoFloatBackend) and backend.fidelity_kind == "retrain"
+    config = {"alpha": 0.3, "s": 0.01}
+    value, cost = backend.evaluate(config, 1 / 3)
+    out = backend.scenario.evaluate([{**config, "trainsize": 1 / 3}], instance="1489")
+    assert value == out["mmce"][0]
+    assert cost == out["timetrain"][0] > 0  # the whole fit at that fidelity
+
+
+def test_multi_fidelity_methods_rung_on_the_float_range(iaml, tmp_path):
+    past = knowledge_base(iaml, "1489", cache_dir=tmp_path)
+    for method in ("hyperband", "asha", "bohb", "bohb-warm"):
+        searcher = make_method(method, bench=iaml, seed=0, past_tasks=past)
+        assert searcher.options()["min_budget"] == 0.03, method
+        budgets = sorted({b for bracket in searcher.schedule for _, b in bracket})
+        np.testing.assert_allclose(budgets, IAML_RUNGS, rtol=1e-12)
+
+
+def test_iaml_glmnet_runs_every_method_through_the_cli(tmp_path, data_dir, need_data):
+    path = need_data("iaml_glmnet")
+    summary = _run(
+        [f"yahpo:{path}", "--fidelity", "trainsize", "--metric", "mmce", "--mode", "min"]
+        + ["--tasks", "1489", "--budget", "5", "--workers", "2", "--seeds", "1"],
+        tmp_path,
+        data_dir,
+    )
+    assert set(summary["method"]) == set(ALL_METHODS)
+    assert sorted(summary["budget_ffe"].unique()) == [1.0, 2.0, 5.0]
+    final = summary[summary["budget_ffe"] == 5.0]
+    assert final["has_incumbent"].all()
+    assert np.isfinite(final["normalized_regret"]).all()
+    evaluations = pd.read_parquet(tmp_path / "evaluations.parquet")
+    # A retrain report costs its whole fidelity, and nothing is told past the budget.
+    assert evaluations["ffe_spent_so_far"].max() <= 5.0 + 1e-9
+    for method, rows in evaluations.groupby("method"):
+        spent = np.diff(np.concatenate([[0.0], rows["ffe_spent_so_far"].to_numpy()]))
+        np.testing.assert_allclose(spent, rows["budget"].to_numpy(), err_msg=method)
+        assert not rows.duplicated(["trial_id", "segment"]).any(), method
+        budgets = rows["budget"].to_numpy()
+        assert np.isclose(budgets[:, None], IAML_RUNGS).any(axis=1).all(), method
+        if method in ("hyperband", "asha", "bohb"):
+            assert budgets.min() == pytest.approx(1 / 27), method
+
+
+def test_an_unknown_fidelity_names_the_choices(data_dir, need_data):
+    need_data("iaml_glmnet")
+    with pytest.raises(ValueError, match=r"fidelities \['trainsize'\]"):
+        load_benchmark(f"yahpo:{data_dir / 'yahpo' / 'iaml_glmnet'}", fidelity="epoch")
+
+
+# Regret against simulated wall-clock time -----------------------------------------------
+def test_time_rows_by_hand():
+    # Full fidelity is 9; T = 10 s. Rows at a lower budget and failures never count.
+    evaluations = pd.DataFrame(
+        {
+            "budget": [3, 9, 9, 9, 9],
+            "value": [-99.0, -90.0, np.nan, -95.0, -92.0],  # minimised (a "max" metric)
+            "end_time": [4.0, 12.0, 20.0, 25.0, 31.0],
+        }
+    )
+    rows = time_rows(
+        evaluations,
+        end_time=31.0,
+        unit=10.0,
+        grid=[0.5, 1.2, 2.5, 5.0],
+        max_budget=9,
+        sign=-1.0,
+        ref=(100.0, 80.0),
+    )
+    assert [r["budget_time"] for r in rows] == [0.5, 1.2, 2.5, 5.0, 3.1]
+    assert [r["at_end"] for r in rows] == [False] * 4 + [True]
+    assert [r["has_incumbent"] for r in rows] == [False, True, True, True, True]
+    assert rows[0]["normalized_regret"] == 1.0 and math.isnan(rows[0]["best_value"])
+    # 90 by 12 s; 95 by 25 s; after the run ended (31 s) it keeps 95.
+    assert [r["best_value"] for r in rows[1:]] == [90.0, 95.0, 95.0, 95.0]
+    assert [r["normalized_regret"] for r in rows[1:]] == [0.5, 0.25, 0.25, 0.25]
+
+
+def test_time_unit_is_the_median_full_evaluation_time(data_dir, need_data, tmp_path):
+    need_data("nb201")
+    need_data("lcbench")
+    nb = load_benchmark("nb201:cifar10", data_dir=data_dir)
+    costs = [evaluation_cost(c) for c in all_archs()]
+    assert time_unit(nb, "cifar10", n=10, cache_dir=None) == np.median(costs)
+    lc = load_benchmark("lcbench", data_dir=data_dir)
+    task = lc.tasks[0]
+    unit = time_unit(lc, task, n=50, cache_dir=tmp_path)
+    configs = sample_configs(lc.space, 50, REFERENCE_SEED)  # the reference's own sample
+    top = lc.backend(task).scenario.evaluate([{**c, "epoch": 52} for c in configs], instance=task)[
+        "time"
+    ]
+    assert unit == pytest.approx(float(np.median(top)), rel=1e-12)
+    assert list(tmp_path.glob(f"lcbench-{task}-fullcost-n50-s{REFERENCE_SEED}.parquet"))
+    assert time_unit(lc, task, n=50, cache_dir=tmp_path) == unit  # from the cache
+
+
+def test_tiny_lcbench_writes_regret_against_time(tiny_lcbench, data_dir, lcbench_tasks):
+    _, out, summary = tiny_lcbench
+    table = pd.read_csv(out / "summary_time.csv", dtype={"task": str})
+    assert list(table.columns) == TIME_COLUMNS
+    # 2 workers, FFE grid 1, 2: times 0.5 and 1 T, plus a row at each run's end.
+    grid = table[~table["at_end"]]
+    assert sorted(grid["budget_time"].unique()) == [0.5, 1.0]
+    assert len(table) == len(summary) // 2 * 3
+    runs = pd.read_csv(out / "runs.csv", dtype={"task": str})
+    ends = table[table["at_end"]].merge(runs, on=["task", "method", "seed"])
+    lc = load_benchmark("lcbench", data_dir=data_dir)
+    for task, rows in ends.groupby("task"):
+        unit = time_unit(lc, task, n=2000, cache_dir=out / "cache")
+        np.testing.assert_allclose(rows["budget_time"] * unit, rows["end_time"], rtol=1e-9)
+    # At its end a run has found what it has at its last FFE.
+    final = summary[summary["budget_ffe"] == 2.0].merge(ends, on=["task", "method", "seed"])
+    np.testing.assert_allclose(final["normalized_regret_x"], final["normalized_regret_y"])
+    assert (grid["normalized_regret"][~grid["has_incumbent"]] == 1.0).all()
+    assert "simulated wall-clock time" in (out / "summary.md").read_text()
+    assert (out / "regret_time.png").read_bytes()[:4] == b"\x89PNG"

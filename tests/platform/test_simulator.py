@@ -13,20 +13,20 @@ import pandas as pd
 import pytest
 
 import warmtune.searchers
-from warmtune.searchers import (
-    Observation,
-    Searcher,
-    Suggestion,
-    make_searcher,
-    registered_searchers,
-)
-from warmtune.simulator import (
+from warmtune.bench.simulator import (
     Backend,
     BatchedBackend,
     ContractError,
     SimulationResult,
     SyntheticBackend,
     simulate,
+)
+from warmtune.searchers import (
+    Observation,
+    Searcher,
+    Suggestion,
+    make_searcher,
+    registered_searchers,
 )
 from warmtune.space import SearchSpace
 
@@ -421,3 +421,131 @@ def test_a_bad_cost_is_refused():
 
     with pytest.raises(ValueError, match="cost"):
         simulate(random_search(), Negative(), workers=1, budget_ffe=1)
+
+
+# Retrain (float) fidelities ------------------------------------------------------------
+class Refit:
+    """A ``retrain`` backend: a fit at data fraction ``b`` takes ``1 + 10 b`` seconds."""
+
+    fidelity_kind = "retrain"
+    min_budget = 0.1
+    max_budget = 1.0
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def evaluate(self, config: dict[str, Any], budget: float) -> tuple[float, float]:
+        self.calls.append(budget)
+        return config["x"] + 0.1 / budget, 1.0 + 10.0 * budget
+
+
+class _Script(Searcher):
+    """Hands out a fixed list of suggestions (``None`` trial id: the fresh one)."""
+
+    name = ""
+
+    def __init__(self, script: list[tuple[str | None, float | None, str | None]]) -> None:
+        super().__init__(space=SearchSpace({"x": {"type": "float", "low": 0, "high": 9}}), seed=0)
+        self.script = list(script)
+        self.configs: dict[str, dict[str, float]] = {}
+
+    def ask(self, trial_id: str) -> Suggestion | None:
+        if not self.script:
+            return None
+        tid, budget, resume = self.script.pop(0)
+        tid = tid or trial_id
+        config = self.configs.setdefault(tid, {"x": float(len(self.configs))})
+        return Suggestion(tid, config, budget=budget, resume_from=resume)
+
+
+def test_retrain_reports_once_charges_a_promotion_in_full_and_cuts_at_the_budget():
+    # t0 at 0.25, t0 promoted to 1.0, t1 at 0.5, t2 at full fidelity (None).
+    searcher = _Script(
+        [(None, 0.25, None), ("t0", 1.0, "t0"), (None, 0.5, None), (None, None, None)]
+    )
+    log = record(searcher)
+    b = Refit()
+    result = simulate(searcher, b, workers=1, budget_ffe=2.0)
+    df = result.evaluations
+    # One report per evaluation, at the fidelity itself; the promotion refits at 1.0.
+    assert list(zip(df["trial_id"], df["budget"], df["segment"], strict=True)) == [
+        ("t0", 0.25, 0),
+        ("t0", 1.0, 1),
+        ("t1", 0.5, 0),
+    ]
+    # FFE: 0.25, then the promotion's full 1.0 (not the increment 0.75), then 0.5.
+    assert df["ffe_spent_so_far"].tolist() == pytest.approx([0.25, 1.25, 1.75])
+    # Time: 1 + 10 b seconds per fit; the promotion takes 11 s, not 11 - 3.5.
+    assert df["start_time"].tolist() == pytest.approx([0.0, 3.5, 14.5])
+    assert df["end_time"].tolist() == pytest.approx([3.5, 14.5, 20.5])
+    # t2's full fit would take the spend to 2.75 > 2: it is cut when due (20.5 + 11 s).
+    assert b.calls == [0.25, 1.0, 0.5, 1.0]
+    assert result.stop_reason == "budget_ffe"
+    assert result.ffe_spent == pytest.approx(1.75)
+    assert result.end_time == pytest.approx(31.5)
+    assert sorted(of_kind(log, "end")) == ["t0", "t1", "t2"]
+    told = [(o.trial_id, o.budget) for o in of_kind(log, "tell")]
+    assert told == [("t0", 0.25), ("t0", 1.0), ("t1", 0.5)]
+    assert result.best_at(1.25) == pytest.approx(0.0 + 0.1)  # t0 at full fidelity
+    assert result.best_at(1.0) == math.inf  # nothing at full fidelity yet
+    assert result.best_at_time(14.5) == pytest.approx(0.1)
+    assert result.best_at_time(14.4) == math.inf
+
+
+def test_retrain_spend_that_lands_on_the_budget_stops_there():
+    searcher = _Script(
+        [(None, 0.25, None), ("t0", 1.0, "t0"), (None, 0.5, None), (None, None, None)]
+    )
+    result = simulate(searcher, Refit(), workers=1, budget_ffe=1.75)
+    assert result.stop_reason == "budget_ffe"
+    assert len(result.evaluations) == 3
+    assert result.end_time == pytest.approx(20.5)
+
+
+def test_retrain_budgets_must_be_inside_the_fidelity_range():
+    with pytest.raises(ContractError, match="min_budget=backend.min_budget"):
+        simulate(_Script([(None, 0.05, None)]), Refit(), workers=1, budget_ffe=1)
+    with pytest.raises(ContractError, match="higher fidelity"):
+        simulate(_Script([(None, 0.5, None), ("t0", 0.5, "t0")]), Refit(), workers=1, budget_ffe=2)
+
+
+def test_a_retrain_backend_declares_its_range():
+    class NoMin:
+        fidelity_kind = "retrain"
+        max_budget = 1.0
+
+        def evaluate(self, config, budget):
+            return 1.0, 1.0
+
+    class Unknown(NoMin):
+        fidelity_kind = "epochs"
+
+    with pytest.raises(ValueError, match="min_budget"):
+        simulate(random_search(), NoMin(), workers=1, budget_ffe=1)
+    with pytest.raises(ValueError, match="fidelity_kind must be one of"):
+        simulate(random_search(), Unknown(), workers=1, budget_ffe=1)
+
+
+@pytest.mark.parametrize("name", ["hyperband", "asha", "bohb"])
+def test_successive_halving_on_a_float_fidelity(name):
+    class Fraction(Refit):
+        min_budget = 0.03
+
+    space = SearchSpace({"x": {"type": "float", "low": 0, "high": 1}})
+    searcher = make_searcher(
+        name, space=space, seed=0, max_budget=1.0, options={"min_budget": 0.03}
+    )
+    log = record(searcher)
+    result = simulate(searcher, Fraction(), workers=3, budget_ffe=6)
+    df = result.evaluations
+    rungs = [1 / 27, 1 / 9, 1 / 3, 1.0]
+    assert all(any(math.isclose(b, r) for r in rungs) for b in df["budget"])
+    assert {round(b, 9) for b in df["budget"]} >= {round(r, 9) for r in rungs[:2]}
+    # One report per segment; a promotion goes up the ladder and is charged in full.
+    assert not df.duplicated(["trial_id", "segment"]).any()
+    for _, rows in df.groupby("trial_id"):
+        assert rows["budget"].is_monotonic_increasing and rows["budget"].is_unique
+    spend = np.diff(np.concatenate([[0.0], df["ffe_spent_so_far"].to_numpy()]))
+    np.testing.assert_allclose(spend, df["budget"].to_numpy())
+    assert result.ffe_spent <= 6 + 1e-9
+    assert sorted(of_kind(log, "end")) == sorted(handed_out(log))

@@ -25,6 +25,25 @@ def test_rung_budgets_are_whole_iterations_for_whole_budgets():
     assert rung_budgets(min_budget=0.5, max_budget=2.0, eta=2) == [0.5, 1.0, 2.0]
 
 
+def test_float_fidelity_rungs_start_at_the_range_minimum():
+    # trainsize 0.03..1.0 with eta 3: floor(log3(1 / 0.03)) = 3 halvings, not rounded.
+    rungs = rung_budgets(min_budget=0.03, max_budget=1.0, eta=3)
+    assert rungs == pytest.approx([1 / 27, 1 / 9, 1 / 3, 1.0], rel=1e-12)
+    assert rungs[-1] == 1.0 and rungs[0] >= 0.03
+    brackets = hyperband_brackets(min_budget=0.03, max_budget=1.0, eta=3)
+    assert [[n for n, _ in b] for b in brackets] == [[27, 9, 3, 1], [12, 4, 1], [6, 2], [4]]
+    assert [b[0][1] for b in brackets] == pytest.approx([1 / 27, 1 / 9, 1 / 3, 1.0])
+    for searcher in (
+        ASHA(space=SPACE, seed=0, max_budget=1.0, min_budget=0.03),
+        Hyperband(space=SPACE, seed=0, max_budget=1.0, min_budget=0.03),
+    ):
+        first = searcher.ask("t0")
+        assert first.budget == pytest.approx(1 / 27)
+        # A report at the rung's float budget completes the rung.
+        _report(searcher, "t0", first.budget, 0.5)
+        assert searcher.results_by_budget()[first.budget] == [("t0", 0.5)]
+
+
 def _bowl(config, budget):
     return (config["x"] - 0.3) ** 2 + 1 / budget
 

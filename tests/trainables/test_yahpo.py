@@ -112,6 +112,41 @@ def test_reproduces_the_official_package(lcbench):
     np.testing.assert_allclose(np.vstack(got), np.array(want), rtol=1e-5, atol=0)
 
 
+def test_iaml_glmnet_reproduces_the_official_package(need_data):
+    """All 200 rows of yahpo_gym_reference.json, float trainsize rows included.
+
+    The official outputs came one configuration per call, so each row is evaluated
+    alone (batches shift the float32 outputs slightly, see the module docstring).
+    """
+    folder = need_data("iaml_glmnet")
+    reference = folder / "yahpo_gym_reference.json"
+    if not reference.is_file():
+        pytest.skip(
+            f"needs {reference.name} beside the iaml_glmnet dataset (the official package's "
+            "outputs, kept with the project's reference data, not part of the public dataset)"
+        )
+    ref = json.loads(reference.read_text())
+    bench = YahpoScenario(folder, threads=1)
+    trainsize = bench.fidelity_space["trainsize"]
+    assert isinstance(trainsize, FloatParam) and (trainsize.low, trainsize.high) == (0.03, 1.0)
+    assert bench.instances == ["40981", "41146", "1489", "1067"]
+    assert bench.meta.runtime_name == "timetrain"
+    assert bench.output_modes()["mmce"] == "min" and bench.output_modes()["auc"] == "max"
+    rows = ref["rows"]
+    assert ref["scenario"] == "iaml_glmnet" and len(rows) == 200
+    fractions = [r["fidelity"]["trainsize"] for r in rows]
+    assert sum(f < 1.0 for f in fractions) == 67 and min(fractions) < 0.05
+    got = np.vstack(
+        [
+            bench.evaluate([{**r["config"], **r["fidelity"]}], instance=r["instance"]).to_numpy()
+            for r in rows
+        ]
+    )
+    want = np.array([[r["official"][name] for name in bench.outputs] for r in rows])
+    assert list(rows[0]["official"]) == bench.outputs
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+
+
 def test_lcbench_metadata_and_space(lcbench):
     assert lcbench.instance_name == "OpenML_task_id"
     assert len(lcbench.instances) == 34 and "3945" in lcbench.instances
@@ -242,8 +277,9 @@ def test_conditional_categorical_scenario(tmp_path):
             [{"kernel": "linear", "cost": 2.0, "gamma": 1.0}],
             fidelity={"trainsize": 0.5, "repl": 10},
         )
-    steps = fidelity_schedule(bench, "trainsize", steps=4)
-    assert [s["repl"] for s in steps] == [10] * 4 and steps[-1]["trainsize"] == 1.0
+    steps = fidelity_schedule(bench, "trainsize", max_iterations=4)
+    assert [s["repl"] for s in steps] == [10] * 4
+    assert [s["trainsize"] for s in steps] == [0.25, 0.5, 0.75, 1.0]
 
 
 def test_scenario_table_covers_yahpo_v1():
@@ -284,6 +320,56 @@ def test_train_yahpo_under_tune(ray_session, lcbench, tmp_path):
     assert result.metrics["val_accuracy"] == pytest.approx(want["val_accuracy"][0], rel=1e-5)
     with result.checkpoint.as_directory() as d:
         assert json.loads((Path(d) / "state.json").read_text()) == {"iteration": 3}
+
+
+@pytest.fixture(scope="module")
+def iaml(need_data) -> YahpoScenario:
+    return YahpoScenario(need_data("iaml_glmnet"), threads=1)
+
+
+def test_a_float_fidelity_follows_the_budget_and_lands_on_the_rungs(iaml, lcbench):
+    steps = [s["trainsize"] for s in fidelity_schedule(iaml, max_iterations=27)]
+    assert len(steps) == 27 and steps[-1] == 1.0
+    # Successive halving (eta 3) pauses at iterations 1, 3, 9, 27: fidelities 3**-k.
+    rungs = [steps[i - 1] for i in (1, 3, 9, 27)]
+    assert rungs == pytest.approx([1 / 27, 1 / 9, 1 / 3, 1.0], rel=1e-12)
+    assert steps == sorted(steps)
+    # Below the scenario's minimum (0.03), an iteration evaluates at the minimum.
+    long = [s["trainsize"] for s in fidelity_schedule(iaml, "trainsize", max_iterations=81)]
+    assert long[:3] == [0.03, 0.03, 1 / 27] and long[-1] == 1.0
+    # An integer fidelity is unchanged: one epoch per iteration, whatever the budget.
+    epochs = [s["epoch"] for s in fidelity_schedule(lcbench, max_iterations=5)]
+    assert epochs == list(range(1, 53))
+    with pytest.raises(ValueError, match="max_iterations must be an int >= 1"):
+        fidelity_schedule(iaml, max_iterations=0)
+
+
+def test_fidelity_steps_is_refused_with_the_fix(need_data):
+    folder = str(need_data("iaml_glmnet"))
+    with pytest.raises(ValueError, match="delete fidelity_steps and set budget.max_iterations"):
+        YahpoSettings(scenario=folder, instance="1489", fidelity_steps=10)
+
+
+def test_train_yahpo_on_a_float_fidelity_under_tune(ray_session, iaml, tmp_path):
+    from ray import tune
+
+    config = {"alpha": 0.25, "s": 0.02}
+    settings = YahpoSettings(scenario=str(iaml.path), instance="1489", metric="mmce")
+    tuner = tune.Tuner(
+        tune.with_parameters(
+            train_yahpo, max_iterations=9, seed=0, **settings.model_dump(exclude_none=True)
+        ),
+        param_space=config,
+        tune_config=tune.TuneConfig(num_samples=1, metric="mmce", mode="min"),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="iaml"),
+    )
+    results = tuner.fit()
+    assert not results.errors
+    frame = results[0].metrics_dataframe
+    assert list(frame["training_iteration"]) == list(range(1, 10))
+    np.testing.assert_allclose(frame["trainsize"], [max(0.03, i / 9) for i in range(1, 10)])
+    want = iaml.evaluate([config], instance="1489", fidelity={"trainsize": 1 / 3})
+    assert frame["mmce"][2] == pytest.approx(want["mmce"][0], rel=1e-5)
 
 
 def test_round_bounds_a_user_writes_are_inside_the_space(lcbench):

@@ -4,6 +4,12 @@ Same contract as :mod:`warmtune.trainables.quadratic`: ``fn(config, *,
 max_iterations, seed, **params)``, one ``tune.report`` per iteration with a tiny
 checkpoint (the iteration), resume from ``tune.get_checkpoint()``. The
 benchmarks are deterministic, so ``seed`` changes nothing.
+
+A YAHPO fidelity maps onto iterations by its type (:func:`fidelity_schedule`): an
+integer fidelity (lcbench's ``epoch``) is one step per iteration; a float fidelity
+(``trainsize``) follows the job's budget, iteration ``i`` of ``max_iterations``
+evaluating at ``max(low, high * i / max_iterations)``, so successive halving's rungs
+land on the same fidelities as in ``warmtune bench``.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import os
 import tempfile
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from ray import tune
 
 from .nb201 import Dataset, NB201Table, evaluation_cost
@@ -55,12 +61,23 @@ class YahpoSettings(BaseModel):
     instance: str = Field(description="Instance (lcbench: an OpenML task id such as '3945').")
     metric: str | None = Field(None, description="Output the search optimizes; checked early.")
     fidelity: str | None = Field(
-        None, description="Fidelity stepped once per iteration (default: the first one)."
-    )
-    fidelity_steps: int = Field(
-        10, ge=1, description="Iterations to reach the maximum of a float fidelity."
+        None,
+        description="Fidelity that follows the iterations (default: the first one); "
+        "see fidelity_schedule.",
     )
     threads: int = Field(1, ge=1, description="onnxruntime threads per trial.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_fidelity_steps(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "fidelity_steps" in data:
+            raise ValueError(
+                "fidelity_steps was removed: a float fidelity now follows the job's budget "
+                "(iteration i of budget.max_iterations evaluates at max(low, high * i / "
+                "max_iterations)); delete fidelity_steps and set budget.max_iterations to "
+                "the number of steps you want"
+            )
+        return data
 
     @field_validator("scenario")
     @classmethod
@@ -122,16 +139,27 @@ def _table(path: str) -> NB201Table:
 
 
 def fidelity_schedule(
-    scenario: YahpoScenario, fidelity: str | None = None, *, steps: int = 10
+    scenario: YahpoScenario, fidelity: str | None = None, *, max_iterations: int
 ) -> list[dict[str, Any]]:
-    """Fidelity values of iterations 1, 2, ... (its length caps ``max_iterations``).
+    """Fidelity values of iterations 1, 2, ... of a trial (its length caps ``max_iterations``).
 
-    The stepped fidelity goes up by one per iteration if it is an integer (lcbench:
-    epoch 1..52), else linearly over ``steps`` iterations; every other fidelity stays
-    at its maximum (e.g. rbv2's ``repl``).
+    * An integer fidelity goes up by one per iteration from its minimum (lcbench:
+      epoch 1..52, whatever ``max_iterations``): iteration ``i`` is epoch ``low + i - 1``,
+      and a promotion continues the same training.
+    * A float fidelity (``trainsize``, a fraction of the training set) follows the
+      job's budget: iteration ``i`` evaluates at ``max(low, high * i / max_iterations)``,
+      the full fidelity at ``max_iterations``. Successive halving's rungs at
+      ``max_iterations * eta**-k`` iterations thus land on the fidelities
+      ``high * eta**-k`` (``max_iterations=27``, ``eta=3``: trainsize 1/27, 1/9, 1/3,
+      1), the rungs ``warmtune bench`` simulates. Iterations below the minimum
+      evaluate at it. Each report is the surrogate's answer for a model fitted at
+      that fidelity, not a continuation of the previous one.
+
+    Every other fidelity stays at its maximum (e.g. rbv2's ``repl``).
 
     Raises:
-        ValueError: ``fidelity`` is not one of the scenario's fidelities.
+        ValueError: ``fidelity`` is not one of the scenario's fidelities, or
+            ``max_iterations`` is not an int >= 1.
     """
     names = scenario.fidelity_names
     if not names:
@@ -139,12 +167,22 @@ def fidelity_schedule(
     name = fidelity or names[0]
     if name not in scenario.fidelity_space:
         raise ValueError(f"fidelity {name!r} is not one of {names}; pick one of them")
+    if (
+        isinstance(max_iterations, bool)
+        or not isinstance(max_iterations, int)
+        or max_iterations < 1
+    ):
+        raise ValueError(
+            f"max_iterations must be an int >= 1 (budget.max_iterations), got {max_iterations!r}"
+        )
     top = {n: p.high for n, p in scenario.fidelity_space.items()}
     p = scenario.fidelity_space[name]
     if isinstance(p.low, int) and isinstance(p.high, int):
         values: list[Any] = list(range(p.low, p.high + 1))
     else:
-        values = [p.low + (p.high - p.low) * k / steps for k in range(1, steps + 1)]
+        low, high, m = float(p.low), float(p.high), max_iterations
+        # The last iteration is the full fidelity exactly (high * m / m may round past it).
+        values = [high if i == m else min(high, max(low, high * i / m)) for i in range(1, m + 1)]
     return [{**top, name: v} for v in values]
 
 
@@ -159,14 +197,15 @@ def train_yahpo(
     fidelity: str | None = None,
     **params: Any,
 ) -> None:
-    """Report the YAHPO surrogate's outputs once per fidelity step (capped at its max)."""
+    """Report the YAHPO surrogate's outputs once per iteration, at the fidelity
+    :func:`fidelity_schedule` gives it (an integer fidelity caps the iterations)."""
     settings = YahpoSettings(
         scenario=scenario, instance=instance, metric=metric, fidelity=fidelity, **params
     )
     bench = _scenario(settings.scenario, settings.threads)
     if settings.metric is not None and settings.metric not in bench.outputs:
         raise ValueError(f"metric {settings.metric!r} is not an output; use one of {bench.outputs}")
-    schedule = fidelity_schedule(bench, settings.fidelity, steps=settings.fidelity_steps)
+    schedule = fidelity_schedule(bench, settings.fidelity, max_iterations=max_iterations)
     searched = {k: v for k, v in config.items() if k in bench.space}
     start = _restore()
     for it in range(start, min(max_iterations, len(schedule)) + 1):

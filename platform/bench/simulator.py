@@ -12,7 +12,8 @@ How a simulation runs:
 - Every free worker asks the searcher for work with a fresh trial id (``t0``,
   ``t1``, ...). A :class:`~warmtune.searchers.base.Suggestion` runs from its start
   iteration (0, or the progress of the trial named by ``resume_from``) up to its
-  budget (``None``: the backend's ``max_budget``), one iteration at a time.
+  budget (``None``: the backend's ``max_budget``), one iteration at a time (but see
+  "Two kinds of fidelity" below).
 - Each iteration takes the backend's cost in simulated seconds. Its observation
   is told to the searcher at the simulated moment it is reported, in time order
   across all workers (ties: the order the iterations were scheduled in), so an
@@ -26,20 +27,37 @@ How a simulation runs:
   idles until the next report; when it returns ``None`` and no worker is busy,
   the search is over.
 
+Two kinds of fidelity (a backend declares its kind, see :class:`Backend`):
+
+- ``"iterations"`` (LCBench's ``epoch``, the default): budgets are training
+  iterations ``1..max_budget``. Every iteration is one report; a promotion continues
+  from the trial's checkpoint, so it runs and is charged only the iterations above
+  the rung it was paused at. Each reported iteration costs ``1 / max_budget`` FFE.
+- ``"retrain"`` (a float fidelity such as YAHPO's ``trainsize``, the fraction of the
+  training set): budgets *are* fidelity values in ``[min_budget, max_budget]``. An
+  evaluation at budget ``b`` is one fit on that much data and one report; it costs
+  ``b / max_budget`` FFE and the backend's runtime of a whole fit at ``b``. A model
+  fitted on a third of the data cannot be continued onto all of it, so a promoted
+  trial is fitted again from scratch and charged the *full* cost of its new rung
+  (``b' / max_budget`` FFE and the runtime at ``b'``), never only the increment.
+
 Limits, whichever comes first:
 
-- ``budget_ffe``: full-fidelity equivalents. Each reported iteration costs
-  ``1 / max_budget`` FFE, so one evaluation at full fidelity costs 1 FFE.
-- ``max_evaluations``: reported iterations (rows of the result).
+- ``budget_ffe``: full-fidelity equivalents, ``fidelity / max_budget`` per report
+  (above), so one evaluation at full fidelity costs 1 FFE.
+- ``max_evaluations``: reports (rows of the result).
 - ``max_time``: simulated seconds.
 
 At a limit the simulation *cuts* the work in flight rather than finishing it: the
 report that spends the last FFE (or evaluation) is the last one told, and the
 iterations other workers were computing at that moment are neither reported nor
-charged. Charging only what was reported keeps the anytime curve honest: every
-point of :meth:`SimulationResult.incumbent_trajectory` was paid for with exactly
-the FFE it is plotted at, whatever the number of workers. The cut trials end
-with ``on_trial_end``, as a cluster stops its trials when a job's budget runs out.
+charged. With a ``"retrain"`` backend one report can cost up to 1 FFE, so the next
+report due may not fit in what is left: then it is cut too, the simulation stops
+at the moment it was due, and the spend stays at or under ``budget_ffe``. Charging
+only what was reported keeps the anytime curve honest: every point of
+:meth:`SimulationResult.incumbent_trajectory` was paid for with exactly the FFE it
+is plotted at, whatever the number of workers. The cut trials end with
+``on_trial_end``, as a cluster stops its trials when a job's budget runs out.
 
 The simulator owns no randomness except an optional runtime jitter drawn from
 its own generator (``seed``); ties in the event queue are broken by a sequence
@@ -64,11 +82,13 @@ from warmtune.searchers.base import Observation, Searcher, Suggestion
 from warmtune.space import CategoricalParam, SearchSpace
 
 __all__ = [
+    "FIDELITY_KINDS",
     "Backend",
     "BatchedBackend",
     "ContractError",
     "SimulationResult",
     "SyntheticBackend",
+    "fidelity_kind",
     "simulate",
 ]
 
@@ -88,37 +108,72 @@ COLUMNS = [
 # Suggestion budgets are floats after rung arithmetic (27 * 3**-2 = 3.0000000000000004).
 _EPS = 1e-9
 
+#: The kinds of fidelity a backend can declare (see :class:`Backend`).
+FIDELITY_KINDS = ("iterations", "retrain")
+
 
 # Backends -------------------------------------------------------------------------------
 @runtime_checkable
 class Backend(Protocol):
-    """What the simulator evaluates: one training iteration of a configuration.
+    """What the simulator evaluates: one report of a configuration at a budget.
 
-    ``evaluate(config, budget)`` returns ``(value, cost)`` for the report at
-    iteration ``budget`` (an int from 1 to ``max_budget``):
+    ``evaluate(config, budget)`` returns ``(value, cost)``:
 
     - ``value`` is minimised (negate accuracies); ``None`` or a non-finite value
       is a failed trial, which the simulator tells and never resumes.
-    - ``cost`` is the simulated seconds it takes to go from iteration
-      ``budget - 1`` to ``budget``, not the cumulative runtime. A surrogate that
+    - ``cost`` is simulated seconds, finite and ``>= 0``; what it covers depends on
+      the backend's kind of fidelity.
+
+    A backend declares its kind in a ``fidelity_kind`` attribute, one of
+    :data:`FIDELITY_KINDS`; a backend that declares none is an ``"iterations"``
+    backend, so backends written before float fidelities keep working:
+
+    - ``"iterations"``: ``budget`` is a training iteration, an int from 1 to
+      ``max_budget`` (an int). ``cost`` is the seconds it takes to go from iteration
+      ``budget - 1`` to ``budget``, not the cumulative runtime: a surrogate that
       predicts cumulative time (LCBench reports ``time`` per epoch) returns
       ``time(budget) - time(budget - 1)``; a tabular backend without runtimes
-      documents a cost model of its own, e.g. a constant cost per iteration
-      (its full training time divided by ``max_budget``), scaled by the model size.
+      documents a cost model of its own, e.g. a constant cost per iteration (its
+      full training time divided by ``max_budget``), scaled by the model size.
+    - ``"retrain"``: ``budget`` is a fidelity value in ``[min_budget, max_budget]``
+      (floats; the backend has a ``min_budget`` attribute), such as the fraction of
+      the training set. Each evaluation is a fit from scratch: ``cost`` is the
+      runtime of the whole fit at ``budget``, and the simulator charges it in full
+      every time, promotions included (see the module docstring).
 
     The simulator calls ``evaluate`` for iterations in increasing order within a
     segment, but a backend should not rely on it: a pure function of
     ``(config, budget)`` is what makes simulations reproducible.
 
     Attributes:
-        max_budget: the full fidelity, in training iterations.
+        max_budget: the full fidelity: training iterations, or the highest fidelity
+            value of a ``"retrain"`` backend.
     """
 
-    max_budget: int
-
-    def evaluate(self, config: dict[str, Any], budget: int) -> tuple[float | None, float]:
-        """``(value to minimise or None, cost in seconds)`` of iteration ``budget``."""
+    @property
+    def max_budget(self) -> float:
+        """The full fidelity (an int for ``"iterations"`` backends)."""
         ...
+
+    def evaluate(self, config: dict[str, Any], budget: Any) -> tuple[float | None, float]:
+        """``(value to minimise or None, cost in seconds)`` of the report at ``budget``."""
+        ...
+
+
+def fidelity_kind(backend: Any) -> str:
+    """The kind of fidelity ``backend`` declares (``"iterations"`` when it declares none).
+
+    Raises:
+        ValueError: a kind that is not one of :data:`FIDELITY_KINDS`.
+    """
+    kind = getattr(backend, "fidelity_kind", "iterations")
+    if kind not in FIDELITY_KINDS:
+        raise ValueError(
+            f"backend.fidelity_kind must be one of {list(FIDELITY_KINDS)}, got {kind!r}; "
+            "'iterations' for training steps a checkpoint continues, 'retrain' for a "
+            "fidelity that is fitted from scratch at every budget (e.g. a data fraction)"
+        )
+    return str(kind)
 
 
 @runtime_checkable
@@ -208,10 +263,11 @@ class SimulationResult:
     Attributes:
         evaluations: one row per reported iteration, in the order they were told
             (non-decreasing ``end_time``); columns :data:`COLUMNS`: ``trial_id``,
-            ``config_json`` (sorted keys), ``budget`` (the iteration), ``value``
-            (minimised; NaN for a failure), ``start_time`` / ``end_time`` of the
-            iteration in simulated seconds, ``worker``, ``segment`` (0 for a
-            trial's first run, +1 per resume) and ``ffe_spent_so_far``.
+            ``config_json`` (sorted keys), ``budget`` (the iteration; for a
+            ``"retrain"`` backend the fidelity value), ``value`` (minimised; NaN for
+            a failure), ``start_time`` / ``end_time`` of the report in simulated
+            seconds, ``worker``, ``segment`` (0 for a trial's first run, +1 per
+            resume) and ``ffe_spent_so_far``.
         max_budget: the backend's full fidelity.
         workers: how many workers were simulated.
         seed: the simulation's seed.
@@ -222,7 +278,7 @@ class SimulationResult:
     """
 
     evaluations: pd.DataFrame
-    max_budget: int
+    max_budget: float
     workers: int
     seed: int
     stop_reason: StopReason
@@ -258,15 +314,21 @@ class SimulationResult:
         values = rows["value"][rows["ffe_spent_so_far"] <= ffe + _EPS]
         return float(values.min()) if len(values) else math.inf
 
+    def best_at_time(self, seconds: float, *, at_budget: float | Literal["max"] = "max") -> float:
+        """Best value at ``at_budget`` reported by simulated time ``seconds`` (inf if none)."""
+        rows = self._at(at_budget)
+        values = rows["value"][rows["end_time"] <= seconds * (1 + _EPS)]
+        return float(values.min()) if len(values) else math.inf
+
     def _at(self, at_budget: float | Literal["max"]) -> pd.DataFrame:
         budget = self.max_budget if at_budget == "max" else at_budget
-        if isinstance(budget, str) or not 0 < budget <= self.max_budget:
+        if isinstance(budget, str) or not 0 < budget <= self.max_budget * (1 + _EPS):
             raise ValueError(
-                f"at_budget must be 'max' or an iteration in 1..{self.max_budget}, "
-                f"got {at_budget!r}"
+                f"at_budget must be 'max' or a budget in (0, {self.max_budget}], got {at_budget!r}"
             )
         df = self.evaluations
-        return df[(df["budget"] == budget) & df["value"].notna()]
+        # Float budgets come out of rung arithmetic: compare them with a tolerance.
+        return df[((df["budget"] - budget).abs() <= _EPS * budget) & df["value"].notna()]
 
 
 class ContractError(RuntimeError):
@@ -291,11 +353,12 @@ def simulate(
 
     Args:
         searcher: a freshly built ask/tell searcher (for multi-fidelity searchers,
-            built with ``max_budget=backend.max_budget``).
-        backend: what evaluates one iteration (see :class:`Backend`).
+            built with ``max_budget=backend.max_budget``, and for a ``"retrain"``
+            backend with ``min_budget=backend.min_budget``).
+        backend: what evaluates one report (see :class:`Backend`).
         workers: how many trials run at once.
         budget_ffe: stop once this many full-fidelity equivalents were reported.
-        max_evaluations: stop once this many iterations were reported.
+        max_evaluations: stop once this many reports were made.
         max_time: stop at this simulated time (seconds).
         seed: seed of the simulation's own generator (used only by ``jitter``).
         jitter: spread of each iteration's runtime around the backend's cost
@@ -311,27 +374,27 @@ def simulate(
         ContractError: the searcher broke the ask/tell contract.
     """
     _check_arguments(searcher, backend, workers, budget_ffe, max_evaluations, max_time, jitter)
-    limit_ffe = (
-        math.inf if budget_ffe is None else math.ceil(budget_ffe * backend.max_budget - _EPS)
-    )
-    limit_evaluations = math.inf if max_evaluations is None else max_evaluations
+    retrain = fidelity_kind(backend) == "retrain"
+    # The spend limit in budget units: whole iterations (the report that crosses the
+    # limit is told), or fidelity values summed over reports (nothing past the limit).
+    limit_spend: float
+    if budget_ffe is None:
+        limit_spend = math.inf
+    elif retrain:
+        limit_spend = budget_ffe * backend.max_budget
+    else:
+        limit_spend = math.ceil(budget_ffe * backend.max_budget - _EPS)
     simulation = _Simulation(
         searcher=searcher,
         backend=backend,
         workers=workers,
-        stop_after=min(limit_ffe, limit_evaluations),
+        limit_spend=limit_spend,
+        limit_reports=math.inf if max_evaluations is None else max_evaluations,
         max_time=math.inf if max_time is None else float(max_time),
         rng=np.random.default_rng(seed) if jitter > 0 else None,
         jitter=float(jitter),
     )
-    ended = simulation.run()
-    reason: StopReason
-    if ended == "limit":
-        reason = "budget_ffe" if limit_ffe <= limit_evaluations else "max_evaluations"
-    elif ended == "max_time":
-        reason = "max_time"
-    else:
-        reason = "exhausted"
+    reason: StopReason = simulation.run()
     return SimulationResult(
         evaluations=pd.DataFrame.from_records(simulation.rows, columns=COLUMNS),
         max_budget=backend.max_budget,
@@ -339,7 +402,7 @@ def simulate(
         seed=seed,
         stop_reason=reason,
         end_time=simulation.now,
-        ffe_spent=simulation.reported / backend.max_budget,
+        ffe_spent=simulation.spent / backend.max_budget,
     )
 
 
@@ -358,8 +421,22 @@ def _check_arguments(
             "build one with warmtune.searchers.make_searcher"
         )
     max_budget = getattr(backend, "max_budget", None)
-    if not isinstance(max_budget, int) or isinstance(max_budget, bool) or max_budget < 1:
-        raise ValueError(f"backend.max_budget must be an int >= 1 (iterations), got {max_budget!r}")
+    if fidelity_kind(backend) == "retrain":
+        min_budget = getattr(backend, "min_budget", None)
+        if not (
+            _is_number(max_budget)
+            and _is_number(min_budget)
+            and 0 < min_budget <= max_budget < math.inf  # type: ignore[operator]
+        ):
+            raise ValueError(
+                f"a 'retrain' backend needs numbers 0 < min_budget <= max_budget (its lowest "
+                f"and full fidelity), got min_budget={min_budget!r}, max_budget={max_budget!r}"
+            )
+    elif not isinstance(max_budget, int) or isinstance(max_budget, bool) or max_budget < 1:
+        raise ValueError(
+            f"backend.max_budget must be an int >= 1 (iterations), got {max_budget!r}; a "
+            "float fidelity declares fidelity_kind = 'retrain' and a min_budget"
+        )
     if not callable(getattr(backend, "evaluate", None)):
         raise ValueError("backend needs evaluate(config, budget) -> (value, cost)")
     searcher_budget = getattr(searcher, "max_budget", None)
@@ -389,8 +466,15 @@ def _check_arguments(
         raise ValueError(f"jitter must be >= 0 (0 keeps the backend's costs), got {jitter}")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class _Segment:
-    """One suggestion being run on one worker: iterations ``start + 1 .. target``."""
+    """One suggestion being run on one worker: iterations ``start + 1 .. target``.
+
+    For a ``"retrain"`` backend a segment is a single report at ``target``.
+    """
 
     __slots__ = (
         "trial_id",
@@ -413,8 +497,8 @@ class _Segment:
         config_json: str,
         worker: int,
         segment: int,
-        target: int,
-        iteration: int,
+        target: float,
+        iteration: float,
         results: Iterator[tuple[float | None, float]],
     ) -> None:
         self.trial_id = trial_id
@@ -423,7 +507,7 @@ class _Segment:
         self.worker = worker
         self.segment = segment
         self.target = target
-        self.iteration = iteration  # the iteration in flight
+        self.iteration = iteration  # the iteration (retrain: the fidelity) in flight
         self.results = results
         self.value: float | None = None  # the in-flight iteration's value, told when reported
         self.started = 0.0
@@ -435,7 +519,7 @@ class _Trial:
 
     config: dict[str, Any]
     config_json: str
-    progress: int = 0  # last iteration reported
+    progress: float = 0  # last iteration (retrain: fidelity) reported
     segments: int = 0
     running: bool = False
     failed: bool = False
@@ -451,7 +535,8 @@ class _Simulation:
         searcher: Searcher,
         backend: Backend,
         workers: int,
-        stop_after: float,
+        limit_spend: float,
+        limit_reports: float,
         max_time: float,
         rng: np.random.Generator | None,
         jitter: float,
@@ -459,7 +544,12 @@ class _Simulation:
         self.searcher = searcher
         self.backend = backend
         self.max_budget = backend.max_budget
-        self.stop_after = stop_after
+        self.retrain = fidelity_kind(backend) == "retrain"
+        self.min_budget: float = backend.min_budget if self.retrain else 1  # type: ignore[attr-defined]
+        # Iterations are counted exactly; fidelity values are summed floats.
+        self.tol = _EPS * self.max_budget if self.retrain else 0.0
+        self.limit_spend = limit_spend
+        self.limit_reports = limit_reports
         self.max_time = max_time
         self.rng = rng
         self.jitter = jitter
@@ -468,28 +558,43 @@ class _Simulation:
         self.queue: list[tuple[float, int, _Segment]] = []
         self.sequence = 0
         self.now = 0.0
-        self.reported = 0
+        self.reported = 0  # reports made
+        self.spent: float = 0  # budget units charged: iterations, or fidelity values
         self.next_id = 0
         self.trials: dict[str, _Trial] = {}
         self.rows: list[tuple[Any, ...]] = []
 
-    def run(self) -> str:
+    def run(self) -> StopReason:
         """Simulate until a limit or until the searcher is out of work; returns why it stopped."""
         self._fill()
-        reason = "exhausted"
+        reason: StopReason = "exhausted"
         while self.queue:
-            if self.queue[0][0] > self.max_time:
+            due, _, segment = self.queue[0]
+            if due > self.max_time:
                 self.now, reason = self.max_time, "max_time"
                 break
-            self.now, _, segment = heapq.heappop(self.queue)
+            if self.spent + self._charge(segment) > self.limit_spend + self.tol:
+                # Only a retrain report can overshoot (an iteration fits until the limit
+                # is reached): cut it with the rest of the work in flight.
+                self.now, reason = due, "budget_ffe"
+                break
+            heapq.heappop(self.queue)
+            self.now = due
             self._report(segment)
-            if self.reported >= self.stop_after:
-                reason = "limit"
+            if self.spent >= self.limit_spend - self.tol:
+                reason = "budget_ffe"
+                break
+            if self.reported >= self.limit_reports:
+                reason = "max_evaluations"
                 break
             if self.idle:
                 self._fill()
         self._end_all()
         return reason
+
+    def _charge(self, segment: _Segment) -> float:
+        """Budget units a report costs: one iteration, or the whole fidelity of a refit."""
+        return segment.iteration if self.retrain else 1
 
     # Asking ------------------------------------------------------------------------------
     def _fill(self) -> None:
@@ -507,7 +612,9 @@ class _Simulation:
         trial, start = self._trial_for(suggestion)
         target = self._target(suggestion, start)
         trial.running = True
-        budgets = range(start + 1, target + 1)
+        budgets: Sequence[Any] = (
+            [target] if self.retrain else range(int(start) + 1, int(target) + 1)
+        )
         if self.batched:
             results = iter(self.backend.evaluate_many(trial.config, budgets))  # type: ignore[attr-defined]
         else:
@@ -519,13 +626,13 @@ class _Simulation:
             worker=worker,
             segment=trial.segments,
             target=target,
-            iteration=start + 1,
+            iteration=target if self.retrain else start + 1,
             results=results,
         )
         trial.segments += 1
         self._schedule(segment)
 
-    def _trial_for(self, suggestion: Suggestion) -> tuple[_Trial, int]:
+    def _trial_for(self, suggestion: Suggestion) -> tuple[_Trial, float]:
         """The trial a suggestion runs (checked against the contract) and its start iteration."""
         tid, source = suggestion.trial_id, suggestion.resume_from
         known = self.trials.get(tid)
@@ -555,7 +662,9 @@ class _Simulation:
         self.trials[tid] = trial
         return trial, parent.progress
 
-    def _target(self, suggestion: Suggestion, start: int) -> int:
+    def _target(self, suggestion: Suggestion, start: float) -> float:
+        if self.retrain:
+            return self._fidelity_target(suggestion, start)
         if suggestion.budget is None:
             target = self.max_budget
         else:
@@ -567,13 +676,34 @@ class _Simulation:
             )
         return target
 
+    def _fidelity_target(self, suggestion: Suggestion, start: float) -> float:
+        """A retrain backend's fidelity for the suggestion, snapped to its range's ends."""
+        tol = _EPS * self.max_budget
+        target = self.max_budget if suggestion.budget is None else float(suggestion.budget)
+        if target > self.max_budget - tol:
+            target = self.max_budget
+        if abs(target - self.min_budget) <= tol:
+            target = self.min_budget
+        if target < self.min_budget:
+            raise ContractError(
+                f"trial {suggestion.trial_id!r} should run at budget {suggestion.budget}, below "
+                f"the backend's lowest fidelity {self.min_budget}; build the searcher with "
+                "min_budget=backend.min_budget"
+            )
+        if target <= start + tol:
+            raise ContractError(
+                f"trial {suggestion.trial_id!r} is promoted to budget {suggestion.budget}, but "
+                f"it was already evaluated at {start}; a promotion goes to a higher fidelity"
+            )
+        return target
+
     # Running -----------------------------------------------------------------------------
     def _schedule(self, segment: _Segment) -> None:
         """Start the segment's next iteration now; its report is due when its cost has passed."""
         value, cost = next(segment.results)
         if not 0.0 <= cost < math.inf:
             raise ValueError(
-                f"backend returned cost {cost!r} for iteration {segment.iteration} of "
+                f"backend returned cost {cost!r} for budget {segment.iteration} of "
                 f"{segment.config_json}; a cost is the seconds from the previous iteration "
                 "to this one, finite and >= 0"
             )
@@ -588,6 +718,7 @@ class _Simulation:
         iteration, tid = segment.iteration, segment.trial_id
         observation = Observation.of(tid, segment.config, iteration, segment.value)
         self.reported += 1
+        self.spent += self._charge(segment)
         value = math.nan if observation.value is None else observation.value
         self.rows.append(
             (
@@ -599,7 +730,7 @@ class _Simulation:
                 self.now,
                 segment.worker,
                 segment.segment,
-                self.reported / self.max_budget,
+                self.spent / self.max_budget,
             )
         )
         trial = self.trials[tid]
@@ -609,7 +740,7 @@ class _Simulation:
             trial.failed = True
             self._finish(segment, trial, end=True)
         elif iteration >= segment.target:
-            self._finish(segment, trial, end=iteration >= self.max_budget)
+            self._finish(segment, trial, end=iteration >= self.max_budget - self.tol)
         else:
             segment.iteration += 1
             self._schedule(segment)

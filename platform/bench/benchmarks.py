@@ -1,0 +1,233 @@
+"""Benchmarks ``warmtune bench`` knows: their tasks, space, backends and full-fidelity values.
+
+* ``lcbench``: the YAHPO Gym scenario folder ``DATA/yahpo/lcbench``; tasks are its
+  OpenML instances, fidelity ``epoch`` (1..52), metric ``val_accuracy`` (max).
+* ``yahpo:PATH``: any YAHPO scenario folder; metric and fidelity default to the
+  scenario's first non-runtime output and its first integer fidelity (else its
+  first fidelity). An integer fidelity is simulated as training iterations, a float
+  one (``trainsize``) as fits from scratch whose budgets are the fidelity values
+  themselves (see :mod:`warmtune.bench.backends`).
+* ``nb201:DATASET``: NAS-Bench-201, target ``DATASET`` (cifar10, cifar100,
+  imagenet16-120); tasks are the three datasets. A single fidelity (``max_budget=1``)
+  whose cost is :func:`~warmtune.trainables.benchmarks.nb201.evaluation_cost`.
+
+``full_costs`` gives the seconds of one full-fidelity evaluation from scratch, the
+unit of the regret-against-time tables (:mod:`warmtune.bench.wallclock`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from warmtune.bench.backends import FixedFidelity, NB201Backend, YahpoBackend, YahpoFloatBackend
+from warmtune.space import IntParam, SearchSpace
+
+__all__ = ["NB201_DATASETS", "Benchmark", "load_benchmark"]
+
+NB201_DATASETS = ("cifar10", "cifar100", "imagenet16-120")
+
+
+@dataclass
+class Benchmark:
+    """A benchmark: its tasks, space, backends and full-fidelity values.
+
+    Attributes:
+        name: how results name it (``lcbench``, ``nb201``, a scenario name).
+        tasks: every task; the knowledge base of one is all the others.
+        space: the search space shared by the tasks.
+        max_budget: full fidelity: iterations, or a float fidelity's upper bound.
+        metric: the optimised metric; ``mode`` its direction (``min``/``max``).
+        backend: task -> a simulator backend.
+        full_values: (task, configs) -> metric at full fidelity, natural direction.
+        default_tasks: targets run when ``--tasks`` is not given.
+        reference_configs: every configuration of the space when it is small enough to
+            enumerate (nb201): the reference is then exhaustive.
+        target_gap: the ``evals_to_target`` tolerance, in metric units.
+        source: :func:`load_benchmark`'s arguments, so worker processes can rebuild it.
+        min_budget: the lowest budget successive halving starts at: 1 iteration, or
+            a float fidelity's lower bound (iaml's ``trainsize``: 0.03).
+        full_costs: (task, configs) -> simulated seconds of one evaluation at full
+            fidelity from scratch, from the backend's cost model (the surrogate's
+            runtime output at the top fidelity; nb201: ``evaluation_cost``); ``None``
+            when the benchmark has no clock.
+    """
+
+    name: str
+    tasks: list[str]
+    space: SearchSpace
+    max_budget: float
+    metric: str
+    mode: str
+    backend: Callable[[str], Any]
+    full_values: Callable[[str, Sequence[Mapping[str, Any]]], np.ndarray]
+    default_tasks: list[str] = field(default_factory=list)
+    reference_configs: list[dict[str, Any]] | None = None
+    target_gap: float = 0.5
+    source: dict[str, Any] = field(default_factory=dict)
+    min_budget: float = 1
+    full_costs: Callable[[str, Sequence[Mapping[str, Any]]], np.ndarray] | None = None
+
+    def minimised(self, values: np.ndarray) -> np.ndarray:
+        """Values in the direction the searchers minimise."""
+        return np.asarray(values, dtype=float) * (1.0 if self.mode == "min" else -1.0)
+
+
+def load_benchmark(
+    spec: str,
+    *,
+    data_dir: str | Path | None = None,
+    metric: str | None = None,
+    mode: str | None = None,
+    fidelity: str | None = None,
+) -> Benchmark:
+    """Build a :class:`Benchmark` from ``lcbench``, ``yahpo:PATH`` or ``nb201:DATASET``.
+
+    Raises:
+        ValueError: an unknown benchmark, missing data, or a bad metric/fidelity.
+    """
+    source = {
+        "spec": spec,
+        "data_dir": data_dir,
+        "metric": metric,
+        "mode": mode,
+        "fidelity": fidelity,
+    }
+    bench = _load(spec, data_dir=data_dir, metric=metric, mode=mode, fidelity=fidelity)
+    bench.source = source
+    return bench
+
+
+def _load(
+    spec: str,
+    *,
+    data_dir: str | Path | None,
+    metric: str | None,
+    mode: str | None,
+    fidelity: str | None,
+) -> Benchmark:
+    if mode is not None and mode not in ("min", "max"):
+        raise ValueError(f"--mode must be 'min' or 'max', got {mode!r}")
+    if spec == "lcbench":
+        return _yahpo(_data_dir(data_dir) / "yahpo" / "lcbench", metric, mode, fidelity)
+    if spec.startswith("yahpo:"):
+        return _yahpo(Path(spec.partition(":")[2]).expanduser(), metric, mode, fidelity)
+    if spec.startswith("nb201:"):
+        if metric is not None or fidelity is not None:
+            raise ValueError("nb201 has one metric (test accuracy) and no fidelity; drop them")
+        return _nb201(_data_dir(data_dir), spec.partition(":")[2])
+    raise ValueError(
+        f"unknown benchmark {spec!r}; use lcbench, yahpo:PATH (a YAHPO scenario folder) "
+        f"or nb201:DATASET with DATASET one of {list(NB201_DATASETS)}"
+    )
+
+
+def _data_dir(data_dir: str | Path | None) -> Path:
+    raw = data_dir if data_dir is not None else os.environ.get("WARMTUNE_DATA")
+    if raw is None or not Path(raw).is_dir():
+        raise ValueError(
+            f"benchmark data not found (--data-dir={data_dir and str(data_dir)!r}, "
+            f"$WARMTUNE_DATA={os.environ.get('WARMTUNE_DATA')!r}); pass --data-dir or set "
+            "WARMTUNE_DATA to the folder holding yahpo/ and nas-bench-201/"
+        )
+    return Path(raw)
+
+
+def _yahpo(path: Path, metric: str | None, mode: str | None, fidelity: str | None) -> Benchmark:
+    from warmtune.trainables.benchmarks.yahpo import YahpoScenario
+
+    # One intra-op thread: each call is a small batch, and threads only add overhead.
+    scenario = YahpoScenario(path, threads=1)
+    modes = scenario.output_modes()
+    runtime = scenario.meta.runtime_name or "time"
+    if metric is None:
+        metric = (
+            "val_accuracy"
+            if "val_accuracy" in modes
+            else next(n for n in scenario.outputs if n != runtime)
+        )
+    if metric not in modes:
+        raise ValueError(f"unknown --metric {metric!r}; {scenario.name} has {scenario.outputs}")
+    mode = mode or modes[metric]
+    names = list(scenario.fidelity_space)
+    ints = [n for n, p in scenario.fidelity_space.items() if isinstance(p, IntParam)]
+    if fidelity is None:
+        if not names:
+            raise ValueError(f"{scenario.name} has no fidelity parameter; it cannot be simulated")
+        fidelity = ints[0] if ints else names[0]
+    if fidelity not in names:
+        raise ValueError(
+            f"--fidelity must be one of {scenario.name}'s fidelities {names}, got {fidelity!r}"
+        )
+    kind = YahpoBackend if fidelity in ints else YahpoFloatBackend
+    others = {
+        n: p.high for n, p in scenario.fidelity_space.items() if n != fidelity
+    }  # fixed at their maximum
+
+    def backend(task: str) -> YahpoBackend | YahpoFloatBackend:
+        b = kind(scenario, instance=task, metric=metric, mode=mode, fidelity=fidelity)
+        if others:
+            b.scenario = FixedFidelity(scenario, others)
+        return b
+
+    def full_values(task: str, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        top = scenario.fidelity_space[fidelity].high
+        rows = [{**c, fidelity: top, **others} for c in configs]
+        return scenario.evaluate(rows, instance=task)[metric].to_numpy(dtype=float)
+
+    tasks = list(scenario.instances)
+    first = backend(tasks[0])
+
+    def full_costs(task: str, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        if first.runtime is None:  # the backends' cost model without a runtime output
+            return np.full(len(configs), float(first.max_budget))
+        top = scenario.fidelity_space[fidelity].high
+        rows = [{**c, fidelity: top, **others} for c in configs]
+        seconds = scenario.evaluate(rows, instance=task)[first.runtime].to_numpy(dtype=float)
+        return np.maximum(seconds, 0.0)  # as the backends clip their costs
+
+    return Benchmark(
+        name=scenario.name,
+        tasks=tasks,
+        space=scenario.space,
+        max_budget=first.max_budget,
+        min_budget=first.min_budget if isinstance(first, YahpoFloatBackend) else 1,
+        full_costs=full_costs,
+        metric=metric,
+        mode=mode,
+        backend=backend,
+        full_values=full_values,
+        default_tasks=tasks,
+    )
+
+
+def _nb201(data_dir: Path, dataset: str) -> Benchmark:
+    from warmtune.trainables.benchmarks.nb201 import (
+        NB201Table,
+        all_archs,
+        evaluation_cost,
+        search_space,
+    )
+
+    if dataset not in NB201_DATASETS:
+        raise ValueError(f"unknown nb201 dataset {dataset!r}; use one of {list(NB201_DATASETS)}")
+    table = NB201Table(data_dir / "nas-bench-201")
+    return Benchmark(
+        name="nb201",
+        tasks=list(NB201_DATASETS),
+        space=search_space(),
+        max_budget=1,
+        metric="test_accuracy",
+        mode="max",
+        backend=lambda task: NB201Backend(table, task),
+        full_values=lambda task, configs: table.accuracies(configs, task),
+        default_tasks=[dataset],
+        reference_configs=all_archs(),
+        # The same cost on every dataset: the proxy counts a cell's operations.
+        full_costs=lambda task, configs: np.array([evaluation_cost(c) for c in configs]),
+    )
