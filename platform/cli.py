@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from warmtune.cli_bench import bench
+from warmtune.cli_data import data
 from warmtune.cli_jobs import JOB_COMMANDS
 from warmtune.cli_kb import kb
 from warmtune.cli_report import report
@@ -318,6 +319,7 @@ main.add_command(bench)
 for _command in JOB_COMMANDS:
     main.add_command(_command)
 main.add_command(report)
+main.add_command(data)
 
 if __name__ == "__main__":
     main()

@@ -261,8 +261,16 @@ class Submission:
 
 def _with_resolved_params(text: str, raw: dict[str, Any], resolved: dict[str, Any]) -> str:
     """The job file with the params the trainable normalised (relative data paths made
-    absolute, where the user meant them) written in; unchanged when none changed."""
-    changed = {k: v for k, v in resolved.items() if raw.get(k) != v}
+    absolute, where the user meant them) written in; unchanged when none changed.
+
+    Dataset names (``scenario: lcbench``) travel as names: the cluster resolves them in
+    its own data directory.
+    """
+    from warmtune.data import is_dataset_name
+
+    changed = {
+        k: v for k, v in resolved.items() if raw.get(k) != v and not is_dataset_name(raw.get(k))
+    }
     if not changed:
         return text
     data = yaml.safe_load(text)
@@ -291,6 +299,7 @@ def prepare_submission(
         job_file: the YAML job file. It travels as is, except that with ``check``
             the trainable's relative data paths are made absolute here (like
             ``storage``), since the job runs in the cluster's temporary directory.
+            Dataset names stay names.
         name, storage: override the file's ``name`` / ``storage`` (a relative local
             storage path is made absolute: a cluster on this machine or one sharing
             the file system sees the same path).

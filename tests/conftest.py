@@ -1,11 +1,20 @@
-"""Shared fixtures: one Ray instance per test session, and the reference data path."""
+"""Shared fixtures: one Ray instance per test session, and the datasets by name.
+
+Tests find real data only through :mod:`warmtune.data` (``$WARMTUNE_DATA``, else
+``~/.cache/warmtune/data``). A test that needs a dataset asks the ``need_data`` fixture
+for it and is skipped, naming the dataset and the ``warmtune data`` command that
+provides it, when it is not there; so a fresh clone passes with no data at all.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+import warmtune.data
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,11 +36,22 @@ def _private_storage(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """Reference data (../shared/data beside the checkout, or $WARMTUNE_DATA)."""
-    path = Path(os.environ.get("WARMTUNE_DATA", REPO_ROOT.parent / "shared" / "data"))
-    if not path.is_dir():
-        pytest.skip(f"reference data not found at {path}; set WARMTUNE_DATA")
-    return path
+    """The data directory, :func:`warmtune.data.data_dir` (it may hold nothing: ask
+    ``need_data`` for what a test needs)."""
+    return warmtune.data.data_dir()
+
+
+@pytest.fixture(scope="session")
+def need_data() -> Callable[[str], Path]:
+    """``need_data(NAME)``: the folder of dataset NAME, or a skip that says how to get it."""
+
+    def need(name: str) -> Path:
+        try:
+            return warmtune.data.require(name)
+        except warmtune.data.DatasetMissingError as e:
+            pytest.skip(str(e))
+
+    return need
 
 
 @pytest.fixture(scope="session")

@@ -338,17 +338,20 @@ def test_wheel_is_built_once_and_imports_without_the_repository(tmp_path):
     assert version == bundle.version and system == "Linux"
 
 
-def test_relative_data_paths_travel_absolute(tmp_path, data_dir, monkeypatch):
+def test_relative_data_paths_travel_absolute(tmp_path, monkeypatch):
     # The job runs in the cluster's temporary directory, so a path meant relative to
     # where the user submits must not travel relative.
-    monkeypatch.chdir(data_dir.parent)
+    table = tmp_path / "mine" / "nas-bench-201" / "nats_bench.csv"
+    table.parent.mkdir(parents=True)
+    table.write_text("ArchitectureString\n")  # validation checks the file is there
+    monkeypatch.chdir(tmp_path)
     job_file = tmp_path / "nb.yaml"
     job = {
         "name": "nb",
         "task": {"name": "nb201-cifar10"},
         "trainable": {
             "name": "nb201",
-            "params": {"path": f"{data_dir.name}/nas-bench-201", "dataset": "cifar10"},
+            "params": {"path": "mine/nas-bench-201", "dataset": "cifar10"},
         },
         "objective": {"metric": "accuracy", "mode": "max"},
         "space": {"edge_1_0": {"type": "categorical", "choices": ["none", "skip_connect"]}},
@@ -357,8 +360,30 @@ def test_relative_data_paths_travel_absolute(tmp_path, data_dir, monkeypatch):
     job_file.write_text(yaml.safe_dump(job))
     sub = prepare_submission(job_file, code=CodeBundle("installed", "9.9.9"))
     shipped = yaml.safe_load(sub.job_text)
-    assert shipped["trainable"]["params"]["path"] == str((data_dir / "nas-bench-201").resolve())
+    assert shipped["trainable"]["params"]["path"] == str(table.parent.resolve())
     assert {k: v for k, v in shipped.items() if k != "trainable"} == {
         k: v for k, v in job.items() if k != "trainable"
     }
     assert sub.job_text.startswith("# Submitted by warmtune submit; trainable.params path")
+
+
+def test_dataset_names_travel_as_names(tmp_path, monkeypatch):
+    # A name resolves in the data directory of the machine that runs the job, so the
+    # cluster's own copy is used, not a path that exists only where the user submits.
+    monkeypatch.setenv("WARMTUNE_DATA", str(tmp_path / "data"))
+    table = tmp_path / "data" / "nas-bench-201" / "nats_bench.csv"
+    table.parent.mkdir(parents=True)
+    table.write_text("ArchitectureString\n")  # validation checks the file is there
+    job = {
+        "name": "nb",
+        "task": {"name": "nb201-cifar10"},
+        "trainable": {"name": "nb201", "params": {"path": "nb201", "dataset": "cifar10"}},
+        "objective": {"metric": "accuracy", "mode": "max"},
+        "space": {"edge_1_0": {"type": "categorical", "choices": ["none", "skip_connect"]}},
+        "budget": {"trials": 1, "max_iterations": 1},
+    }
+    job_file = tmp_path / "nb.yaml"
+    job_file.write_text(yaml.safe_dump(job))
+    sub = prepare_submission(job_file, code=CodeBundle("installed", "9.9.9"))
+    assert yaml.safe_load(sub.job_text)["trainable"]["params"]["path"] == "nb201"
+    assert not sub.job_text.startswith("# Submitted by warmtune submit")

@@ -131,11 +131,11 @@ def k8s_errors(doc: dict[str, Any], schema: dict[str, Any]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def crd_schemas(data_dir: Path) -> dict[str, dict[str, Any]]:
+def crd_schemas(need_data) -> dict[str, dict[str, Any]]:
     """Kind -> the served v1 openAPIV3Schema of KubeRay's CRD."""
     schemas = {}
     for kind, name in CRD_FILES.items():
-        text = (data_dir / "kuberay-crds" / name).read_text()
+        text = (need_data("kuberay-crds") / name).read_text()
         crd = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         assert crd["spec"]["names"]["kind"] == kind
         (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]

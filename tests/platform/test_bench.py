@@ -87,7 +87,8 @@ def _run(args, out, data_dir, jobs=1):
 
 
 @pytest.fixture(scope="module")
-def lcbench_tasks(data_dir):
+def lcbench_tasks(data_dir, need_data):
+    need_data("lcbench")
     return load_benchmark("lcbench", data_dir=data_dir).tasks[:2]
 
 
@@ -208,7 +209,8 @@ def test_same_arguments_same_summary(tiny_lcbench, tmp_path, data_dir):
     pd.testing.assert_frame_equal(first, second)
 
 
-def test_nb201_leaves_the_target_dataset_out(tmp_path, data_dir):
+def test_nb201_leaves_the_target_dataset_out(tmp_path, data_dir, need_data):
+    need_data("nb201")
     summary = _run(
         [
             "nb201:cifar100",
@@ -237,7 +239,8 @@ def test_nb201_leaves_the_target_dataset_out(tmp_path, data_dir):
     assert zs["normalized_regret"].iloc[0] < 0.5
 
 
-def test_zeroshot_orders_by_average_rank(data_dir, tmp_path):
+def test_zeroshot_orders_by_average_rank(data_dir, need_data, tmp_path):
+    need_data("nb201")
     nb = load_benchmark("nb201:cifar10", data_dir=data_dir)
     past = knowledge_base(nb, "cifar10", cache_dir=tmp_path)
     searcher = ZeroShot(space=nb.space, seed=0, past_tasks=past)
@@ -253,7 +256,8 @@ def test_zeroshot_orders_by_average_rank(data_dir, tmp_path):
     assert ranks[0] <= ranks[1] + 1e-9
 
 
-def test_yahpo_backend_costs_are_time_differences(data_dir):
+def test_yahpo_backend_costs_are_time_differences(data_dir, need_data):
+    need_data("lcbench")
     lc = load_benchmark("lcbench", data_dir=data_dir)
     backend = lc.backend(lc.tasks[0])
     assert isinstance(backend, YahpoBackend) and backend.max_budget == 52
@@ -287,7 +291,8 @@ IAML_RUNGS = [1 / 27, 1 / 9, 1 / 3, 1.0]  # eta = 3 on trainsize 0.03..1.0
 
 
 @pytest.fixture(scope="module")
-def iaml(data_dir):
+def iaml(data_dir, need_data):
+    need_data("iaml_glmnet")
     return load_benchmark(
         f"yahpo:{data_dir / 'yahpo' / 'iaml_glmnet'}", fidelity="trainsize", metric="mmce"
     )
@@ -313,8 +318,8 @@ def test_multi_fidelity_methods_rung_on_the_float_range(iaml, tmp_path):
         np.testing.assert_allclose(budgets, IAML_RUNGS, rtol=1e-12)
 
 
-def test_iaml_glmnet_runs_every_method_through_the_cli(tmp_path, data_dir):
-    path = data_dir / "yahpo" / "iaml_glmnet"
+def test_iaml_glmnet_runs_every_method_through_the_cli(tmp_path, data_dir, need_data):
+    path = need_data("iaml_glmnet")
     summary = _run(
         [f"yahpo:{path}", "--fidelity", "trainsize", "--metric", "mmce", "--mode", "min"]
         + ["--tasks", "1489", "--budget", "5", "--workers", "2", "--seeds", "1"],
@@ -339,7 +344,8 @@ def test_iaml_glmnet_runs_every_method_through_the_cli(tmp_path, data_dir):
             assert budgets.min() == pytest.approx(1 / 27), method
 
 
-def test_an_unknown_fidelity_names_the_choices(data_dir):
+def test_an_unknown_fidelity_names_the_choices(data_dir, need_data):
+    need_data("iaml_glmnet")
     with pytest.raises(ValueError, match=r"fidelities \['trainsize'\]"):
         load_benchmark(f"yahpo:{data_dir / 'yahpo' / 'iaml_glmnet'}", fidelity="epoch")
 
@@ -372,7 +378,9 @@ def test_time_rows_by_hand():
     assert [r["normalized_regret"] for r in rows[1:]] == [0.5, 0.25, 0.25, 0.25]
 
 
-def test_time_unit_is_the_median_full_evaluation_time(data_dir, tmp_path):
+def test_time_unit_is_the_median_full_evaluation_time(data_dir, need_data, tmp_path):
+    need_data("nb201")
+    need_data("lcbench")
     nb = load_benchmark("nb201:cifar10", data_dir=data_dir)
     costs = [evaluation_cost(c) for c in all_archs()]
     assert time_unit(nb, "cifar10", n=10, cache_dir=None) == np.median(costs)

@@ -25,8 +25,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def omniglot(data_dir):
-    return data_dir / "omniglot"
+def omniglot(need_data):
+    return need_data("omniglot")
 
 
 def test_splits_follow_the_standard_protocol(omniglot):

@@ -42,8 +42,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def omniglot(data_dir):
-    return str(data_dir / "omniglot")
+def omniglot(need_data):
+    return str(need_data("omniglot"))
 
 
 def test_settings_name_the_bad_field(omniglot, tmp_path, monkeypatch):
@@ -211,15 +211,15 @@ def test_meta_features_and_registry(omniglot):
 
 
 @pytest.mark.parametrize("name", ["maml-omniglot.yaml", "maml-omniglot-pbt.yaml"])
-def test_examples_validate(name, monkeypatch):
+def test_examples_validate(name, omniglot, tmp_path, monkeypatch):
     from warmtune.spec import load_job
 
-    if not (REPO_ROOT.parent / "shared" / "data" / "omniglot").is_dir():
-        pytest.skip("the examples point at ../shared/data/omniglot beside the checkout")
-    monkeypatch.chdir(REPO_ROOT)
+    monkeypatch.chdir(tmp_path)  # the name resolves in the data directory, from anywhere
     spec = load_job(REPO_ROOT / "examples" / name)
     assert spec.trainable.name == "maml-omniglot"
     assert spec.objective.metric == "val_accuracy"
+    assert spec.trainable.params["data"] == "omniglot"
+    assert spec.trainable_params()["data"] == omniglot
 
 
 @pytest.mark.slow

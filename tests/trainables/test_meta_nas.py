@@ -35,8 +35,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def omniglot(data_dir):
-    return str(data_dir / "omniglot")
+def omniglot(need_data):
+    return str(need_data("omniglot"))
 
 
 def _loop_maml_grad(model, params, data, *, inner_lr, steps):
@@ -119,11 +119,9 @@ def test_meta_nas_trains_and_checkpoints_bit_for_bit(omniglot, algorithm):
         OmniglotMAML(settings=other, seed=0).load_state_dict(state)
 
 
-def test_meta_nas_example_validates(monkeypatch):
+def test_meta_nas_example_validates(omniglot, monkeypatch):
     from warmtune.spec import load_job
 
-    if not (REPO_ROOT.parent / "shared" / "data" / "omniglot").is_dir():
-        pytest.skip("the example points at ../shared/data/omniglot beside the checkout")
     monkeypatch.chdir(REPO_ROOT)
     spec = load_job(REPO_ROOT / "examples" / "meta-nas-omniglot.yaml")
     assert spec.trainable.name == "maml-omniglot"

@@ -35,8 +35,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def omniglot(data_dir):
-    return str(data_dir / "omniglot")
+def omniglot(need_data):
+    return str(need_data("omniglot"))
 
 
 def settings(omniglot, **overrides):
@@ -169,11 +169,9 @@ def test_meta_features_and_registry(omniglot):
     assert features["train_examples"] == 50 * 14
 
 
-def test_example_validates(monkeypatch):
+def test_example_validates(omniglot, monkeypatch):
     from warmtune.spec import load_job
 
-    if not (REPO_ROOT.parent / "shared" / "data" / "omniglot").is_dir():
-        pytest.skip("the example points at ../shared/data/omniglot beside the checkout")
     monkeypatch.chdir(REPO_ROOT)
     spec = load_job(REPO_ROOT / "examples" / "nas-omniglot.yaml")
     assert spec.trainable.name == "nas-omniglot"

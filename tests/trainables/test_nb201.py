@@ -22,8 +22,8 @@ from warmtune.trainables.benchmarks.trainable import NB201_METRICS, NB201Setting
 
 
 @pytest.fixture(scope="module")
-def table(data_dir) -> NB201Table:
-    return NB201Table(data_dir / "nas-bench-201" / "nats_bench.csv")
+def table(need_data) -> NB201Table:
+    return NB201Table(need_data("nb201") / "nats_bench.csv")
 
 
 def test_string_round_trip_for_every_cell(table):
@@ -78,10 +78,11 @@ def test_cost_proxy():
     assert evaluation_cost({**cheapest, "edge_1_0": "nor_conv_1x1"}) == 2.0
 
 
-def test_train_nb201_under_tune(ray_session, data_dir, table, tmp_path):
+def test_train_nb201_under_tune(ray_session, need_data, table, tmp_path):
     from ray import tune
 
-    settings = NB201Settings(path=str(data_dir / "nas-bench-201"), dataset="cifar100")
+    settings = NB201Settings(path="nb201", dataset="cifar100")
+    assert settings.path == str(need_data("nb201"))
     arch = table.optimum("cifar100")[1]
     tuner = tune.Tuner(
         tune.with_parameters(train_nb201, max_iterations=5, seed=0, **settings.model_dump()),

@@ -133,7 +133,8 @@ class NB201Table:
     """The NAS-Bench-201 accuracy table (``nats_bench.csv``).
 
     Args:
-        path: the CSV file, or the folder holding ``nats_bench.csv``.
+        path: the CSV file, the folder holding ``nats_bench.csv``, or ``"nb201"``: the
+            table in the data directory (:func:`warmtune.data.require`).
 
     Raises:
         ValueError: the file is missing, lacks a column, or does not hold 15,625 cells.
@@ -142,7 +143,9 @@ class NB201Table:
     def __init__(self, path: str | Path) -> None:
         import pandas as pd
 
-        path = Path(path)
+        from warmtune.data import is_dataset_name, require
+
+        path = require(path) if is_dataset_name(path, kind="nb201") else Path(path)
         if path.is_dir():
             path = path / "nats_bench.csv"
         if not path.is_file():

@@ -18,7 +18,6 @@ import functools
 import json
 import os
 import tempfile
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -55,7 +54,10 @@ class YahpoSettings(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    scenario: str = Field(description="Folder of one YAHPO scenario, e.g. .../yahpo/lcbench.")
+    scenario: str = Field(
+        description="A YAHPO scenario's name (lcbench, rbv2_svm, ...), found in the data "
+        "directory, or the path of one scenario folder."
+    )
     instance: str = Field(description="Instance (lcbench: an OpenML task id such as '3945').")
     metric: str | None = Field(None, description="Output the search optimizes; checked early.")
     fidelity: str | None = Field(
@@ -80,7 +82,9 @@ class YahpoSettings(BaseModel):
     @field_validator("scenario")
     @classmethod
     def _scenario_folder(cls, v: str) -> str:
-        return _existing_path(v, what="YAHPO scenario folder (with model.onnx)", file="model.onnx")
+        return _existing_path(
+            v, kind="yahpo", what="YAHPO scenario folder (with model.onnx)", file="model.onnx"
+        )
 
 
 class NB201Settings(BaseModel):
@@ -88,25 +92,37 @@ class NB201Settings(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    path: str = Field(description="nats_bench.csv, or the folder holding it.")
+    path: str = Field(
+        description="nb201 (the table in the data directory), nats_bench.csv, or the "
+        "folder holding it."
+    )
     dataset: Dataset = Field(description="cifar10, cifar100 or imagenet16-120.")
 
     @field_validator("path")
     @classmethod
     def _table_path(cls, v: str) -> str:
-        return _existing_path(v, what="NAS-Bench-201 table", file="nats_bench.csv")
+        return _existing_path(v, kind="nb201", what="NAS-Bench-201 table", file="nats_bench.csv")
 
 
-def _existing_path(value: str, *, what: str, file: str) -> str:
-    """``value`` with ``~`` and ``$VARS`` expanded, made absolute, and checked to exist.
+def _existing_path(value: str, *, kind: str, what: str, file: str) -> str:
+    """``value`` as an absolute path that exists: a dataset name of ``kind`` resolved in
+    the data directory, or a path with ``~`` and ``$VARS`` expanded.
 
     Absolute, because trials run in Ray workers whose working directory is not the
     user's; the platform passes the validated value on to them.
+
+    Raises:
+        ValueError: A named dataset that is not there (the message says how to get it),
+            or a path without ``file``.
     """
-    path = Path(os.path.expandvars(os.path.expanduser(value))).resolve()
+    from warmtune.data import names, resolve
+
+    path = resolve(value, kind=kind)
     if not (path.is_file() or (path / file).is_file()):
         raise ValueError(
-            f"no {what} at {path} (from {value!r}); give the path of a folder holding {file}"
+            f"no {what} at {path} (from {value!r}); give a dataset name "
+            f"({', '.join(names(kind))}; `warmtune data list`) or the path of a folder "
+            f"holding {file}"
         )
     return str(path)
 

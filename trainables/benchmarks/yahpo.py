@@ -81,7 +81,9 @@ class YahpoScenario:
     """One YAHPO Gym scenario folder, evaluated with onnxruntime.
 
     Args:
-        path: the scenario folder (``config_space.json``, ``encoding.json``, ``model.onnx``).
+        path: the scenario folder (``config_space.json``, ``encoding.json``, ``model.onnx``),
+            or a scenario's name (``"lcbench"``), found in the data directory
+            (:func:`warmtune.data.require`).
         instance: default instance for :meth:`evaluate` (e.g. ``"3945"`` for lcbench).
         scenario: key in :data:`SCENARIOS`; defaults to the folder name.
         meta: metadata overriding (or replacing) the :data:`SCENARIOS` entry.
@@ -90,7 +92,8 @@ class YahpoScenario:
 
     Raises:
         ValueError: a file is missing, the scenario is unknown and no ``meta`` is given,
-            or ``instance`` is not one of :attr:`instances`.
+            or ``instance`` is not one of :attr:`instances`; for a name whose data is not
+            there, :class:`~warmtune.data.DatasetMissingError` says how to get it.
     """
 
     def __init__(
@@ -102,7 +105,9 @@ class YahpoScenario:
         meta: ScenarioMeta | Mapping[str, Any] | None = None,
         threads: int | None = None,
     ) -> None:
-        self.path = Path(path)
+        from warmtune.data import is_dataset_name, require
+
+        self.path = require(path) if is_dataset_name(path, kind="yahpo") else Path(path)
         for name in ("config_space.json", "encoding.json"):
             if not (self.path / name).is_file():
                 raise ValueError(

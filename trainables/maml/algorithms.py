@@ -245,7 +245,7 @@ def maml(
             CPU (see :mod:`.throughput`). The first call compiles (about a minute for the
             paper's network on a CPU; seconds from inductor's on-disk cache); later calls
             with the same shapes reuse it. Same gradient in float64; in float32 its sums
-            run in a different order (see the README).
+            run in a different order (see docs/performance.md).
 
     Returns:
         The meta-loss and the meta-gradient.

@@ -1,6 +1,6 @@
 """Omniglot few-shot episodes (Lake et al. 2015) with the standard MAML protocol.
 
-The reference data is two ``.npz`` files (see the data README): ``images_background.npz``
+The reference data is two ``.npz`` files (see docs/data.md): ``images_background.npz``
 (964 characters) and ``images_evaluation.npz`` (659 characters), each ``images`` bool
 ``[characters, 20 drawers, 105, 105]`` with ``True`` for the white background. Together, in
 that order, they are the 1,623 characters in official order.
@@ -131,21 +131,26 @@ def check_data_folder(path: str | Path) -> Path:
     """``path`` resolved to an absolute folder that holds both Omniglot files.
 
     Args:
-        path: Folder holding ``images_background.npz`` and ``images_evaluation.npz``.
+        path: ``"omniglot"``, the dataset in the data directory (``warmtune data fetch
+            omniglot`` puts it there), or a folder holding ``images_background.npz`` and
+            ``images_evaluation.npz``.
 
     Returns:
         The absolute path.
 
     Raises:
-        ValueError: If a file is missing, naming the folder that was checked.
+        ValueError: If a file is missing, naming the folder that was checked and the
+            command that provides the data.
     """
-    folder = Path(path).expanduser().resolve()
+    from warmtune.data import resolve
+
+    folder = resolve(path, kind="omniglot")
     missing = [name for name in FILES if not (folder / name).is_file()]
     if missing:
         raise ValueError(
-            f"no Omniglot data at {folder}: missing {', '.join(missing)}; give the folder "
-            "holding images_background.npz and images_evaluation.npz (e.g. "
-            "shared/data/omniglot)"
+            f"no Omniglot data at {folder}: missing {', '.join(missing)}; give the "
+            "dataset name omniglot (`warmtune data fetch omniglot` puts it in the data "
+            "directory) or a folder holding images_background.npz and images_evaluation.npz"
         )
     return folder
 

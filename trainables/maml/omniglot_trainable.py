@@ -87,8 +87,9 @@ class OmniglotSettings(CellFields):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     data: str = Field(
-        description="Folder holding images_background.npz and images_evaluation.npz; "
-        "made absolute at validation, since Ray workers run elsewhere."
+        description="omniglot (the dataset in the data directory) or a folder holding "
+        "images_background.npz and images_evaluation.npz; made an absolute path at "
+        "validation, since Ray workers run elsewhere."
     )
     n_way: int = Field(5, ge=2, description="Classes per task.")
     k_shot: int = Field(1, ge=1, description="Support images per class.")
@@ -136,8 +137,9 @@ class OmniglotSettings(CellFields):
         False,
         description="Run the meta-update through torch.compile (inductor), which fuses its "
         "elementwise work: 1.16-1.60x eager's meta-iterations per second for second-order "
-        "MAML on a CPU (README), after a one-off compile per network shape: about a minute "
-        "for conv4, minutes for nb201 cells, seconds when inductor's on-disk cache has it. "
+        "MAML on a CPU (docs/performance.md), after a one-off compile per network shape: "
+        "about a minute for conv4, minutes for nb201 cells, seconds when inductor's on-disk "
+        "cache has it. "
         "For long trials; on a CPU it needs a C++ compiler (g++ or $CXX).",
     )
 

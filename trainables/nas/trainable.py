@@ -79,8 +79,9 @@ class NASSettings(CellFields):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     data: str = Field(
-        description="Folder holding images_background.npz and images_evaluation.npz; made "
-        "absolute at validation, since Ray workers run elsewhere."
+        description="omniglot (the dataset in the data directory) or a folder holding "
+        "images_background.npz and images_evaluation.npz; made an absolute path at "
+        "validation, since Ray workers run elsewhere."
     )
     classes: int = Field(
         100, ge=2, le=1623, description="Characters to classify (the first ones, official order)."
