@@ -42,6 +42,12 @@ def _split(text: str) -> list[str]:
     "simulated BOHB search (multi-fidelity).",
 )
 @click.option(
+    "--past-mix",
+    default=None,
+    metavar="K:KIND[,K:KIND]",
+    help="Add K distractor tasks of each KIND (mirrored, permuted, shifted) per past task.",
+)
+@click.option(
     "--jobs",
     default=None,
     type=int,
@@ -95,6 +101,7 @@ def bench(
     workers: int,
     seeds: int,
     past: str,
+    past_mix: str | None,
     jobs: int | None,
     reference_configs: int,
     target_gap: float | None,
@@ -143,6 +150,7 @@ def bench(
             out=out,
             cache_dir=cache_dir,
             past=past,
+            past_mix=past_mix,
             reference_configs=reference_configs,
             jobs=jobs if jobs is not None else max(1, os.cpu_count() or 1),
             progress=None if quiet else sys.stderr,

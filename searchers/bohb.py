@@ -127,7 +127,9 @@ class BOHB(SuccessiveHalvingSearcher):
         prior_weight: float = 10.0,
         warm_start: WarmStart | None = None,
         initial_design: int | None = None,
-        design_rung: str = "min",
+        design_rung: str = "max",
+        design_objective: str = "coverage",
+        design_cost: str = "parallel",
         warm_design: bool = True,
         warm_model: bool = True,
     ) -> None:
@@ -189,6 +191,8 @@ class BOHB(SuccessiveHalvingSearcher):
         self.warm_start = warm_start
         self.initial_design = initial_design
         self.design_rung = design_rung
+        self.design_objective = design_objective
+        self.design_cost = design_cost
         self.warm_design = bool(warm_design)
         self.warm_model = bool(warm_model)
         # The warm design, part of the state: the portfolio configurations handed out
@@ -216,6 +220,8 @@ class BOHB(SuccessiveHalvingSearcher):
             "prior_weight": self.prior_weight,
             "initial_design": self.initial_design,
             "design_rung": self.design_rung,
+            "design_objective": self.design_objective,
+            "design_cost": self.design_cost,
             "warm_design": self.warm_design,
             "warm_model": self.warm_model,
         }
@@ -362,15 +368,54 @@ class BOHB(SuccessiveHalvingSearcher):
         return out if np.isfinite(out).any() else None
 
     def _design_active(self) -> bool:
-        """Whether the next new configuration may still come from the portfolio."""
+        """Whether the next new configuration may still come from the portfolio.
+
+        The design keeps going while it keeps winning: it holds ``eta`` credits, a
+        portfolio configuration that improves on the best full-budget result before it
+        wins its credit back, one that does not (or fails) spends it, and one still
+        running holds it. It stops for good when the credits run out or the past loses
+        its lead (its share of the weights falls below one half).
+        """
         if self.warm_start is None or not self.warm_design or self._design_stopped:
             return False
         if self.initial_design is not None and len(self._design_keys) >= self.initial_design:
             return False
         if self.warm_start.weights.past_share < 0.5:
-            self._design_stopped = True  # the past lost its lead: the design is over
+            self._design_stopped = True
             return False
-        return True
+        losses, running = self._design_record()
+        if losses >= self._patience():
+            self._design_stopped = True
+            return False
+        return losses + running < self._patience()
+
+    def _patience(self) -> int:
+        return max(int(round(self.eta)), 1)
+
+    def _design_record(self) -> tuple[int, int]:
+        """``(losses, running)`` of the portfolio configurations handed out so far."""
+        design = set(self._design_keys)
+        bracket = self._brackets[-1] if self.mode == "sync" else self._brackets[0]
+        top = bracket.rungs[-1].results
+        best, losses, finished = math.inf, 0, set()
+        for tid, value in top.items():
+            is_design = json.dumps(self.trial_config(tid), sort_keys=True) in design
+            if is_design:
+                finished.add(tid)
+                if value is None or not value < best:
+                    losses += 1
+            if value is not None:
+                best = min(best, value)
+        running = 0
+        for tid in self.trial_ids():
+            if tid in finished:
+                continue
+            if json.dumps(self.trial_config(tid), sort_keys=True) in design:
+                if self._trials[tid].failed:
+                    losses += 1
+                elif self._trials[tid].running or self._trials[tid].rung < len(bracket.rungs) - 1:
+                    running += 1
+        return losses, running
 
     def _next_design(self) -> dict[str, Any] | None:
         """The next portfolio configuration, or None when it offers nothing more."""
@@ -379,12 +424,32 @@ class BOHB(SuccessiveHalvingSearcher):
         # A generator of its own (completing parameters a past configuration lacks), so
         # the searcher's stream does not depend on the design.
         rng = np.random.default_rng([self.seed or 0, len(tried)])
-        config = self.warm_start.next_design(tried, rng)
+        # With other trials running from the start (parallel workers), one of the first
+        # portfolio configurations is chosen for gain per expected second, so that a
+        # full-budget result comes early; the rest for gain alone.
+        cheap = self.design_cost == "always" or (
+            self.design_cost == "parallel"
+            and len(self._design_keys) >= 1
+            and not self._cheap_pick_made()
+            and any(self._trials[tid].running for tid in self.trial_ids())
+        )
+        config = self.warm_start.next_design(
+            tried, rng, objective=self.design_objective, cost_aware=cheap
+        )
+        if config is not None and cheap:
+            self._cheap_key = json.dumps(self.space.validate(config), sort_keys=True)
         if config is None:
             self._design_stopped = True
             return None
         self._design_keys.append(json.dumps(self.space.validate(config), sort_keys=True))
         return config
+
+    def _cheap_pick_made(self) -> bool:
+        """Whether the design already chose its one cheap configuration (before any
+        full-budget result, the only time cost decides)."""
+        if getattr(self, "_cheap_key", None) is not None:
+            return True
+        return any(v is not None for v in self._brackets[0].rungs[-1].results.values())
 
     def _full_budget_config(self) -> dict[str, Any] | None:
         if self.warm_start is None or self.design_rung != "max":

@@ -36,6 +36,8 @@ __all__ = ["DensityStack", "ProductKernelDensity", "truncated_normal"]
 _SQRT2 = math.sqrt(2.0)
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _erf = np.frompyfunc(math.erf, 1, 1)
+# The log kernel of a padding column in a DensityStack: exp() of it is exactly 0.
+_PADDING = -1e300
 
 
 class ProductKernelDensity:
@@ -143,21 +145,55 @@ class DensityStack:
         self.sizes = np.array([len(d) for d in densities], dtype=int)
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(int)
         self._terms = _Terms.of(self.densities)
+        # The numeric part of every kernel as one matrix product: expanding
+        # -(x - p)^2 / (2 h^2) + offset over the parameters both sides have gives
+        # [x^2, x, 1] @ W, so one BLAS call replaces a pass per parameter (a stack holds
+        # every past task's points and is evaluated at every suggestion). Points are laid
+        # out padded, densities x their largest size, so that each density's
+        # log-sum-exp is a reduction over the last axis; a padding column's offset is
+        # so low that its kernel is exactly 0.
+        t = self._terms
+        numeric = ~self.codec.is_categorical
+        a = np.where(t.active, 0.5 * t.inv_h**2, 0.0)[:, numeric]
+        p = t.centres[:, numeric]
+        per_dim = t.numeric_offset[:, numeric] - a * p * p  # the constant part, per parameter
+        w = np.concatenate([-a, 2.0 * a * p, per_dim.sum(axis=1, keepdims=True)], axis=1)
+        self._width = int(self.sizes.max())
+        self._slot = np.concatenate(
+            [k * self._width + np.arange(n) for k, n in enumerate(self.sizes)]
+        )
+        padded = np.zeros((len(self.densities) * self._width, w.shape[1]))
+        padded[:, -1] = _PADDING
+        padded[self._slot] = w
+        absent = np.zeros((len(self.densities) * self._width, per_dim.shape[1]))
+        absent[self._slot] = per_dim
+        self._numeric = numeric
+        self._w = np.ascontiguousarray(padded.T)
+        self._absent = np.ascontiguousarray(absent.T)
 
     def __len__(self) -> int:
         return len(self.densities)
 
     def log_pdf(self, rows: np.ndarray) -> np.ndarray:
         """Log density of every density at ``rows``: shape ``(m, len(densities))``."""
-        log_k = _log_kernels(rows, self._terms)
-        if len(self.densities) == 1:
-            return (_logsumexp_rows(log_k) - math.log(self.sizes[0]))[:, None]
-        top = np.maximum.reduceat(log_k, self.starts, axis=1)
+        x = rows[:, self._numeric]
+        has = ~np.isnan(x)
+        x = np.where(has, x, 0.0)
+        features = np.concatenate([x * x, x, np.ones((len(rows), 1))], axis=1)
+        # The offset column holds sum_j offset_j - a_j p_j^2 over every numeric
+        # parameter; a parameter a row lacks must not count: take its part back out.
+        log_k = features @ self._w
+        if not has.all():
+            log_k -= (~has).astype(float) @ self._absent
+        if self.codec.is_categorical.any():
+            only = rows.copy()
+            only[:, self._numeric] = np.nan  # the categorical parameters alone
+            log_k[:, self._slot] += _log_kernels(only, self._terms)
+        log_k = log_k.reshape(len(rows), len(self.densities), self._width)
+        top = log_k.max(axis=2, keepdims=True)
         top = np.where(np.isfinite(top), top, 0.0)
-        log_k -= np.repeat(top, self.sizes, axis=1)
-        np.exp(log_k, out=log_k)
         with np.errstate(divide="ignore"):
-            return np.log(np.add.reduceat(log_k, self.starts, axis=1)) + top - np.log(self.sizes)
+            return np.log(np.exp(log_k - top).sum(axis=2)) + top[:, :, 0] - np.log(self.sizes)
 
 
 class _Terms:

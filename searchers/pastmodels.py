@@ -240,6 +240,31 @@ class PastModels:
             )
         return out
 
+    def measured_log_costs(self) -> list[dict[str, float]]:
+        """Per task: ``log(runtime / the task's median runtime)`` of every configuration it
+        measured at its top budget with a known runtime, keyed by the configuration's
+        JSON (the relative cost of a configuration, comparable across tasks)."""
+        out: list[dict[str, float]] = []
+        for task, model in zip(self.tasks, self.top, strict=True):
+            if model is None:
+                out.append({})
+                continue
+            idx = task.at_budget(model.budget)
+            times = task.runtimes[idx]
+            ok = np.isfinite(times) & (times > 0)
+            if not ok.any():
+                out.append({})
+                continue
+            median = float(np.median(times[ok]))
+            out.append(
+                {
+                    json.dumps(task.configs[i], sort_keys=True): math.log(float(x) / median)
+                    for i, x, k in zip(idx, times, ok, strict=True)
+                    if k
+                }
+            )
+        return out
+
     def predicted_ranks(self, rows: np.ndarray) -> np.ndarray:
         """``(tasks, len(rows))``: each task's model's estimate of the normalised rank of
         each row among the task's own observations (0 = better than all of them)."""
@@ -251,6 +276,23 @@ class PastModels:
             own = self._own_scores(t)
             # Rank = share of the task's observations its model scores higher.
             out[t] = (own[None, :] > scores[t][:, None]).mean(axis=1)
+        return out
+
+    def ranks_to_regrets(self, ranks: np.ndarray) -> np.ndarray:
+        """``(tasks, k)`` normalised ranks -> normalised regrets on each task: the value at
+        that rank among the task's own top-budget observations, as ``(y - y_best) /
+        (y_median - y_best)`` (0 = its best, 1 = its median), the benchmark's scale."""
+        out = np.asarray(ranks, dtype=float).copy()
+        for t, model in enumerate(self.top):
+            if model is None or len(model.values) < 2:
+                continue
+            v = np.sort(model.values)
+            spread = float(np.median(v) - v[0])
+            if spread <= 0:
+                out[t] = 0.0
+                continue
+            q = np.interp(out[t], np.linspace(0.0, 1.0, len(v)), v)
+            out[t] = (q - v[0]) / spread
         return out
 
     # Internals ------------------------------------------------------------------------

@@ -29,24 +29,30 @@ How the weights are formed, step by step:
    the same budget where ``i`` has one (low-rung results against the past's same rung).
    Its sampling variance is Kendall's null variance for the number of pairs compared
    (:func:`~warmtune.searchers.ranks.concordance_variance`).
-3. *Posterior.* Normal prior and normal measurement: ``c_i ~ N(m_i, s_i^2)`` with
-   precision ``1 / v_i + 1 / v_obs`` and mean the precision-weighted average. With no
-   own results the posterior is the prior; as they arrive the evidence takes over at the
-   rate its own variance dictates.
-4. *Competition (RGPE's principle, Feurer et al. 2018).* The target's own model and
-   random search compete with the past tasks on the same footing. The own model's
-   concordance is measured out of sample (cross-validated by the searcher) with a flat
-   prior; random search is exactly 0.5. The weight of each model is the posterior
-   probability that it has the *highest* concordance (Monte Carlo over the posteriors,
-   with a fixed generator so the same evidence gives the same weights). A past task that
-   orders the target's results the wrong way round, or no better than chance, loses its
-   weight within a few observations; when the target's own model orders them better than
-   every past task, the search is the cold search.
+3. *Bayesian model averaging.* Each past task is a hypothesis, "the target orders
+   configurations as this task's model does", with its concordance ``c_i`` drawn from
+   the learned prior (a Beta with the prior's mean and variance). The likelihood of the
+   observed pair orders is ``c^k (1 - c)^(nu - k)``, with ``nu`` the pairs' worth as
+   independent pairs (Kendall's variance) and ``k`` the concordant share of them;
+   integrated over the prior it is a ratio of Beta functions. A past task's weight among
+   the past is its posterior probability: with no own results every task weighs the same
+   (the past's consensus, what zero-shot transfer uses), and the weights concentrate on
+   the tasks whose models keep ordering the target's results rightly. A task whose model
+   orders them the wrong way round loses its weight within a few observations.
+4. *Competition with the target itself (RGPE's principle, Feurer et al. 2018).* Three
+   explanations compete on the same pairs: the past (the mixture of its tasks), the
+   target's own model (scored out of sample by the searcher's cross-validation, with a
+   uniform prior on its concordance) and chance (exactly 0.5). Chance's prior is learned
+   too: how often a past task, held out, had no other past task ordering it better than
+   chance; the past and the own model share the rest. When the target's own model orders
+   its results better than the past does, the evidence hands it the weight and the
+   search becomes the cold search; when nothing orders them, chance wins and the past
+   has no say.
 
 Cost: construction scores each past task's model on at most ``max_compare`` observations
 of every other task (``T^2`` small products; :meth:`TaskSimilarity.pairwise_state` lets a
 knowledge base store them and pass them back, so a big knowledge base pays once).
-:meth:`TaskSimilarity.weights` then costs one Monte Carlo over the tasks.
+:meth:`TaskSimilarity.weights` then costs a few vector operations over the tasks.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.special import betaln
 
 from warmtune.searchers.pastmodels import PastModels
 from warmtune.searchers.ranks import concordance, concordance_variance, stratified
@@ -73,9 +80,6 @@ _MIN_VARIANCE = 1e-4
 # tried by LOTO; infinity is the "meta-features say nothing" model.
 _META_BANDWIDTHS = (*np.geomspace(0.1, 10.0, 9).tolist(), math.inf)
 _META_MISMATCH = (0.0, 0.25, 0.5, 0.75, 1.0)
-# Monte Carlo draws behind the probability of being the best model (standard error of a
-# weight below 0.008).
-_DRAWS = 4096
 
 
 @dataclass(frozen=True)
@@ -148,8 +152,7 @@ class TaskSimilarity:
 
     Args:
         models: the past tasks' models (in the target's space).
-        seed: seed of the Monte Carlo behind the weights (fixed: the same evidence gives
-            the same weights).
+        seed: seed of the generator behind the learned prior's random subsets.
         max_compare: at most this many observations of each past task are used to
             measure the pairwise concordances (a rank-stratified subset).
         prior: ``"learned"`` (the LOTO-fitted prior of the module docstring) or
@@ -189,6 +192,8 @@ class TaskSimilarity:
         self.loto_error = {"typical": math.nan, "meta": math.nan}
         self._typical = np.full(t, 0.5)
         self._variance = np.full(t, UNINFORMED_VARIANCE)
+        # Prior probability that no past model orders a new task better than chance.
+        self.null_prior = 1.0 / (t + 2)
         self._d2 = np.zeros((t, t))
         self._mism = np.zeros((t, t))
         if prior == "flat":
@@ -370,58 +375,58 @@ class TaskSimilarity:
         *,
         meta_features: Mapping[str, Any] | None = None,
         evidence: Evidence | None = None,
-        oracle: np.ndarray | None = None,
+        oracle: Evidence | None = None,
     ) -> TaskWeights:
         """The weights of the past tasks, the own model and random search.
 
         Args:
             meta_features: the target's meta-features (unknown names are ignored).
             evidence: what the target's own observations say (default: none yet).
-            oracle: an ablation only: each past task's *true* concordance with the target,
-                measured on a sample the searcher never sees; it replaces the posterior
-                (an upper bound of what similarity can know, never a method).
+            oracle: an ablation only: the same measurement on a large sample of the
+                target that the searcher never sees. The past tasks' weights among
+                themselves then come from it (an upper bound of what similarity could
+                know, never a method); the past, the own model and chance still compete
+                on ``evidence``.
 
         Returns:
-            :class:`TaskWeights`; each explanation holds ``meta_distance``,
-            ``label_mismatches``, ``prior_mean``, ``prior_sd``, ``measured`` (None before
-            evidence), ``pairs``, ``posterior_mean``, ``posterior_sd`` and ``weight``.
+            :class:`TaskWeights`; each past task's explanation holds ``meta_distance``,
+            ``label_mismatches``, ``prior_mean``, ``prior_sd`` (its learned concordance
+            prior), ``measured`` (None before evidence), ``pairs``, ``log_likelihood``
+            and ``weight``.
         """
         t = len(self.models)
         evidence = evidence or Evidence.none(t)
-        mu, var = self.prior(meta_features)
-        v_obs = concordance_variance(evidence.pairs)
-        measured = evidence.concordant / evidence.pairs if evidence.pairs else np.full(t, np.nan)
-        if evidence.pairs:
-            precision = 1.0 / var + 1.0 / v_obs
-            post_mean = (mu / var + measured / v_obs) / precision
-            post_var = 1.0 / precision
-        else:
-            post_mean, post_var = mu.copy(), var.copy()
-        if oracle is not None:
-            post_mean = np.asarray(oracle, dtype=float).copy()
-            post_var = np.full(t, _MIN_VARIANCE * 1e-2)
         usable = self.models.usable()
-        # The competitors: usable past tasks, the own model (once it has out-of-sample
-        # evidence) and random search at exactly 0.5.
-        means = [post_mean[usable]]
-        sds = [np.sqrt(post_var[usable])]
-        own_mean = own_sd = None
+        mu, var = self.prior(meta_features)
+        a, b = _beta_parameters(mu, var)
+        log_pi = np.full(t, -np.inf)
+        log_pi[usable] = -math.log(max(int(usable.sum()), 1))
+        nu, k = _effective(evidence.concordant, evidence.pairs)
+        loglik = _log_likelihood(a, b, k, nu)
+        if oracle is not None:
+            nu_o, k_o = _effective(oracle.concordant, oracle.pairs)
+            within = _normalise(log_pi + _log_likelihood(a, b, k_o, nu_o))
+        else:
+            within = _normalise(log_pi + loglik)
+        # The past as one model: the mixture of its tasks under their current weights.
+        with np.errstate(divide="ignore"):
+            log_past = _logsumexp(np.log(within[usable]) + loglik[usable])
+        candidates = [("past", math.log(1.0 - self.null_prior), log_past)]
+        own_measured = None
         if evidence.own_concordant is not None and evidence.pairs:
             own_measured = evidence.own_concordant / evidence.pairs
-            precision = 1.0 / UNINFORMED_VARIANCE + 1.0 / v_obs
-            own_mean = (0.5 / UNINFORMED_VARIANCE + own_measured / v_obs) / precision
-            own_sd = math.sqrt(1.0 / precision)
-            means.append(np.array([own_mean]))
-            sds.append(np.array([own_sd]))
-        means.append(np.array([0.5]))
-        sds.append(np.array([0.0]))
-        share = _probability_best(
-            np.concatenate(means), np.concatenate(sds), seed=self.seed + 7919 * evidence.n_own
-        )
-        w_past = np.zeros(t)
-        w_past[usable] = share[: int(usable.sum())]
-        w_own = float(share[-2]) if own_mean is not None else 0.0
-        w_random = float(share[-1])
+            own_k = own_measured * nu
+            log_own = float(_log_likelihood(np.ones(1), np.ones(1), np.array([own_k]), nu)[0])
+            # The past and the own model share the prior mass that chance leaves.
+            candidates = [
+                ("past", math.log((1.0 - self.null_prior) / 2.0), log_past),
+                ("own", math.log((1.0 - self.null_prior) / 2.0), log_own),
+            ]
+        candidates.append(("random", math.log(self.null_prior), -nu * math.log(2.0)))
+        share = _normalise(np.array([p + m for _, p, m in candidates]))
+        shares = {name: float(x) for (name, _, _), x in zip(candidates, share, strict=True)}
+        w_past = shares["past"] * within
+        measured = evidence.concordant / evidence.pairs if evidence.pairs else np.full(t, np.nan)
         d2, mism = self._meta_distances(meta_features or {})
         explanations = {}
         for i, name in enumerate(self.models.names):
@@ -432,25 +437,20 @@ class TaskSimilarity:
                 "prior_sd": float(math.sqrt(var[i])),
                 "measured": None if not evidence.pairs else float(measured[i]),
                 "pairs": int(evidence.pairs),
-                "posterior_mean": float(post_mean[i]),
-                "posterior_sd": float(math.sqrt(post_var[i])),
+                "log_likelihood": float(loglik[i]),
                 "weight": float(w_past[i]),
             }
-        own_explanation = {
-            "measured": None
-            if evidence.own_concordant is None or not evidence.pairs
-            else float(evidence.own_concordant / evidence.pairs),
-            "posterior_mean": own_mean,
-            "posterior_sd": own_sd,
-            "weight": w_own,
-        }
         return TaskWeights(
             past={n: float(w) for n, w in zip(self.models.names, w_past, strict=True)},
-            own=w_own,
-            random=w_random,
+            own=shares.get("own", 0.0),
+            random=shares["random"],
             n_own=int(evidence.n_own),
             explanations=explanations,
-            own_explanation=own_explanation,
+            own_explanation={
+                "measured": own_measured,
+                "pairs": int(evidence.pairs),
+                "weight": shares.get("own", 0.0),
+            },
         )
 
     def _meta_distances(self, meta: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -462,12 +462,46 @@ class TaskSimilarity:
         return d2, mism
 
 
-def _probability_best(means: np.ndarray, sds: np.ndarray, *, seed: int) -> np.ndarray:
-    """P(model k has the largest value) for independent normals, by Monte Carlo."""
-    rng = np.random.default_rng(seed)
-    draws = means[:, None] + sds[:, None] * rng.standard_normal((len(means), _DRAWS))
-    winners = np.argmax(draws, axis=0)
-    return np.bincount(winners, minlength=len(means)) / _DRAWS
+def _effective(concordant: np.ndarray, pairs: int) -> tuple[float, np.ndarray]:
+    """``(nu, k)``: the pairs' worth as independent pairs (Kendall's variance of a
+    concordance is that of ``nu`` coin flips) and the concordant share of them."""
+    if pairs <= 0:
+        return 0.0, np.zeros_like(np.asarray(concordant, dtype=float))
+    nu = 0.25 / concordance_variance(pairs)
+    return nu, np.asarray(concordant, dtype=float) / pairs * nu
+
+
+def _log_likelihood(a: np.ndarray, b: np.ndarray, k: np.ndarray, nu: float) -> np.ndarray:
+    """Log probability of the observed pair orders under each model: ``c^k (1 - c)^(nu - k)``
+    integrated over the model's concordance ``c ~ Beta(a, b)``."""
+    if nu <= 0:
+        return np.zeros(len(a))
+    return betaln(a + k, b + nu - k) - betaln(a, b)
+
+
+def _beta_parameters(mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Beta with this mean and variance (its concentration at least 2: no prior is
+    surer of a concordance than a handful of pairs could be)."""
+    mean = np.clip(mean, 0.01, 0.99)
+    kappa = np.maximum(mean * (1.0 - mean) / np.maximum(var, _MIN_VARIANCE) - 1.0, 2.0)
+    return mean * kappa, (1.0 - mean) * kappa
+
+
+def _logsumexp(x: np.ndarray) -> float:
+    if len(x) == 0 or not np.isfinite(x).any():
+        return -math.inf
+    top = float(np.max(x))
+    return top + math.log(float(np.sum(np.exp(x - top))))
+
+
+def _normalise(log_weights: np.ndarray) -> np.ndarray:
+    """Softmax of log weights (``-inf`` entries get 0)."""
+    log_weights = np.asarray(log_weights, dtype=float)
+    if not np.isfinite(log_weights).any():
+        return np.zeros(len(log_weights))
+    top = np.max(log_weights[np.isfinite(log_weights)])
+    w = np.where(np.isfinite(log_weights), np.exp(log_weights - top), 0.0)
+    return w / w.sum()
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> float:

@@ -30,9 +30,9 @@ ablations:
 * ``"uniform"``: no similarity at all: every past task the same weight, and the past as a
   whole ``past_weight / (past_weight + n_own)`` against the own model (random search
   until it has one), a fixed pseudo-count.
-* ``"oracle"``: an upper bound, not a method: the past tasks' posteriors replaced by
-  their true concordance with the target, measured on a sample of the target the search
-  never sees (``oracle=``).
+* ``"oracle"``: an upper bound, not a method: the past tasks' weights among themselves
+  come from a large sample of the target that the search never sees (``oracle=``); the
+  past, the own model and chance still compete on the search's own results.
 
 State: :meth:`WarmStart.state` is JSON-able and holds only the inputs and the current
 weights; :meth:`WarmStart.from_state` rebuilds from the same past tasks.
@@ -74,10 +74,14 @@ class WarmStart:
         min_bandwidth: the past densities' smallest bandwidth (BOHB's).
         weighting: one of :data:`WEIGHTINGS` (see the module docstring).
         past_weight: the fixed pseudo-count of ``weighting="uniform"``.
-        oracle: ``weighting="oracle"`` only: task name -> true concordance.
+        oracle: ``weighting="oracle"`` only: ``(configs, values)``, a sample of the target
+            (values to minimise) that the search itself never sees.
         max_compare: at most this many own observations are compared (rank-stratified).
         pairwise: pairwise concordances of the past tasks measured earlier (see
             :meth:`TaskSimilarity.pairwise_state`).
+        models: the past tasks' models, built earlier for this space and these tasks with
+            these options (shared, read only: e.g. by every seed of a benchmark).
+        similarity: the similarity model over ``models``, built earlier likewise.
 
     Raises:
         ValueError: no past tasks, or an option out of range.
@@ -95,9 +99,11 @@ class WarmStart:
         min_bandwidth: float = 1e-3,
         weighting: str = "learned",
         past_weight: float = 10.0,
-        oracle: Mapping[str, float] | None = None,
+        oracle: tuple[Sequence[Mapping[str, Any]], Sequence[float]] | None = None,
         max_compare: int = 128,
         pairwise: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+        models: PastModels | None = None,
+        similarity: TaskSimilarity | None = None,
     ) -> None:
         if not isinstance(space, SearchSpace):
             raise ValueError(f"space must be a SearchSpace, got {type(space).__name__}")
@@ -110,7 +116,9 @@ class WarmStart:
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {list(WEIGHTINGS)}, got {weighting!r}")
         if weighting == "oracle" and oracle is None:
-            raise ValueError("weighting='oracle' needs oracle= (task name -> true concordance)")
+            raise ValueError(
+                "weighting='oracle' needs oracle= (a sample of the target: configs, values)"
+            )
         if not past_weight > 0:
             raise ValueError(f"past_weight must be > 0, got {past_weight}; e.g. 10")
         if max_points < 1:
@@ -124,26 +132,42 @@ class WarmStart:
         self.weighting = weighting
         self.past_weight = float(past_weight)
         self.max_compare = int(max_compare)
-        self.oracle = dict(oracle) if oracle is not None else None
+        self._oracle_sample = oracle
         self.rng = np.random.default_rng(seed)
-        self.models = PastModels(
+        if models is not None and (
+            models.names != names or models.codec.space.signature() != space.signature()
+        ):
+            raise ValueError("models were built for other past tasks or another space")
+        self.models = models or PastModels(
             space=space,
             past_tasks=past_tasks,
             good_fraction=good_fraction,
             min_bandwidth=min_bandwidth,
             max_points=max_points,
         )
+        prior = "flat" if weighting == "flat" else "learned"
+        if similarity is not None and (
+            similarity.models is not self.models or similarity.prior_kind != prior
+        ):
+            raise ValueError(f"similarity must be built over models with prior={prior!r}")
         self.similarity: TaskSimilarity | None = None
         if weighting != "uniform":
-            self.similarity = TaskSimilarity(
+            self.similarity = similarity or TaskSimilarity(
                 models=self.models,
                 seed=seed,
                 max_compare=max_compare,
-                prior="flat" if weighting == "flat" else "learned",
+                prior=prior,
                 pairwise=pairwise,
             )
+        self._oracle = None
+        if weighting == "oracle":
+            assert oracle is not None
+            configs, values = oracle
+            vals = np.asarray(values, dtype=float)
+            self._oracle = self.evidence(list(configs), vals, np.zeros(len(vals)), None)
         self._portfolio: list[tuple[dict[str, Any], str]] | None = None
         self._portfolio_ranks: np.ndarray | None = None
+        self._portfolio_costs = np.zeros((0, 0))
         self._weights = self._weigh(Evidence.none(len(self.models)))
 
     # Weights --------------------------------------------------------------------------
@@ -233,12 +257,8 @@ class WarmStart:
         if self.weighting == "uniform":
             return self._uniform(evidence)
         assert self.similarity is not None
-        oracle = None
-        if self.weighting == "oracle":
-            assert self.oracle is not None
-            oracle = np.array([self.oracle.get(n, 0.5) for n in self.models.names])
         return self.similarity.weights(
-            meta_features=self.meta_features, evidence=evidence, oracle=oracle
+            meta_features=self.meta_features, evidence=evidence, oracle=self._oracle
         )
 
     def _uniform(self, evidence: Evidence) -> TaskWeights:
@@ -336,9 +356,33 @@ class WarmStart:
                     r = measured.get(key)
                     if r is not None:
                         ranks[t, c] = r
+            costs = np.full((len(self.models), len(items)), np.nan)
+            for t, measured in enumerate(self.models.measured_log_costs()):
+                for c, (_, key) in enumerate(items):
+                    x = measured.get(key)
+                    if x is not None:
+                        costs[t, c] = x
             self._portfolio, self._portfolio_ranks = items, ranks
+            self._portfolio_costs = costs
         assert self._portfolio_ranks is not None
         return self._portfolio, self._portfolio_ranks
+
+    def _relative_costs(self, w: np.ndarray) -> np.ndarray:
+        """Each portfolio configuration's expected cost relative to a typical one: the
+        weighted geometric mean, over the past tasks that measured it, of its runtime over
+        that task's median runtime (1 where no task knows its runtime)."""
+        log = self._portfolio_costs
+        known = np.isfinite(log)
+        weight = np.where(known, w[:, None], 0.0)
+        total = weight.sum(axis=0)
+        # Where the weighted tasks never measured it, the unweighted mean of those that did.
+        fallback = known.sum(axis=0)
+        mean = np.where(
+            total > 0,
+            np.nansum(np.where(known, log, 0.0) * weight, axis=0) / np.maximum(total, 1e-300),
+            np.nansum(np.where(known, log, 0.0), axis=0) / np.maximum(fallback, 1),
+        )
+        return np.exp(mean)
 
     def next_design(
         self,
@@ -346,16 +390,28 @@ class WarmStart:
         rng: np.random.Generator,
         *,
         weights: np.ndarray | None = None,
+        objective: str = "average",
+        cost_aware: bool = False,
     ) -> dict[str, Any] | None:
-        """The portfolio configuration that most lowers the weighted best rank per past
-        task, given the configurations already ``tried`` on the target (or ``None``: no
-        past task has weight, or nothing left would lower it).
+        """The next portfolio configuration not ``tried`` yet (``None``: no past task has
+        weight, or the portfolio is used up).
 
         Args:
             tried: configurations the target already evaluated or runs (its own space).
             rng: completes parameters a past configuration lacks.
             weights: past-task weights to use (default: the current ones).
+            objective: ``"average"``: the best weighted average rank over the past tasks
+                (zero-shot's order, with the weights of the moment); ``"coverage"``: the
+                one that most lowers the weighted best rank per task given what was tried
+                (a greedy portfolio, which hedges across tasks).
+            cost_aware: divide each configuration's gain by its expected relative cost
+                (expected improvement per second, Snoek et al. 2012) from the runtimes the
+                past measured, so cheap good configurations report first.
         """
+        if objective not in ("average", "coverage", "regret"):
+            raise ValueError(
+                f"objective must be 'average', 'coverage' or 'regret', got {objective!r}"
+            )
         w = self.past_weights() if weights is None else np.asarray(weights, dtype=float)
         if not (w > 0).any():
             return None
@@ -363,21 +419,30 @@ class WarmStart:
         if not items:
             return None
         active = np.flatnonzero(w > 0)
-        best = np.ones(len(active))
         keys = {json.dumps(dict(c), sort_keys=True) for c in tried}
-        if tried:
-            rows = self.models.codec.encode(list(tried))
-            best = np.minimum(best, self.models.predicted_ranks(rows)[active].min(axis=1))
-            # A tried portfolio configuration counts with its measured ranks.
-            for c, (_, key) in enumerate(items):
-                if key in keys:
-                    best = np.minimum(best, ranks[active, c])
-        gain = w[active] @ (best[:, None] - np.minimum(best[:, None], ranks[active]))
         free = np.array([key not in keys for _, key in items])
+        if not free.any():
+            return None
+        if objective == "average":
+            gain = -(w[active] @ ranks[active])
+        else:
+            to_scale = self.models.ranks_to_regrets if objective == "regret" else (lambda r: r)
+            table = to_scale(ranks)[active]
+            best = np.full(len(active), np.inf)
+            if tried:
+                rows = self.models.codec.encode(list(tried))
+                tried_ranks = self.models.predicted_ranks(rows)
+                best = np.minimum(best, to_scale(tried_ranks)[active].min(axis=1))
+                # A tried portfolio configuration counts with its measured ranks.
+                for c, (_, key) in enumerate(items):
+                    if key in keys:
+                        best = np.minimum(best, table[:, c])
+            best = np.minimum(best, table.max(axis=1))
+            gain = w[active] @ (best[:, None] - np.minimum(best[:, None], table))
+        if cost_aware:
+            gain = gain / self._relative_costs(w)
         gain[~free] = -np.inf
         c = int(np.argmax(gain))
-        if not gain[c] > 0:
-            return None
         return self.space.validate(self.space.complete(items[c][0], rng))
 
     def initial_design(
@@ -413,7 +478,12 @@ class WarmStart:
             "min_bandwidth": self.min_bandwidth,
             "weighting": self.weighting,
             "past_weight": self.past_weight,
-            "oracle": self.oracle,
+            "oracle": None
+            if self._oracle_sample is None
+            else [
+                list(map(dict, self._oracle_sample[0])),
+                list(map(float, self._oracle_sample[1])),
+            ],
             "max_compare": self.max_compare,
             "weights": self._weights.to_dict(),
             "rng": dict(self.rng.bit_generator.state),

@@ -56,6 +56,10 @@ class Benchmark:
             fidelity from scratch, from the backend's cost model (the surrogate's
             runtime output at the top fidelity; nb201: ``evaluation_cost``); ``None``
             when the benchmark has no clock.
+        meta_features: task -> what a user knows of the task before searching it
+            (numbers or labels): YAHPO tasks carry their scenario and task id as labels,
+            nb201's datasets their class count, image size and training-set size. None
+            is ever computed from a task's results.
     """
 
     name: str
@@ -72,6 +76,7 @@ class Benchmark:
     source: dict[str, Any] = field(default_factory=dict)
     min_budget: float = 1
     full_costs: Callable[[str, Sequence[Mapping[str, Any]]], np.ndarray] | None = None
+    meta_features: Callable[[str], dict[str, Any]] = field(default=lambda task: {})
 
     def minimised(self, values: np.ndarray) -> np.ndarray:
         """Values in the direction the searchers minimise."""
@@ -203,7 +208,19 @@ def _yahpo(path: Path, metric: str | None, mode: str | None, fidelity: str | Non
         backend=backend,
         full_values=full_values,
         default_tasks=tasks,
+        # Labels only: a scenario's instances are OpenML tasks whose dataset properties
+        # the scenario folder does not hold, and none is invented from results.
+        meta_features=lambda task: {"scenario": scenario.name, "task_id": str(task)},
     )
+
+
+#: What a user knows of each NAS-Bench-201 dataset before searching it, as the datasets
+#: are published: classes, image side in pixels, training images.
+NB201_META_FEATURES: dict[str, dict[str, Any]] = {
+    "cifar10": {"classes": 10, "image_size": 32, "train_images": 50_000},
+    "cifar100": {"classes": 100, "image_size": 32, "train_images": 50_000},
+    "imagenet16-120": {"classes": 120, "image_size": 16, "train_images": 151_700},
+}
 
 
 def _nb201(data_dir: Path, dataset: str) -> Benchmark:
@@ -230,4 +247,5 @@ def _nb201(data_dir: Path, dataset: str) -> Benchmark:
         reference_configs=all_archs(),
         # The same cost on every dataset: the proxy counts a cell's operations.
         full_costs=lambda task, configs: np.array([evaluation_cost(c) for c in configs]),
+        meta_features=lambda task: dict(NB201_META_FEATURES[task]),
     )

@@ -77,6 +77,9 @@ def make_method(
         }.get(method, "learned")
         if weighting == "oracle" and oracle is None:
             raise ValueError("bohb-warm-oracle needs the target's true concordances (oracle=)")
+        models, similarity = _shared(
+            space, past_tasks, "flat" if weighting == "flat" else "learned"
+        )
         warm = WarmStart(
             space=space,
             past_tasks=list(past_tasks),
@@ -84,6 +87,8 @@ def make_method(
             seed=seed,
             weighting=weighting,
             oracle=oracle if weighting == "oracle" else None,
+            models=models,
+            similarity=similarity if weighting != "uniform" else None,
         )
         return make_searcher(
             "bohb",
@@ -101,3 +106,27 @@ def make_method(
         rungs = {"min_budget": bench.min_budget} if method in MULTI_FIDELITY_METHODS else None
         return make_searcher(method, space=space, seed=seed, max_budget=max_budget, options=rungs)
     raise ValueError(f"unknown method {method!r}; choose from {list(ALL_METHODS)}")
+
+
+# The past tasks' models and the similarity over them depend on the target's past alone,
+# not on the seed or the ablation: every run of a target shares them (read only). The
+# protocol hands the same list of past tasks to every run of a target.
+_SHARED: dict[tuple[int, str, str], tuple[Any, Any, Any]] = {}
+
+
+def _shared(space: Any, past_tasks: Sequence[Any], prior: str) -> tuple[Any, Any]:
+    from warmtune.searchers.pastmodels import PastModels
+    from warmtune.searchers.similarity import TaskSimilarity
+
+    key = (id(past_tasks), space.signature(), prior)
+    if key not in _SHARED:
+        if len(_SHARED) >= 4:
+            _SHARED.clear()
+        models = next(
+            (m for (i, sig, _), (_, m, _) in _SHARED.items() if i == key[0] and sig == key[1]),
+            None,
+        ) or PastModels(space=space, past_tasks=list(past_tasks))
+        # The list is held too, so its id cannot be reused while the entry lives.
+        _SHARED[key] = (past_tasks, models, TaskSimilarity(models=models, seed=0, prior=prior))
+    _, models, similarity = _SHARED[key]
+    return models, similarity
