@@ -82,7 +82,8 @@ def _split(text: str) -> list[str]:
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Benchmark data (default: $WARMTUNE_DATA).",
+    help="The data directory (default: $WARMTUNE_DATA, else ~/.cache/warmtune/data; "
+    "`warmtune data fetch lcbench nb201` fills it).",
 )
 @click.option("--metric", default=None, help="YAHPO output to optimise (lcbench: val_accuracy).")
 @click.option("--mode", type=click.Choice(["min", "max"]), default=None, help="Its direction.")

@@ -25,6 +25,11 @@ Observation row schema (one row per reported result of one trial):
 - ``job`` (str), ``trial_id`` (str): where the observation came from.
 - ``time`` (float): unix seconds when the trial reported the value (when unknown,
   :meth:`KnowledgeBase.add_observations` uses the time the row is added).
+- ``runtime`` (float): seconds the trial had trained when it reported (Ray's
+  ``time_total_s``); NaN where unknown. Warm starts use it to prefer cheap good
+  configurations when workers run in parallel.
+- ``seed`` (float): the seed of the job that measured it; NaN where unknown. A new
+  search of the same task does not re-run a configuration measured under its seed.
 - ``source`` (str): ``"job"`` (:meth:`KnowledgeBase.add_job`), ``"import"`` (the
   default of :meth:`KnowledgeBase.add_observations`), ``"bench"``, ...
 - ``added_ns`` (int): unix nanoseconds when the row joined the knowledge base; the
@@ -67,6 +72,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KB_COLUMNS",
+    "past_tasks",
     "KnowledgeBase",
     "KnowledgeBaseWarning",
     "configs",
@@ -87,12 +93,14 @@ KB_COLUMNS: tuple[str, ...] = (
     "job",
     "trial_id",
     "time",
+    "runtime",
+    "seed",
     "source",
     "added_ns",
 )
 
 _REQUIRED = ("task", "value", "metric", "mode")
-_FLOATS = ("budget", "max_budget", "value", "time")
+_FLOATS = ("budget", "max_budget", "value", "time", "runtime", "seed")
 _DEDUPE_KEYS = ["task", "job", "trial_id", "budget"]
 _TOMBSTONE_COLUMNS = ("task", "removed_ns", "removed_time")
 
@@ -525,6 +533,10 @@ def _job_rows(jobdir: JobDir, meta_features: Mapping[str, Any]) -> pd.DataFrame:
             "job": job.fillna(spec.name).astype(str).to_numpy(),
             "trial_id": results["trial_id"].astype(str).to_numpy(),
             "time": results.get("timestamp", pd.Series([math.nan] * n)).astype(float).to_numpy(),
+            "runtime": results.get("time_total_s", pd.Series([math.nan] * n))
+            .astype(float)
+            .to_numpy(),
+            "seed": float(spec.seed),
             "source": "job",
         },
         index=range(n),
@@ -622,3 +634,53 @@ def _pick_metric(task: str, df: pd.DataFrame, metric: str | None) -> str:
 
 def _loads(text: Any) -> dict[str, Any]:
     return json.loads(text) if isinstance(text, str) else {}
+
+
+def past_tasks(frame: pd.DataFrame) -> list[Any]:
+    """Group knowledge-base rows into :class:`~warmtune.searchers.pasttask.PastTask`
+    objects, one per task (what searchers read: they never see the store's columns).
+
+    Meta-features, space and mode are read from each task's first row; ``runtime`` is
+    used where present.
+
+    Raises:
+        ValueError: a column is missing.
+    """
+    from warmtune.searchers.pasttask import PastTask
+    from warmtune.space import SearchSpace
+
+    needed = [
+        "task",
+        "meta_features_json",
+        "space_json",
+        "config_json",
+        "budget",
+        "max_budget",
+        "value",
+        "mode",
+    ]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise ValueError(f"knowledge-base frame lacks column(s) {missing}; it needs {needed}")
+    tasks = []
+    for name, rows in frame.groupby("task", sort=True):
+        first = rows.iloc[0]
+        runtimes = (
+            pd.to_numeric(rows["runtime"], errors="coerce").to_numpy(dtype=float)
+            if "runtime" in rows.columns
+            else None
+        )
+        tasks.append(
+            PastTask(
+                name=str(name),
+                meta_features=json.loads(first["meta_features_json"] or "{}"),
+                space=SearchSpace(json.loads(first["space_json"])),
+                configs=[json.loads(s) for s in rows["config_json"]],
+                values=rows["value"].to_numpy(dtype=float),
+                budgets=rows["budget"].to_numpy(dtype=float),
+                max_budget=float(rows["max_budget"].max()),
+                mode=str(first["mode"]),
+                runtimes=runtimes,
+            )
+        )
+    return tasks

@@ -9,17 +9,16 @@ Warm (``warm_start=``, a :class:`~warmtune.searchers.warmstart.WarmStart`), thre
 change, each with an ablation switch, and nothing else:
 
 1. *Weights.* Whenever its own results have grown by a tenth, the searcher re-weights the
-   past on all of them: each past task's model, its own model (scored out of sample, by
-   5-fold cross-validation) and random search compete on how well they order the results
+   past on all of them: each past task's ranking model, its own (scored out of sample,
+   leaving each result out) and random search compete on how well they order the results
    (:mod:`~warmtune.searchers.similarity`).
-2. *Design* (``warm_design``). While the past as a whole outweighs its own model and
-   chance, new configurations come from the past's portfolio, one at a time with the
-   weights of the moment. They start at the lowest rung like any other; a portfolio
-   configuration that lands in its rung's top ``1 / eta`` goes straight to the full
-   budget (it was good on similar tasks, and now on this one: the intermediate rungs
-   would only delay the first full-budget result). The design stops for good the first
-   time the past's share falls below one half: the past is losing. ``design_rung="max"``
-   instead runs portfolio configurations straight at the full budget.
+2. *Design* (``warm_design``). New trials start from the past's portfolio, one at a time
+   with the weights of the moment, straight at the full budget: they were good on
+   similar tasks, and a low rung would only delay the first full-budget result. The
+   design keeps going while it keeps winning and stops for good when it loses (see
+   :meth:`BOHB._design_active`). With workers running in parallel, one of the first
+   picks is chosen for its expected cost as well (``design_cost``), so that a full-budget
+   result comes early.
 3. *Transfer in the model* (``warm_model``). The acquisition is the weighted mixture of
    every model's probability of being good, own and past, and candidates are drawn from
    each model's good density in proportion to its weight. With all weight on its own
@@ -37,15 +36,14 @@ from typing import Any
 
 import numpy as np
 
+from warmtune.searchers.base import History, Observation
 from warmtune.searchers.encoding import SpaceCodec
+from warmtune.searchers.kernelreg import leave_one_out_scores
 from warmtune.searchers.ranks import stratified
 from warmtune.searchers.successive_halving import SuccessiveHalvingSearcher
 from warmtune.searchers.tpe import DensityRatioModel, PriorModel
 from warmtune.searchers.warmstart import WarmStart
 from warmtune.space import SearchSpace
-
-#: Folds of the cross-validation that scores the own model against the past's.
-CV_FOLDS = 5
 
 
 class BOHB(SuccessiveHalvingSearcher):
@@ -95,17 +93,24 @@ class BOHB(SuccessiveHalvingSearcher):
             again to :meth:`from_state`.
         initial_design: the most portfolio configurations the warm design runs; ``None``
             (the default) keeps going while the past outweighs the own model and chance.
-        design_rung: ``"min"``: portfolio configurations start at the lowest rung and the
-            ones in its top ``1 / eta`` go straight to the full budget; ``"max"``: they run
-            straight at the full budget (async mode; sync mode always uses the brackets).
+        design_cost: ``"parallel"`` (one cheap pick while other trials run, before any
+            full-budget result), ``"always"`` (every pick by gain per expected second) or
+            ``"never"``; the expected cost is the past's measured runtimes.
         warm_design: use the warm start's portfolio (an ablation switch).
         warm_model: use the past in the acquisition (an ablation switch).
+        history: earlier results of this very task (:class:`~warmtune.searchers.base.
+            History`): the model is fitted on them along with the search's own results,
+            and a configuration in ``history.known`` is never proposed again, so a second
+            search of a task continues where the first stopped. Not part of
+            :meth:`state`: pass it again to :meth:`from_state`.
 
     Raises:
         ValueError: a missing ``max_budget`` or an option out of range.
     """
 
     name = "bohb"
+    supports_warm_start = True
+    takes_history = True
 
     def __init__(
         self,
@@ -127,11 +132,10 @@ class BOHB(SuccessiveHalvingSearcher):
         prior_weight: float = 10.0,
         warm_start: WarmStart | None = None,
         initial_design: int | None = None,
-        design_rung: str = "max",
-        design_objective: str = "coverage",
         design_cost: str = "parallel",
         warm_design: bool = True,
         warm_model: bool = True,
+        history: History | None = None,
     ) -> None:
         super().__init__(
             space=space,
@@ -173,8 +177,10 @@ class BOHB(SuccessiveHalvingSearcher):
                 f"initial_design must be an int >= 0 or None, got {initial_design!r}; "
                 "None keeps the design going while the past is winning"
             )
-        if design_rung not in ("min", "max"):
-            raise ValueError(f"design_rung must be 'min' or 'max', got {design_rung!r}")
+        if design_cost not in ("parallel", "always", "never"):
+            raise ValueError(
+                f"design_cost must be 'parallel', 'always' or 'never', got {design_cost!r}"
+            )
         if warm_start is not None and not isinstance(warm_start, WarmStart):
             raise ValueError(
                 f"warm_start must be a WarmStart, got {type(warm_start).__name__}; build one "
@@ -190,15 +196,29 @@ class BOHB(SuccessiveHalvingSearcher):
         self.prior_weight = prior_weight
         self.warm_start = warm_start
         self.initial_design = initial_design
-        self.design_rung = design_rung
-        self.design_objective = design_objective
         self.design_cost = design_cost
         self.warm_design = bool(warm_design)
         self.warm_model = bool(warm_model)
+        if history is not None and not isinstance(history, History):
+            raise ValueError(
+                f"history must be a warmtune.searchers.base.History, got {type(history).__name__}"
+            )
+        self.history = history or History()
+        # History observations under ids of their own, grouped by the budget they were at.
+        self._history_configs: dict[str, dict[str, Any]] = {}
+        self._history_results: dict[float, list[tuple[str, float | None]]] = {}
+        for i, obs in enumerate(self.history.observations):
+            hid = f"history/{i}"
+            # What the space can hold of it (a history from an edited space keeps the rest).
+            self._history_configs[hid] = space.project(obs.config)
+            self._history_results.setdefault(float(obs.budget), []).append((hid, obs.value))
         # The warm design, part of the state: the portfolio configurations handed out
         # (as JSON keys), and whether the past has lost its lead for good.
         self._design_keys: list[str] = []
         self._design_stopped = False
+        # Reports at rung budgets, by budget, as evidence (see tell); part of the state.
+        self._ladder = [float(b) for _, b in self.schedule[0]]
+        self._passed: dict[float, dict[str, float | None]] = {}
         self._warm_n = -1  # own observations at the last re-weighting of the past
         self._codec = SpaceCodec(space)
         # Derived from the state, never saved: encoded rows per trial, the last model.
@@ -219,8 +239,6 @@ class BOHB(SuccessiveHalvingSearcher):
             "min_bandwidth": self.min_bandwidth,
             "prior_weight": self.prior_weight,
             "initial_design": self.initial_design,
-            "design_rung": self.design_rung,
-            "design_objective": self.design_objective,
             "design_cost": self.design_cost,
             "warm_design": self.warm_design,
             "warm_model": self.warm_model,
@@ -234,6 +252,7 @@ class BOHB(SuccessiveHalvingSearcher):
             **super().state(),
             "design_keys": list(self._design_keys),
             "design_stopped": self._design_stopped,
+            "passed": [[b, r] for b, r in self._passed.items()],
             "warm": warm,
         }
 
@@ -241,6 +260,7 @@ class BOHB(SuccessiveHalvingSearcher):
         super()._restore(state)
         self._design_keys = list(state.get("design_keys", []))
         self._design_stopped = bool(state.get("design_stopped", False))
+        self._passed = {float(b): dict(r) for b, r in state.get("passed", [])}
         warm = state.get("warm")
         if warm is not None and self.warm_start is not None:
             self._warm_n = int(warm["n"])
@@ -254,14 +274,16 @@ class BOHB(SuccessiveHalvingSearcher):
         *,
         prior: PriorModel | None = None,
         warm_start: WarmStart | None = None,
+        history: History | None = None,
     ) -> BOHB:
-        """Rebuild from :meth:`state`; a prior or warm start, not being data, is passed
-        again here."""
+        """Rebuild from :meth:`state`; a prior, warm start or history, not being data, is
+        passed again here."""
         searcher = cls(
             space=space,
             seed=state["seed"],
             prior=prior,
             warm_start=warm_start,
+            history=history,
             **state.get("options", {}),
         )
         searcher._restore(state)
@@ -270,7 +292,7 @@ class BOHB(SuccessiveHalvingSearcher):
     # The own model --------------------------------------------------------------------
     def model(self) -> DensityRatioModel | None:
         """The density-ratio model on the largest budget with enough results, if any."""
-        for budget, results in reversed(self.results_by_budget().items()):
+        for budget, results in reversed(self._model_results().items()):
             key = (budget, len(results))
             if key == self._model_key:
                 return self._model
@@ -295,6 +317,32 @@ class BOHB(SuccessiveHalvingSearcher):
                 return model
         return None
 
+    def _model_results(self) -> dict[float, list[tuple[str, float | None]]]:
+        """What the model learns from: the rung results and the history, by budget."""
+        results = self.results_by_budget()
+        if not self._history_results:
+            return results
+        merged = {b: list(r) for b, r in self._history_results.items()}
+        for budget, rs in results.items():
+            merged.setdefault(budget, []).extend(rs)
+        return dict(sorted(merged.items()))
+
+    def _evidence_results(self) -> dict[float, list[tuple[str, float | None]]]:
+        """What the weights are computed from: the model's results plus every report at
+        a rung budget that a trial passed on its way higher (once per trial and budget)."""
+        merged = self._model_results()
+        for budget, reports in self._passed.items():
+            have = {tid for tid, _ in merged.get(budget, [])}
+            extra = [(tid, v) for tid, v in reports.items() if tid not in have]
+            if extra:
+                merged.setdefault(budget, []).extend(extra)
+        return dict(sorted(merged.items()))
+
+    def trial_config(self, trial_id: str) -> dict[str, Any]:
+        """The configuration of a trial handed out, or of a history observation."""
+        config = self._history_configs.get(trial_id)
+        return config if config is not None else super().trial_config(trial_id)
+
     def _prior(self) -> tuple[PriorModel | None, float]:
         """The expert prior; a warm search carries the past in its ensemble instead."""
         if self.warm_start is not None:
@@ -312,7 +360,7 @@ class BOHB(SuccessiveHalvingSearcher):
         assert warm is not None
         own = [
             (tid, value, budget)
-            for budget, results in self.results_by_budget().items()
+            for budget, results in self._evidence_results().items()
             for tid, value in results
             if value is not None
         ]
@@ -337,35 +385,11 @@ class BOHB(SuccessiveHalvingSearcher):
     def _cv_scores(
         self, tids: list[str], values: np.ndarray, budgets: np.ndarray
     ) -> np.ndarray | None:
-        """Out-of-sample log-odds of each own observation by the own model: per budget with
-        enough results, ``CV_FOLDS``-fold cross-validation of BOHB's density ratio (folds
-        interleaved by rank, so each holds every rank band). ``None`` while no budget has
-        enough results for a model without its held-out fold."""
-        out = np.full(len(tids), np.nan)
-        n_min = (
-            self._codec.dim + 1 if self.min_points_in_model is None else self.min_points_in_model
-        )
-        for level in np.unique(budgets):
-            at = np.flatnonzero(budgets == level)
-            held = int(math.ceil(len(at) / CV_FOLDS))
-            if len(at) - held < n_min + 2:
-                continue
-            order = at[np.argsort(values[at], kind="stable")]
-            rows = np.stack([self._row(tids[i]) for i in order])
-            fold = np.arange(len(order)) % CV_FOLDS
-            for k in range(CV_FOLDS):
-                train, test = fold != k, fold == k
-                model = DensityRatioModel.fit(
-                    self._codec,
-                    rows[train],
-                    list(values[order][train]),
-                    top_n_percent=self.top_n_percent,
-                    min_points=self.min_points_in_model,
-                    min_bandwidth=self.min_bandwidth,
-                )
-                if model is not None and test.any():
-                    out[order[test]] = model.l.log_pdf(rows[test]) - model.g.log_pdf(rows[test])
-        return out if np.isfinite(out).any() else None
+        """The own ranking model's out-of-sample scores of each observation, judged the
+        same way as the past tasks' (:func:`~warmtune.searchers.kernelreg.
+        leave_one_out_scores`)."""
+        rows = np.stack([self._row(t) for t in tids]) if tids else np.zeros((0, self._codec.dim))
+        return leave_one_out_scores(rows, values, budgets, self._codec)
 
     def _design_active(self) -> bool:
         """Whether the next new configuration may still come from the portfolio.
@@ -421,6 +445,7 @@ class BOHB(SuccessiveHalvingSearcher):
         """The next portfolio configuration, or None when it offers nothing more."""
         assert self.warm_start is not None
         tried = [self.trial_config(tid) for tid in self.trial_ids()]
+        tried += list(self._history_configs.values())
         # A generator of its own (completing parameters a past configuration lacks), so
         # the searcher's stream does not depend on the design.
         rng = np.random.default_rng([self.seed or 0, len(tried)])
@@ -433,9 +458,7 @@ class BOHB(SuccessiveHalvingSearcher):
             and not self._cheap_pick_made()
             and any(self._trials[tid].running for tid in self.trial_ids())
         )
-        config = self.warm_start.next_design(
-            tried, rng, objective=self.design_objective, cost_aware=cheap
-        )
+        config = self.warm_start.next_design(tried, rng, objective="coverage", cost_aware=cheap)
         if config is not None and cheap:
             self._cheap_key = json.dumps(self.space.validate(config), sort_keys=True)
         if config is None:
@@ -452,27 +475,20 @@ class BOHB(SuccessiveHalvingSearcher):
         return any(v is not None for v in self._brackets[0].rungs[-1].results.values())
 
     def _full_budget_config(self) -> dict[str, Any] | None:
-        if self.warm_start is None or self.design_rung != "max":
+        if self.warm_start is None:
             return None
         self._refresh()
         return self._next_design() if self._design_active() else None
 
-    def _fast_track(self) -> str | None:
-        """A portfolio configuration in the top ``1 / eta`` of the lowest rung, not yet
-        promoted, while the design is on: it goes straight to the full budget."""
-        if self.warm_start is None or self.design_rung != "min" or not self._design_keys:
-            return None
-        self._refresh()
-        if not self._design_active() and self._design_stopped:
-            return None
-        design = set(self._design_keys)
-        rung = self._brackets[0].rungs[0]
-        n_top = int(len(rung.results) / self.eta + 1e-9)
-        for tid in self._ranked(rung)[:n_top]:
-            key = json.dumps(self.trial_config(tid), sort_keys=True)
-            if key in design and tid not in (rung.promoted or []):
-                return tid
-        return None
+    def tell(self, observation: Observation) -> None:
+        # Every report at a rung's budget is evidence for the weights, also one a trial
+        # passes on its way to a higher rung (a portfolio configuration run straight to
+        # the full budget passes every rung): the rung results alone would miss it.
+        if self.warm_start is not None and not observation.failed:
+            for budget in self._ladder:
+                if abs(observation.budget - budget) <= 1e-9:
+                    self._passed.setdefault(budget, {})[observation.trial_id] = observation.value
+        super().tell(observation)
 
     def _ensemble_config(self) -> dict[str, Any]:
         """The candidate with the highest ensemble probability of being good."""
@@ -514,7 +530,7 @@ class BOHB(SuccessiveHalvingSearcher):
             self._refresh()
             if u_random < self.random_fraction:
                 return self._unseen_sample()
-            if (self.design_rung == "min" or self.mode == "sync") and self._design_active():
+            if self.mode == "sync" and self._design_active():
                 config = self._next_design()
                 if config is not None:
                     return config
@@ -522,7 +538,7 @@ class BOHB(SuccessiveHalvingSearcher):
                 return self._ensemble_config()
             return self._cold_config()
         prior, weight = self._prior()
-        n_own = sum(v is not None for rs in self.results_by_budget().values() for _, v in rs)
+        n_own = sum(v is not None for rs in self._model_results().values() for _, v in rs)
         # The expert prior's weight: all of it before any own result, less as own
         # evidence grows.
         trust = weight / (weight + n_own) if prior is not None and weight > 0 else 0.0
@@ -554,7 +570,8 @@ class BOHB(SuccessiveHalvingSearcher):
         for tid in self.trial_ids()[len(self._keys) :]:
             self._keys.append(json.dumps(self.trial_config(tid), sort_keys=True))
             self._key_set.add(self._keys[-1])
-        return json.dumps(self.space.validate(config), sort_keys=True) in self._key_set
+        key = json.dumps(self.space.validate(config), sort_keys=True)
+        return key in self._key_set or key in self.history.known
 
     def _unseen_sample(self) -> dict[str, Any]:
         """A uniform draw, redrawn (a few times) while it repeats an earlier trial."""
@@ -568,7 +585,8 @@ class BOHB(SuccessiveHalvingSearcher):
     def _row(self, trial_id: str) -> np.ndarray:
         row = self._rows.get(trial_id)
         if row is None:
-            row = self._rows[trial_id] = self._codec.encode([self.trial_config(trial_id)])[0]
+            config = self.trial_config(trial_id)
+            row = self._rows[trial_id] = self._codec.encode([config], foreign=True)[0]
         return row
 
 

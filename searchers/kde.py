@@ -104,8 +104,13 @@ class ProductKernelDensity:
         space = codec.space
         centre = rng.integers(len(self.points), size=n)
         configs: list[dict[str, Any]] = [{} for _ in range(n)]
+        conditional = space.is_conditional
         for j, name in enumerate(codec.names):
-            active = np.array([space.is_active(name, c) for c in configs])
+            active = (
+                np.array([space.is_active(name, c) for c in configs])
+                if conditional
+                else np.ones(n, dtype=bool)
+            )
             base = self.points[centre, j]
             # Draw for every candidate so the generator's stream does not depend on
             # which candidates happen to be active.
@@ -174,26 +179,40 @@ class DensityStack:
     def __len__(self) -> int:
         return len(self.densities)
 
-    def log_pdf(self, rows: np.ndarray) -> np.ndarray:
-        """Log density of every density at ``rows``: shape ``(m, len(densities))``."""
+    def log_pdf(self, rows: np.ndarray, which: np.ndarray | None = None) -> np.ndarray:
+        """Log density of every density (or of those in ``which``) at ``rows``: shape
+        ``(m, len(densities))`` (or ``(m, len(which))``)."""
+        k = len(self.densities)
+        w, absent, sizes = self._w, self._absent, self.sizes
+        if which is not None:
+            which = np.asarray(which, dtype=int)
+            w = w.reshape(len(w), k, self._width)[:, which, :].reshape(len(w), -1)
+            absent = absent.reshape(len(absent), k, self._width)[:, which, :]
+            absent = absent.reshape(len(absent), -1)
+            sizes = sizes[which]
+            k = len(which)
         x = rows[:, self._numeric]
         has = ~np.isnan(x)
         x = np.where(has, x, 0.0)
         features = np.concatenate([x * x, x, np.ones((len(rows), 1))], axis=1)
         # The offset column holds sum_j offset_j - a_j p_j^2 over every numeric
         # parameter; a parameter a row lacks must not count: take its part back out.
-        log_k = features @ self._w
+        log_k = features @ w
         if not has.all():
-            log_k -= (~has).astype(float) @ self._absent
+            log_k -= (~has).astype(float) @ absent
         if self.codec.is_categorical.any():
             only = rows.copy()
             only[:, self._numeric] = np.nan  # the categorical parameters alone
-            log_k[:, self._slot] += _log_kernels(only, self._terms)
-        log_k = log_k.reshape(len(rows), len(self.densities), self._width)
+            full = np.zeros((len(rows), len(self.densities) * self._width))
+            full[:, self._slot] = _log_kernels(only, self._terms)
+            if which is not None:
+                full = full.reshape(len(rows), -1, self._width)[:, which, :]
+            log_k += full.reshape(len(rows), -1)
+        log_k = log_k.reshape(len(rows), k, self._width)
         top = log_k.max(axis=2, keepdims=True)
         top = np.where(np.isfinite(top), top, 0.0)
         with np.errstate(divide="ignore"):
-            return np.log(np.exp(log_k - top).sum(axis=2)) + top[:, :, 0] - np.log(self.sizes)
+            return np.log(np.exp(log_k - top).sum(axis=2)) + top[:, :, 0] - np.log(sizes)
 
 
 class _Terms:

@@ -117,20 +117,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from warmtune.searchers import make_searcher
-    from warmtune.searchers.similarity import TaskSimilarity
     from warmtune.searchers.warmstart import WarmStart
 
     shift = 0.45
-    start = time.perf_counter()
     tasks = past_tasks(args.tasks, args.kb_size // args.tasks, args.seed)
-    similarity = TaskSimilarity(past_tasks=tasks, seed=args.seed)
-    warm = WarmStart(
-        space=SPACE,
-        past_tasks=tasks,
-        similarity=similarity,
-        meta_features={"shift": shift},
-        seed=args.seed,
-    )
+    start = time.perf_counter()
+    warm = WarmStart(space=SPACE, past_tasks=tasks, meta_features={"shift": shift}, seed=args.seed)
     setup_s = time.perf_counter() - start
 
     builders: dict[str, Callable[[], Searcher]] = {

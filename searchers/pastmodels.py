@@ -32,6 +32,7 @@ import numpy as np
 
 from warmtune.searchers.encoding import SpaceCodec
 from warmtune.searchers.kde import DensityStack, ProductKernelDensity
+from warmtune.searchers.kernelreg import RankRegression
 from warmtune.searchers.pasttask import PastTask
 from warmtune.searchers.ranks import rank01, stratified
 
@@ -52,6 +53,9 @@ class TaskModel:
         gamma: the good share (``len(good) / n``).
         rows: the encoded observations it was fitted on, best first.
         values: their values (to minimise), best first.
+        ranker: the task's ranking of configurations at this budget
+            (:class:`~warmtune.searchers.kernelreg.RankRegression`), what similarity
+            judges it by.
     """
 
     budget: float
@@ -60,6 +64,7 @@ class TaskModel:
     gamma: float
     rows: np.ndarray
     values: np.ndarray
+    ranker: RankRegression
 
     @classmethod
     def fit(
@@ -82,6 +87,7 @@ class TaskModel:
         # Rank-stratified subsets keep the densities small without losing any rank band.
         good = good[stratified(values[good], np.zeros(len(good)), max_points)]
         bad = bad[stratified(values[bad], np.zeros(len(bad)), max_points)]
+        support = stratified(values, np.zeros(n), max_points)
         return cls(
             budget=float(budget),
             good=ProductKernelDensity(rows[good], codec, min_bandwidth=min_bandwidth),
@@ -89,6 +95,7 @@ class TaskModel:
             gamma=n_good / n,
             rows=rows,
             values=values,
+            ranker=RankRegression(rows[support], values[support], codec),
         )
 
 
@@ -158,15 +165,32 @@ class PastModels:
         return np.array([m is not None for m in self.top], dtype=bool)
 
     # Scores ---------------------------------------------------------------------------
-    def scores(self, rows: np.ndarray, budget: float | None = None) -> np.ndarray:
+    def scores(
+        self, rows: np.ndarray, budget: float | None = None, *, tasks: np.ndarray | None = None
+    ) -> np.ndarray:
         """``(tasks, len(rows))`` log-odds of being good, by each task's model.
 
         ``budget`` picks, per task, the model at that budget where the task has one,
-        else its top model; ``None`` uses every task's top model. A task without any
-        model scores 0 (no opinion) everywhere.
+        else its top model; ``None`` uses every task's top model. ``tasks`` (indices)
+        limits the work to those tasks' top models (``budget`` must then be ``None``);
+        the other rows stay 0. A task without any model scores 0 (no opinion).
         """
         out = np.zeros((len(self.tasks), len(rows)))
         if len(rows) == 0:
+            return out
+        if tasks is not None:
+            if budget is not None:
+                raise ValueError("scores(tasks=...) uses top models only; pass budget=None")
+            position = {t: i for i, t in enumerate(self._top_index)}
+            chosen = np.array([t for t in tasks if t in position], dtype=int)
+            if self._top_stack is None or not len(chosen):
+                return out
+            k = len(self._top_index)
+            pick = np.array([position[t] for t in chosen], dtype=int)
+            log = self._top_stack.log_pdf(rows, which=np.concatenate([pick, pick + k]))
+            gammas = self._gammas(chosen)
+            n = len(chosen)
+            out[chosen] = (log[:, :n] - log[:, n:]).T + np.log(gammas / (1 - gammas))[:, None]
             return out
         if self._top_stack is not None:
             out[self._top_index] = _log_odds(self._top_stack, rows, self._gammas(self._top_index))
@@ -176,6 +200,22 @@ class PastModels:
         if len(index):
             gammas = np.array([self._model_at(i, budget).gamma for i in index])  # type: ignore[union-attr]
             out[index] = _log_odds(stack, rows, gammas)
+        return out
+
+    def rank_scores(
+        self, rows: np.ndarray, budget: float | None = None, *, tasks: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``(tasks, len(rows))``: each task's ranking of the rows (higher = better, minus
+        the predicted normalised rank), by its model at ``budget`` where it has one, else
+        its top model; only ``tasks`` (indices) when given. A task without any model
+        scores 0."""
+        out = np.zeros((len(self.tasks), len(rows)))
+        if len(rows) == 0:
+            return out
+        for t in range(len(self.tasks)) if tasks is None else tasks:
+            model = (self._model_at(t, budget) if budget is not None else None) or self.top[t]
+            if model is not None:
+                out[t] = model.ranker.scores(rows)
         return out
 
     def good_log_density(self, rows: np.ndarray) -> np.ndarray:
@@ -266,46 +306,14 @@ class PastModels:
         return out
 
     def predicted_ranks(self, rows: np.ndarray) -> np.ndarray:
-        """``(tasks, len(rows))``: each task's model's estimate of the normalised rank of
-        each row among the task's own observations (0 = better than all of them)."""
-        scores = self.scores(rows)
-        out = np.full(scores.shape, 0.5)
-        for t, model in enumerate(self.top):
-            if model is None:
-                continue
-            own = self._own_scores(t)
-            # Rank = share of the task's observations its model scores higher.
-            out[t] = (own[None, :] > scores[t][:, None]).mean(axis=1)
-        return out
-
-    def ranks_to_regrets(self, ranks: np.ndarray) -> np.ndarray:
-        """``(tasks, k)`` normalised ranks -> normalised regrets on each task: the value at
-        that rank among the task's own top-budget observations, as ``(y - y_best) /
-        (y_median - y_best)`` (0 = its best, 1 = its median), the benchmark's scale."""
-        out = np.asarray(ranks, dtype=float).copy()
-        for t, model in enumerate(self.top):
-            if model is None or len(model.values) < 2:
-                continue
-            v = np.sort(model.values)
-            spread = float(np.median(v) - v[0])
-            if spread <= 0:
-                out[t] = 0.0
-                continue
-            q = np.interp(out[t], np.linspace(0.0, 1.0, len(v)), v)
-            out[t] = (q - v[0]) / spread
+        """``(tasks, len(rows))``: each task's estimate (by its top model's ranking) of
+        the normalised rank of each row among its own observations (0 = its best; 0.5
+        for a task without a model)."""
+        out = -self.rank_scores(rows)
+        out[~self.usable()] = 0.5
         return out
 
     # Internals ------------------------------------------------------------------------
-    def _own_scores(self, t: int) -> np.ndarray:
-        cache = self.__dict__.setdefault("_own_cache", {})
-        if t not in cache:
-            model = self.top[t]
-            assert model is not None
-            cache[t] = _log_odds(
-                DensityStack([model.good, model.bad]), model.rows, np.array([model.gamma])
-            )[0]
-        return cache[t]
-
     def _gammas(self, index: np.ndarray) -> np.ndarray:
         return np.array([self.top[i].gamma for i in index])  # type: ignore[union-attr]
 

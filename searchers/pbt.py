@@ -43,6 +43,7 @@ class PBT(Searcher):
     """
 
     name = "pbt"
+    supports_warm_start = True
     schedules_trials = True
 
     def __init__(

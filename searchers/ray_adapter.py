@@ -208,8 +208,9 @@ class TuneSearcher(TuneSearcherBase):
             return
         entry = {
             "n_own": int(weights.n_own),
-            "prior_strength": float(weights.prior_strength),
-            "weight_of_past": float(weights.weight_of_past(weights.n_own)),
+            "past_share": float(weights.past_share),
+            "own": float(weights.own),
+            "random": float(weights.random),
             "past": {str(k): float(v) for k, v in weights.past.items()},
         }
         last = self.warm_start_log[-1] if self.warm_start_log else None

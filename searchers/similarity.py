@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.special import betaln
+from scipy.special import betaincc, betaln
 
 from warmtune.searchers.pastmodels import PastModels
 from warmtune.searchers.ranks import concordance, concordance_variance, stratified
@@ -229,7 +229,7 @@ class TaskSimilarity:
             if top is None or not usable.any():
                 continue
             sub = stratified(top.values, np.zeros(len(top.values)), self.max_compare)
-            scores = self.models.scores(top.rows[sub], budget=top.budget)
+            scores = self.models.rank_scores(top.rows[sub], budget=top.budget)
             agree, p = concordance(scores, top.values[sub], np.zeros(len(sub)))
             if p:
                 conc[:, j] = np.where(usable, agree / p, np.nan)
@@ -399,8 +399,11 @@ class TaskSimilarity:
         usable = self.models.usable()
         mu, var = self.prior(meta_features)
         a, b = _beta_parameters(mu, var)
-        log_pi = np.full(t, -np.inf)
-        log_pi[usable] = -math.log(max(int(usable.sum()), 1))
+        # A task's prior weight: the probability that its model orders a new task better
+        # than chance at all, under its learned prior.
+        with np.errstate(divide="ignore"):
+            log_pi = np.where(usable, np.log(helpful_probability(mu, var)), -np.inf)
+        log_pi -= _logsumexp(log_pi[np.isfinite(log_pi)]) if np.isfinite(log_pi).any() else 0.0
         nu, k = _effective(evidence.concordant, evidence.pairs)
         loglik = _log_likelihood(a, b, k, nu)
         if oracle is not None:
@@ -416,6 +419,7 @@ class TaskSimilarity:
         if evidence.own_concordant is not None and evidence.pairs:
             own_measured = evidence.own_concordant / evidence.pairs
             own_k = own_measured * nu
+            # A uniform prior on its concordance (restricted, like the past's, to [1/2, 1]).
             log_own = float(_log_likelihood(np.ones(1), np.ones(1), np.array([own_k]), nu)[0])
             # The past and the own model share the prior mass that chance leaves.
             candidates = [
@@ -473,10 +477,25 @@ def _effective(concordant: np.ndarray, pairs: int) -> tuple[float, np.ndarray]:
 
 def _log_likelihood(a: np.ndarray, b: np.ndarray, k: np.ndarray, nu: float) -> np.ndarray:
     """Log probability of the observed pair orders under each model: ``c^k (1 - c)^(nu - k)``
-    integrated over the model's concordance ``c ~ Beta(a, b)``."""
+    integrated over the model's concordance ``c``, Beta(a, b) restricted to ``[1/2, 1]``.
+
+    A model is used as it is, never turned round: a task whose model orders the target's
+    results the wrong way round does not explain them, however consistently. Hence the
+    restriction: at best it is as good as chance.
+    """
     if nu <= 0:
         return np.zeros(len(a))
-    return betaln(a + k, b + nu - k) - betaln(a, b)
+    a2, b2 = a + k, b + nu - k
+    with np.errstate(divide="ignore"):
+        upper = np.log(betaincc(a2, b2, 0.5)) - np.log(betaincc(a, b, 0.5))
+    return betaln(a2, b2) - betaln(a, b) + upper
+
+
+def helpful_probability(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """Prior probability that each task's model orders a new task better than chance
+    (its concordance above one half), under the learned Beta prior."""
+    a, b = _beta_parameters(np.asarray(mean, dtype=float), np.asarray(var, dtype=float))
+    return betaincc(a, b, 0.5)
 
 
 def _beta_parameters(mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

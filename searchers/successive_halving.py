@@ -191,16 +191,6 @@ class SuccessiveHalvingSearcher(Searcher):
         """
         return None
 
-    def _fast_track(self) -> str | None:
-        """A paused trial to promote straight to the full budget, skipping the rungs between.
-
-        Async mode only, asked before ASHA's promotions. For trials known to be good
-        beyond their own results (a warm start's portfolio configurations that won their
-        rung), where the intermediate rungs would only delay the first full-budget
-        result. None (the default) promotes nothing this way.
-        """
-        return None
-
     # Searcher API ---------------------------------------------------------------------
     def options(self) -> dict[str, Any]:
         return {
@@ -213,9 +203,6 @@ class SuccessiveHalvingSearcher(Searcher):
 
     def ask(self, trial_id: str) -> Suggestion | None:
         if self.mode == "async":
-            jump = self._jump()
-            if jump is not None:
-                return jump
             direct = self._full_budget_config()
             if direct is not None:
                 return self._start(trial_id, 0, config=direct, rung=-1)
@@ -230,7 +217,7 @@ class SuccessiveHalvingSearcher(Searcher):
         it commits: the returned trial counts as running towards its new budget.
         """
         if self.mode == "async":
-            return self._jump() or self._promotion_async()
+            return self._promotion_async()
         for index, bracket in enumerate(self._brackets):
             if not bracket.done:
                 suggestion = self._next_in_bracket(index, None)
@@ -335,8 +322,7 @@ class SuccessiveHalvingSearcher(Searcher):
         trial = self._trials[trial_id]
         rungs = self._brackets[bracket].rungs
         if self.mode == "async":
-            # The rung it leaves (the one below, or lower for a fast-tracked trial).
-            rungs[trial.rung].promoted.append(trial_id)  # type: ignore[union-attr]
+            rungs[to_rung - 1].promoted.append(trial_id)  # type: ignore[union-attr]
         rungs[to_rung].members.append(trial_id)
         trial.rung, trial.running, trial.last = to_rung, True, None
         return Suggestion(
@@ -352,19 +338,6 @@ class SuccessiveHalvingSearcher(Searcher):
         return [tid for _, _, tid in sorted(valid)]
 
     # Async (ASHA) -------------------------------------------------------------------------
-    def _jump(self) -> Suggestion | None:
-        """The subclass's fast-tracked trial (:meth:`_fast_track`), promoted to the top rung."""
-        tid = self._fast_track()
-        if tid is None:
-            return None
-        trial = self._trials[tid]
-        top = len(self._brackets[0].rungs) - 1
-        if trial.running or trial.failed or trial.bracket != 0 or trial.rung >= top:
-            raise ValueError(
-                f"_fast_track returned trial {tid!r}, which is not paused below the top"
-            )
-        return self._promote(tid, 0, top)
-
     def _promotion_async(self) -> Suggestion | None:
         rungs = self._brackets[0].rungs
         for k in range(len(rungs) - 2, -1, -1):

@@ -45,7 +45,12 @@ import numpy as np
 from warmtune.searchers.encoding import SpaceCodec
 from warmtune.searchers.kde import ProductKernelDensity
 
-__all__ = ["DensityRatioModel", "PriorModel", "ProductKernelDensity", "SpaceCodec"]
+__all__ = [
+    "DensityRatioModel",
+    "PriorModel",
+    "ProductKernelDensity",
+    "SpaceCodec",
+]
 
 
 @runtime_checkable

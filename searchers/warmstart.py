@@ -194,8 +194,10 @@ class WarmStart:
             configs: the target's evaluated configurations (its own space).
             values: their values, to minimise; non-finite ones are ignored.
             budgets: their budgets.
-            own_scores: the target's own model's out-of-sample log-odds of each
-                observation (``NaN`` where it has no model), or ``None`` while it has none.
+            own_scores: the target's own ranking model's out-of-sample scores of each
+                observation (higher = better; ``NaN`` where it has no model; see
+                :func:`~warmtune.searchers.kernelreg.leave_one_out_scores`), or ``None``
+                while it has none.
 
         Returns:
             The new :class:`TaskWeights` (also :attr:`weights`).
@@ -238,7 +240,7 @@ class WarmStart:
             at = np.flatnonzero(b == level)
             if len(at) < 2:
                 continue
-            scores = self.models.scores(rows[at], budget=float(level))
+            scores = self.models.rank_scores(rows[at], budget=float(level))
             a, p = concordance(scores, y[at], b[at])
             agree += a
             pairs += p
@@ -300,8 +302,11 @@ class WarmStart:
         w = self.past_weights()
         if not (w > 0).any() or not configs:
             return np.zeros(len(configs))
-        active = np.flatnonzero(w > 0)
-        scores = self.log_odds(configs)[active]
+        # Sparse: a task holding less than a thousandth of the past's weight changes no
+        # decision, and skipping it keeps a suggestion's cost to the tasks that matter.
+        active = np.flatnonzero(w >= 1e-3 * w.sum())
+        rows = self.models.codec.encode(configs)
+        scores = self.models.scores(rows, tasks=active)[active]
         return w[active] @ _sigmoid(scores)
 
     def candidates(
@@ -390,7 +395,7 @@ class WarmStart:
         rng: np.random.Generator,
         *,
         weights: np.ndarray | None = None,
-        objective: str = "average",
+        objective: str = "coverage",
         cost_aware: bool = False,
     ) -> dict[str, Any] | None:
         """The next portfolio configuration not ``tried`` yet (``None``: no past task has
@@ -408,10 +413,8 @@ class WarmStart:
                 (expected improvement per second, Snoek et al. 2012) from the runtimes the
                 past measured, so cheap good configurations report first.
         """
-        if objective not in ("average", "coverage", "regret"):
-            raise ValueError(
-                f"objective must be 'average', 'coverage' or 'regret', got {objective!r}"
-            )
+        if objective not in ("average", "coverage"):
+            raise ValueError(f"objective must be 'average' or 'coverage', got {objective!r}")
         w = self.past_weights() if weights is None else np.asarray(weights, dtype=float)
         if not (w > 0).any():
             return None
@@ -424,15 +427,14 @@ class WarmStart:
         if not free.any():
             return None
         if objective == "average":
-            gain = -(w[active] @ ranks[active])
+            gain = w[active] @ (1.0 - ranks[active])  # positive, so a cost can divide it
         else:
-            to_scale = self.models.ranks_to_regrets if objective == "regret" else (lambda r: r)
-            table = to_scale(ranks)[active]
+            table = ranks[active]
             best = np.full(len(active), np.inf)
             if tried:
                 rows = self.models.codec.encode(list(tried))
                 tried_ranks = self.models.predicted_ranks(rows)
-                best = np.minimum(best, to_scale(tried_ranks)[active].min(axis=1))
+                best = np.minimum(best, tried_ranks[active].min(axis=1))
                 # A tried portfolio configuration counts with its measured ranks.
                 for c, (_, key) in enumerate(items):
                     if key in keys:

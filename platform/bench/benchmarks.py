@@ -2,7 +2,8 @@
 
 * ``lcbench``: the YAHPO Gym scenario folder ``DATA/yahpo/lcbench``; tasks are its
   OpenML instances, fidelity ``epoch`` (1..52), metric ``val_accuracy`` (max).
-* ``yahpo:PATH``: any YAHPO scenario folder; metric and fidelity default to the
+* ``yahpo:NAME`` or ``yahpo:PATH``: any YAHPO scenario, by its name in the data
+  directory (``yahpo:iaml_glmnet``) or its folder; metric and fidelity default to the
   scenario's first non-runtime output and its first integer fidelity (else its
   first fidelity). An integer fidelity is simulated as training iterations, a float
   one (``trainsize``) as fits from scratch whose budgets are the fidelity values
@@ -17,7 +18,6 @@ unit of the regret-against-time tables (:mod:`warmtune.bench.wallclock`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,28 +119,38 @@ def _load(
     if mode is not None and mode not in ("min", "max"):
         raise ValueError(f"--mode must be 'min' or 'max', got {mode!r}")
     if spec == "lcbench":
-        return _yahpo(_data_dir(data_dir) / "yahpo" / "lcbench", metric, mode, fidelity)
+        return _yahpo(_dataset("lcbench", data_dir), metric, mode, fidelity)
     if spec.startswith("yahpo:"):
-        return _yahpo(Path(spec.partition(":")[2]).expanduser(), metric, mode, fidelity)
+        # A scenario by name (yahpo:iaml_glmnet) or a scenario folder by path.
+        from warmtune import data
+
+        target = spec.partition(":")[2]
+        path = (
+            _dataset(target, data_dir)
+            if data.is_dataset_name(target)
+            else Path(target).expanduser()
+        )
+        return _yahpo(path, metric, mode, fidelity)
     if spec.startswith("nb201:"):
         if metric is not None or fidelity is not None:
             raise ValueError("nb201 has one metric (test accuracy) and no fidelity; drop them")
-        return _nb201(_data_dir(data_dir), spec.partition(":")[2])
+        return _nb201(_dataset("nb201", data_dir), spec.partition(":")[2])
     raise ValueError(
-        f"unknown benchmark {spec!r}; use lcbench, yahpo:PATH (a YAHPO scenario folder) "
+        f"unknown benchmark {spec!r}; use lcbench, yahpo:NAME or yahpo:PATH (a YAHPO "
+        "scenario by name, e.g. yahpo:iaml_glmnet, or its folder) "
         f"or nb201:DATASET with DATASET one of {list(NB201_DATASETS)}"
     )
 
 
-def _data_dir(data_dir: str | Path | None) -> Path:
-    raw = data_dir if data_dir is not None else os.environ.get("WARMTUNE_DATA")
-    if raw is None or not Path(raw).is_dir():
-        raise ValueError(
-            f"benchmark data not found (--data-dir={data_dir and str(data_dir)!r}, "
-            f"$WARMTUNE_DATA={os.environ.get('WARMTUNE_DATA')!r}); pass --data-dir or set "
-            "WARMTUNE_DATA to the folder holding yahpo/ and nas-bench-201/"
-        )
-    return Path(raw)
+def _dataset(name: str, data_dir: str | Path | None) -> Path:
+    """A dataset's folder by name, from ``--data-dir`` or the data directory
+    (:func:`warmtune.data.data_dir`); missing data names the command that fetches it."""
+    from warmtune import data
+
+    try:
+        return data.require(name, root=data_dir)
+    except data.DatasetMissingError as e:
+        raise ValueError(str(e)) from None
 
 
 def _yahpo(path: Path, metric: str | None, mode: str | None, fidelity: str | None) -> Benchmark:
@@ -233,7 +243,7 @@ def _nb201(data_dir: Path, dataset: str) -> Benchmark:
 
     if dataset not in NB201_DATASETS:
         raise ValueError(f"unknown nb201 dataset {dataset!r}; use one of {list(NB201_DATASETS)}")
-    table = NB201Table(data_dir / "nas-bench-201")
+    table = NB201Table(data_dir)
     return Benchmark(
         name="nb201",
         tasks=list(NB201_DATASETS),
