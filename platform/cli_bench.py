@@ -8,9 +8,8 @@ from pathlib import Path
 
 import click
 
-from warmtune.bench import ALL_METHODS, PASTS, REFERENCE_CONFIGS
-
-_DEFAULT_METHODS = ",".join(ALL_METHODS)
+from warmtune.bench import PASTS, REFERENCE_CONFIGS
+from warmtune.bench.methods import expand_methods
 
 
 def _split(text: str) -> list[str]:
@@ -26,13 +25,14 @@ def _split(text: str) -> list[str]:
 )
 @click.option(
     "--methods",
-    default=_DEFAULT_METHODS,
+    default="default",
     show_default=True,
-    help="Comma-separated, from the default list (the bohb-warm-* are its ablations).",
+    help="Comma-separated methods, or a keyword: default (every method but the "
+    "ablations), ablations (bohb, bohb-warm and each bohb-warm-* ablation), all.",
 )
 @click.option("--budget", default=20.0, show_default=True, help="Full-fidelity equivalents.")
-@click.option("--workers", default=4, show_default=True, help="Simulated parallel workers.")
-@click.option("--seeds", default=5, show_default=True, help="Seeds per (task, method): 0..S-1.")
+@click.option("--workers", default=1, show_default=True, help="Simulated parallel workers.")
+@click.option("--seeds", default=10, show_default=True, help="Seeds per (task, method): 0..S-1.")
 @click.option(
     "--past",
     type=click.Choice(PASTS),
@@ -144,7 +144,7 @@ def bench(
         table = run_bench(
             spec,
             tasks=targets,
-            methods=_split(methods),
+            methods=expand_methods(methods),
             budget=budget,
             workers=workers,
             seeds=list(range(seeds)),

@@ -23,7 +23,7 @@ import numpy as np
 from warmtune.searchers.encoding import SpaceCodec
 from warmtune.searchers.ranks import concordance, rank01
 
-__all__ = ["BANDWIDTHS", "RankRegression", "leave_one_out_scores"]
+__all__ = ["BANDWIDTHS", "RankBank", "RankRegression", "leave_one_out_scores"]
 
 #: Bandwidths tried by leave-one-out, in units of the root mean squared per-parameter
 #: distance on the unit scale (1 = the whole range): a search range, from "a few grid
@@ -95,6 +95,56 @@ class RankRegression:
         return -_predict(
             _sq_dist(_features(rows, self.codec), self._ref), self.ranks, self.bandwidth
         )
+
+
+class RankBank:
+    """Several :class:`RankRegression` over one codec, evaluated in one matrix product.
+
+    The references of every regression are laid out padded (regressions x their largest
+    size), so that each one's kernel-weighted mean is a reduction over the last axis; a
+    padding reference weighs nothing.
+
+    Args:
+        regressions: the regressions (at least one), all with the same codec.
+    """
+
+    def __init__(self, regressions: list[RankRegression]) -> None:
+        if not regressions:
+            raise ValueError("a RankBank needs at least one regression")
+        self.codec = regressions[0].codec
+        k = len(regressions)
+        width = max(len(r.ranks) for r in regressions)
+        n_feat = regressions[0]._ref[1].shape[1]
+        n_mask = regressions[0]._ref[2].shape[1]
+        self._right = np.zeros((k, width, n_feat))
+        self._mask = np.zeros((k, width, n_mask))
+        self._ranks = np.zeros((k, width))
+        self._real = np.zeros((k, width), dtype=bool)
+        self._inv = np.array([1.0 / (2.0 * r.bandwidth**2) for r in regressions])
+        for i, r in enumerate(regressions):
+            n = len(r.ranks)
+            self._right[i, :n], self._mask[i, :n] = r._ref[1], r._ref[2]
+            self._ranks[i, :n], self._real[i, :n] = r.ranks, True
+        self._right_t = np.ascontiguousarray(self._right.reshape(k * width, n_feat).T)
+        self._mask_t = np.ascontiguousarray(self._mask.reshape(k * width, n_mask).T)
+        self._shape = (k, width)
+
+    def scores(self, rows: np.ndarray) -> np.ndarray:
+        """``(regressions, len(rows))``: each regression's :meth:`RankRegression.scores`."""
+        k, width = self._shape
+        if len(rows) == 0:
+            return np.zeros((k, 0))
+        left, _, mask = _features(rows, self.codec)
+        total = (left @ self._right_t).reshape(len(rows), k, width)
+        count = (mask @ self._mask_t).reshape(len(rows), k, width)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d2 = np.where(count > 0, total / np.maximum(count, 1.0), 1.0)
+        d2 = np.maximum(d2, 0.0)
+        d2 = np.where(self._real[None], d2, np.inf)
+        d2 -= d2.min(axis=2, keepdims=True)
+        kern = np.exp(-d2 * self._inv[None, :, None])
+        mean = (kern * self._ranks[None]).sum(axis=2) / np.maximum(kern.sum(axis=2), 1e-300)
+        return -mean.T
 
 
 def _loo(d2: np.ndarray, ranks: np.ndarray, bandwidth: float) -> np.ndarray:

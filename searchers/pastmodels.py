@@ -32,7 +32,7 @@ import numpy as np
 
 from warmtune.searchers.encoding import SpaceCodec
 from warmtune.searchers.kde import DensityStack, ProductKernelDensity
-from warmtune.searchers.kernelreg import RankRegression
+from warmtune.searchers.kernelreg import RankBank, RankRegression
 from warmtune.searchers.pasttask import PastTask
 from warmtune.searchers.ranks import rank01, stratified
 
@@ -152,6 +152,12 @@ class PastModels:
         )
         self._top_index = np.array([i for i, m in enumerate(self.top) if m is not None], dtype=int)
         self._stacks: dict[float, tuple[DensityStack, np.ndarray]] = {}
+        self._top_bank = (
+            RankBank([self.top[i].ranker for i in self._top_index])
+            if len(self._top_index)
+            else None  # type: ignore[union-attr]
+        )
+        self._banks: dict[float, tuple[RankBank | None, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -207,15 +213,16 @@ class PastModels:
     ) -> np.ndarray:
         """``(tasks, len(rows))``: each task's ranking of the rows (higher = better, minus
         the predicted normalised rank), by its model at ``budget`` where it has one, else
-        its top model; only ``tasks`` (indices) when given. A task without any model
-        scores 0."""
+        its top model. A task without any model scores 0. (``tasks`` is accepted for
+        symmetry with :meth:`scores`; every task is ranked in one product anyway.)"""
         out = np.zeros((len(self.tasks), len(rows)))
-        if len(rows) == 0:
+        if len(rows) == 0 or self._top_bank is None:
             return out
-        for t in range(len(self.tasks)) if tasks is None else tasks:
-            model = (self._model_at(t, budget) if budget is not None else None) or self.top[t]
-            if model is not None:
-                out[t] = model.ranker.scores(rows)
+        out[self._top_index] = self._top_bank.scores(rows)
+        if budget is not None:
+            bank, index = self._bank_at(budget)
+            if bank is not None:
+                out[index] = bank.scores(rows)
         return out
 
     def good_log_density(self, rows: np.ndarray) -> np.ndarray:
@@ -238,6 +245,63 @@ class PastModels:
         # A foreign past leaves parameters it lacks as uniform kernel factors; sampling
         # already drew those uniformly, so every draw is a complete valid config.
         return [space.complete(space.project(c), rng) for c in drawn]
+
+    def sample_good_many(
+        self, counts: np.ndarray, rng: np.random.Generator, *, bandwidth_factor: float
+    ) -> list[dict[str, Any]]:
+        """``counts[t]`` configurations from each task ``t``'s good density, drawn at once.
+
+        The same kernels as :meth:`sample_good` (a point of the task's good set, then a
+        truncated Gaussian per number and the Aitchison-Aitken switch per choice, each
+        bandwidth times ``bandwidth_factor``; an absent value drawn uniformly), vectorised
+        over every draw. Conditional spaces go task by task (:meth:`sample_good`), since
+        which parameters a draw has depends on its parents.
+        """
+        space = self.codec.space
+        if space.is_conditional:
+            out: list[dict[str, Any]] = []
+            for t in np.flatnonzero(counts):
+                out += self.sample_good(
+                    int(t), rng, int(counts[t]), bandwidth_factor=bandwidth_factor
+                )
+            return out
+        points, widths = [], []
+        uniform = 0
+        for t in np.flatnonzero(counts):
+            model = self.top[t]
+            if model is None:
+                uniform += int(counts[t])
+                continue
+            good = model.good
+            pick = rng.integers(len(good.points), size=int(counts[t]))
+            points.append(good.points[pick])
+            widths.append(np.repeat(good.bandwidths[None, :], len(pick), axis=0))
+        out = [space.sample(rng) for _ in range(uniform)]
+        if not points:
+            return out
+        base = np.concatenate(points)
+        h = np.concatenate(widths) * bandwidth_factor
+        codec = self.codec
+        m = len(base)
+        rows = np.empty_like(base)
+        for j in range(codec.dim):
+            col, missing = base[:, j], np.isnan(base[:, j])
+            u = rng.random(m)
+            if codec.is_categorical[j]:
+                c = int(codec.n_choices[j])
+                cap = (c - 1) / c if c > 1 else 0.0
+                switch = rng.random(m) < np.minimum(h[:, j], cap)
+                other = rng.integers(max(c - 1, 1), size=m)
+                kept = np.nan_to_num(col).astype(int)
+                value = np.where(switch, (kept + 1 + other) % max(c, 1), kept)
+                rows[:, j] = np.where(missing, np.floor(u * c).clip(0, c - 1), value)
+            else:
+                drawn = _truncated_normal_rows(rng, np.nan_to_num(col), h[:, j])
+                rows[:, j] = np.where(missing, u, drawn)
+        return out + [
+            {name: codec.decode_value(j, row[j]) for j, name in enumerate(codec.names)}
+            for row in rows
+        ]
 
     # Portfolio ------------------------------------------------------------------------
     def best_configs(self, k: int) -> list[tuple[int, dict[str, Any], float]]:
@@ -323,6 +387,19 @@ class PastModels:
                 return model
         return None
 
+    def _bank_at(self, budget: float) -> tuple[RankBank | None, np.ndarray]:
+        """The rankings at ``budget`` of the tasks that have one below their top."""
+        key = round(float(budget), 12)
+        if key not in self._banks:
+            index, rankers = [], []
+            for t in range(len(self.tasks)):
+                model = self._model_at(t, budget)
+                if model is not None and model is not self.top[t]:
+                    index.append(t)
+                    rankers.append(model.ranker)
+            self._banks[key] = (RankBank(rankers) if rankers else None, np.array(index, dtype=int))
+        return self._banks[key]
+
     def _stack_at(self, budget: float) -> tuple[DensityStack, np.ndarray]:
         """The models at ``budget`` of the tasks that have one *below their top*."""
         key = round(float(budget), 12)
@@ -351,3 +428,17 @@ def _log_odds(stack: DensityStack, rows: np.ndarray, gammas: np.ndarray) -> np.n
 def encode_configs(codec: SpaceCodec, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
     """Rows of (possibly foreign) configurations in ``codec``'s space."""
     return codec.encode(configs, foreign=True)
+
+
+def _truncated_normal_rows(
+    rng: np.random.Generator, mean: np.ndarray, sd: np.ndarray
+) -> np.ndarray:
+    """Normal draws around ``mean`` (one ``sd`` each) restricted to ``[0, 1]``: by
+    rejection, a few rounds, then clipping."""
+    x = mean + sd * rng.standard_normal(mean.shape)
+    for _ in range(20):
+        outside = (x < 0) | (x > 1)
+        if not outside.any():
+            break
+        x[outside] = mean[outside] + sd[outside] * rng.standard_normal(int(outside.sum()))
+    return np.clip(x, 0.0, 1.0)

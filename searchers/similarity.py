@@ -80,6 +80,9 @@ _MIN_VARIANCE = 1e-4
 # tried by LOTO; infinity is the "meta-features say nothing" model.
 _META_BANDWIDTHS = (*np.geomspace(0.1, 10.0, 9).tolist(), math.inf)
 _META_MISMATCH = (0.0, 0.25, 0.5, 0.75, 1.0)
+# The fewest past tasks a meta-feature kernel is learned from (leave-one-task-out needs
+# more held-out tasks than the kernel's three parameters).
+_MIN_META_TASKS = 5
 
 
 @dataclass(frozen=True)
@@ -264,7 +267,9 @@ class TaskSimilarity:
         # Meta-features: a slope on the kernel, centred per task so that it only moves a
         # task's prior up or down from its typical transfer.
         best = (self.loto_error["typical"], math.inf, 1.0, 0.0)
-        if self._meta.num or self._meta.cat:
+        # A meta-feature kernel has three parameters fitted on the held-out errors: with
+        # fewer than _MIN_META_TASKS tasks they fit noise, and meta-features stay unused.
+        if (self._meta.num or self._meta.cat) and t >= _MIN_META_TASKS:
             for bw in _META_BANDWIDTHS[:-1]:
                 for lam in _META_MISMATCH if self._meta.cat else (1.0,):
                     k = _meta_kernel(self._d2, self._mism, bw, lam)
@@ -298,7 +303,8 @@ class TaskSimilarity:
         sq = np.where(known, resid**2 - noise, np.nan)
         pooled = max(float(np.nanmean(sq)), _MIN_VARIANCE)
         per_task = (np.nansum(sq, axis=1) + pooled) / (count + 1)
-        self._variance = np.maximum(per_task, _MIN_VARIANCE)
+        # Never wider than knowing nothing (a concordance uniform on [0, 1]).
+        self._variance = np.clip(per_task, _MIN_VARIANCE, UNINFORMED_VARIANCE)
 
     @staticmethod
     def _loto_slope_error(kc: np.ndarray, resid: np.ndarray) -> float:
@@ -529,6 +535,19 @@ def _slope(x: np.ndarray, y: np.ndarray) -> float:
 
 
 # Meta-features --------------------------------------------------------------------------
+def meta_distances(
+    metas: Sequence[Mapping[str, Any]], target: Mapping[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(squared distance, label mismatches)`` of each of ``metas`` to ``target``: the
+    numeric meta-features standardised over ``metas``, labels compared as they are."""
+    table = _MetaTable(metas)
+    zt, lt = table.encode(target)
+    d2, mism = np.zeros(len(metas)), np.zeros(len(metas))
+    for i, m in enumerate(metas):
+        d2[i], mism[i] = _MetaTable.distance(zt, lt, *table.encode(m))
+    return d2, mism
+
+
 class _MetaTable:
     """Numeric meta-features standardised over the past tasks, plus labels."""
 

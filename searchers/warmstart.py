@@ -53,7 +53,7 @@ from warmtune.searchers.ranks import concordance, stratified
 from warmtune.searchers.similarity import Evidence, TaskSimilarity, TaskWeights
 from warmtune.space import SearchSpace
 
-__all__ = ["WEIGHTINGS", "WarmStart"]
+__all__ = ["WEIGHTINGS", "WarmStart", "nearest_tasks"]
 
 WEIGHTINGS = ("learned", "flat", "uniform", "oracle")
 # Each past task offers its best few configurations to the portfolio.
@@ -82,6 +82,10 @@ class WarmStart:
         models: the past tasks' models, built earlier for this space and these tasks with
             these options (shared, read only: e.g. by every seed of a benchmark).
         similarity: the similarity model over ``models``, built earlier likewise.
+        max_tasks: at most this many past tasks are weighed (:func:`nearest_tasks`: the
+            ones that share the most parameters with the space, then the nearest by
+            meta-features, then the richest); a team's knowledge base of a thousand
+            tasks costs what 128 do.
 
     Raises:
         ValueError: no past tasks, or an option out of range.
@@ -104,11 +108,14 @@ class WarmStart:
         pairwise: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
         models: PastModels | None = None,
         similarity: TaskSimilarity | None = None,
+        max_tasks: int = 128,
     ) -> None:
         if not isinstance(space, SearchSpace):
             raise ValueError(f"space must be a SearchSpace, got {type(space).__name__}")
         if not past_tasks:
             raise ValueError("past_tasks is empty: give at least one PastTask (or cold-start)")
+        if not (isinstance(max_tasks, int) and max_tasks >= 1):
+            raise ValueError(f"max_tasks must be an int >= 1, got {max_tasks!r}; e.g. 128")
         names = [t.name for t in past_tasks]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -134,8 +141,12 @@ class WarmStart:
         self.max_compare = int(max_compare)
         self._oracle_sample = oracle
         self.rng = np.random.default_rng(seed)
-        if models is not None and (
-            models.names != names or models.codec.space.signature() != space.signature()
+        self.max_tasks = max_tasks
+        if models is None:
+            past_tasks = nearest_tasks(past_tasks, space, self.meta_features, max_tasks)
+            names = [t.name for t in past_tasks]
+        elif models.codec.space.signature() != space.signature() or not set(models.names) <= set(
+            names
         ):
             raise ValueError("models were built for other past tasks or another space")
         self.models = models or PastModels(
@@ -168,6 +179,7 @@ class WarmStart:
         self._portfolio: list[tuple[dict[str, Any], str]] | None = None
         self._portfolio_ranks: np.ndarray | None = None
         self._portfolio_costs = np.zeros((0, 0))
+        self._rank_cache: dict[str, np.ndarray] = {}
         self._weights = self._weigh(Evidence.none(len(self.models)))
 
     # Weights --------------------------------------------------------------------------
@@ -313,12 +325,7 @@ class WarmStart:
         self, counts: np.ndarray, rng: np.random.Generator, *, bandwidth_factor: float
     ) -> list[dict[str, Any]]:
         """Draws from the past tasks' good densities, ``counts[t]`` from task ``t``."""
-        out: list[dict[str, Any]] = []
-        for t in np.flatnonzero(counts):
-            out += self.models.sample_good(
-                int(t), rng, int(counts[t]), bandwidth_factor=bandwidth_factor
-            )
-        return out
+        return self.models.sample_good_many(counts, rng, bandwidth_factor=bandwidth_factor)
 
     def sample(
         self, n: int, rng: np.random.Generator | None = None, *, which: str = "good"
@@ -432,8 +439,7 @@ class WarmStart:
             table = ranks[active]
             best = np.full(len(active), np.inf)
             if tried:
-                rows = self.models.codec.encode(list(tried))
-                tried_ranks = self.models.predicted_ranks(rows)
+                tried_ranks = self._tried_ranks(tried)
                 best = np.minimum(best, tried_ranks[active].min(axis=1))
                 # A tried portfolio configuration counts with its measured ranks.
                 for c, (_, key) in enumerate(items):
@@ -446,6 +452,17 @@ class WarmStart:
         gain[~free] = -np.inf
         c = int(np.argmax(gain))
         return self.space.validate(self.space.complete(items[c][0], rng))
+
+    def _tried_ranks(self, tried: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """``(tasks, len(tried))`` predicted ranks, each configuration's computed once."""
+        keys = [json.dumps(dict(c), sort_keys=True) for c in tried]
+        new = [i for i, k in enumerate(keys) if k not in self._rank_cache]
+        if new:
+            rows = self.models.codec.encode([tried[i] for i in new], foreign=True)
+            ranks = self.models.predicted_ranks(rows)
+            for col, i in enumerate(new):
+                self._rank_cache[keys[i]] = ranks[:, col]
+        return np.stack([self._rank_cache[k] for k in keys], axis=1)
 
     def initial_design(
         self, k: int, rng: np.random.Generator | None = None
@@ -487,6 +504,7 @@ class WarmStart:
                 list(map(float, self._oracle_sample[1])),
             ],
             "max_compare": self.max_compare,
+            "max_tasks": self.max_tasks,
             "weights": self._weights.to_dict(),
             "rng": dict(self.rng.bit_generator.state),
         }
@@ -498,7 +516,8 @@ class WarmStart:
         Raises:
             ValueError: the past tasks are not the ones the state was made with.
         """
-        names = [t.name for t in past_tasks]
+        chosen = set(state["past_tasks"])
+        names = [t.name for t in past_tasks if t.name in chosen]
         if names != list(state["past_tasks"]):
             raise ValueError(
                 "the knowledge base changed since this state was saved: tasks "
@@ -507,7 +526,7 @@ class WarmStart:
             )
         warm = cls(
             space=SearchSpace(state["space"]),
-            past_tasks=past_tasks,
+            past_tasks=[t for t in past_tasks if t.name in chosen],
             meta_features=state["meta_features"],
             seed=state["seed"],
             good_fraction=state["good_fraction"],
@@ -517,10 +536,36 @@ class WarmStart:
             past_weight=state.get("past_weight", 10.0),
             oracle=state.get("oracle"),
             max_compare=state.get("max_compare", 128),
+            max_tasks=state.get("max_tasks", 128),
         )
         warm.set_weights(state["weights"])
         warm.rng.bit_generator.state = state["rng"]
         return warm
+
+
+def nearest_tasks(
+    past_tasks: Sequence[PastTask],
+    space: SearchSpace,
+    meta_features: Mapping[str, Any],
+    k: int,
+) -> list[PastTask]:
+    """The ``k`` past tasks a warm start weighs, in their original order: those sharing
+    the most parameters with ``space``, then the nearest by meta-features (standardised
+    numbers, label mismatches), then those with the most observations. All of them when
+    there are ``k`` or fewer.
+    """
+    if len(past_tasks) <= k:
+        return list(past_tasks)
+    from warmtune.searchers.similarity import meta_distances
+
+    shared = [sum(1 for n in space if n in t.space) for t in past_tasks]
+    d2, mismatches = meta_distances([t.meta_features for t in past_tasks], meta_features)
+    order = sorted(
+        range(len(past_tasks)),
+        key=lambda i: (-shared[i], mismatches[i], d2[i], -len(past_tasks[i]), past_tasks[i].name),
+    )
+    keep = set(order[:k])
+    return [t for i, t in enumerate(past_tasks) if i in keep]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -12,7 +12,15 @@ from warmtune.searchers.zeroshot import ZeroShot
 if TYPE_CHECKING:
     from warmtune.bench.benchmarks import Benchmark
 
-__all__ = ["ALL_METHODS", "WARM_METHODS", "make_method"]
+__all__ = [
+    "ABLATIONS",
+    "ALL_METHODS",
+    "DEFAULT_METHODS",
+    "METHOD_GROUPS",
+    "WARM_METHODS",
+    "expand_methods",
+    "make_method",
+]
 
 #: Methods ``warmtune bench`` knows, in report order. The ``bohb-warm-*`` are ablations of
 #: ``bohb-warm``, each without exactly one mechanism (see :data:`ABLATIONS`);
@@ -39,6 +47,16 @@ ABLATIONS = {
     "bohb-warm-nomodel": "no transfer in the model: after the design, cold BOHB's proposals",
     "bohb-warm-uniform": "no similarity at all: equal weights, the past a fixed 10 observations",
     "bohb-warm-oracle": "upper bound: weights from the target's true similarity (never a method)",
+}
+#: What ``--methods`` runs when not told: every method but the ablations, which answer
+#: a different question (which mechanism of bohb-warm does what) and have their own
+#: keyword, ``--methods ablations``.
+DEFAULT_METHODS = tuple(m for m in ALL_METHODS if m not in ABLATIONS)
+#: ``--methods`` keywords.
+METHOD_GROUPS = {
+    "default": DEFAULT_METHODS,
+    "all": ALL_METHODS,
+    "ablations": ("bohb", "bohb-warm", *ABLATIONS),
 }
 WARM_METHODS = (
     "bohb-warm",
@@ -78,7 +96,7 @@ def make_method(
         if weighting == "oracle" and oracle is None:
             raise ValueError("bohb-warm-oracle needs the target's true concordances (oracle=)")
         models, similarity = _shared(
-            space, past_tasks, "flat" if weighting == "flat" else "learned"
+            space, past_tasks, meta_features or {}, "flat" if weighting == "flat" else "learned"
         )
         warm = WarmStart(
             space=space,
@@ -114,9 +132,12 @@ def make_method(
 _SHARED: dict[tuple[int, str, str], tuple[Any, Any, Any]] = {}
 
 
-def _shared(space: Any, past_tasks: Sequence[Any], prior: str) -> tuple[Any, Any]:
+def _shared(
+    space: Any, past_tasks: Sequence[Any], meta_features: Mapping[str, Any], prior: str
+) -> tuple[Any, Any]:
     from warmtune.searchers.pastmodels import PastModels
     from warmtune.searchers.similarity import TaskSimilarity
+    from warmtune.searchers.warmstart import nearest_tasks
 
     key = (id(past_tasks), space.signature(), prior)
     if key not in _SHARED:
@@ -125,8 +146,32 @@ def _shared(space: Any, past_tasks: Sequence[Any], prior: str) -> tuple[Any, Any
         models = next(
             (m for (i, sig, _), (_, m, _) in _SHARED.items() if i == key[0] and sig == key[1]),
             None,
-        ) or PastModels(space=space, past_tasks=list(past_tasks))
+        ) or PastModels(
+            # The tasks a WarmStart of its own would weigh (at most its max_tasks).
+            space=space,
+            past_tasks=nearest_tasks(past_tasks, space, meta_features, 128),
+        )
         # The list is held too, so its id cannot be reused while the entry lives.
         _SHARED[key] = (past_tasks, models, TaskSimilarity(models=models, seed=0, prior=prior))
     _, models, similarity = _SHARED[key]
     return models, similarity
+
+
+def expand_methods(text: str) -> list[str]:
+    """``--methods``: comma-separated methods or keywords of :data:`METHOD_GROUPS`, in
+    report order, each once.
+
+    Raises:
+        ValueError: an unknown method, naming the choices.
+    """
+    wanted: list[str] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        names = METHOD_GROUPS.get(part, (part,))
+        unknown = [n for n in names if n not in ALL_METHODS]
+        if unknown:
+            raise ValueError(
+                f"unknown method(s) {unknown}; choose from {list(ALL_METHODS)} or "
+                f"the keywords {list(METHOD_GROUPS)}"
+            )
+        wanted += [n for n in names if n not in wanted]
+    return [m for m in ALL_METHODS if m in wanted]
