@@ -180,6 +180,8 @@ class WarmStart:
         self._portfolio_ranks: np.ndarray | None = None
         self._portfolio_costs = np.zeros((0, 0))
         self._rank_cache: dict[str, np.ndarray] = {}
+        self._portfolio_origin = np.zeros(0, dtype=int)
+        self._objective: str | None = None
         self._weights = self._weigh(Evidence.none(len(self.models)))
 
     # Weights --------------------------------------------------------------------------
@@ -376,6 +378,7 @@ class WarmStart:
                         costs[t, c] = x
             self._portfolio, self._portfolio_ranks = items, ranks
             self._portfolio_costs = costs
+            self._portfolio_origin = np.array([t for t, _ in origin], dtype=int)
         assert self._portfolio_ranks is not None
         return self._portfolio, self._portfolio_ranks
 
@@ -452,6 +455,34 @@ class WarmStart:
         gain[~free] = -np.inf
         c = int(np.argmax(gain))
         return self.space.validate(self.space.complete(items[c][0], rng))
+
+    def design_objective(self, picks: int = 5) -> str:
+        """The portfolio objective that held up on the past itself, leave one task out.
+
+        Each past task in turn is the target: the portfolio is built from the other
+        tasks' configurations with equal weights, ``picks`` configurations are chosen by
+        each objective, and the held-out task's rank of the best of the first ``k``
+        (``k = 1..picks``, measured where it evaluated them, else its model's estimate)
+        is averaged. ``"average"`` (the consensus order) wins when the past's tasks agree,
+        ``"coverage"`` (hedging across tasks) when they differ in ways that recur; ties go
+        to ``"coverage"``, the expected improvement under the weights.
+        """
+        if self._objective is not None:
+            return self._objective
+        items, ranks = self._portfolio_table()
+        usable = np.flatnonzero(self.models.usable())
+        score = {"average": 0.0, "coverage": 0.0}
+        if len(usable) >= 3 and items:
+            for j in usable:
+                others = np.array([t for t in usable if t != j])
+                free = self._portfolio_origin != j  # the target's own configurations are unknown
+                table = ranks[others][:, free]
+                for objective in score:
+                    chosen = _greedy(table, picks, objective)
+                    held = ranks[j][free][chosen]
+                    score[objective] += float(np.mean(np.minimum.accumulate(held)))
+        self._objective = "average" if score["average"] < score["coverage"] - 1e-12 else "coverage"
+        return self._objective
 
     def _tried_ranks(self, tried: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """``(tasks, len(tried))`` predicted ranks, each configuration's computed once."""
@@ -541,6 +572,25 @@ class WarmStart:
         warm.set_weights(state["weights"])
         warm.rng.bit_generator.state = state["rng"]
         return warm
+
+
+def _greedy(table: np.ndarray, picks: int, objective: str) -> list[int]:
+    """Column indices of ``table`` (tasks x candidates of ranks) chosen one at a time by
+    ``objective`` with equal task weights (as :meth:`WarmStart.next_design` does)."""
+    best = table.max(axis=1)
+    chosen: list[int] = []
+    free = np.ones(table.shape[1], dtype=bool)
+    for _ in range(min(picks, table.shape[1])):
+        if objective == "average":
+            gain = (1.0 - table).mean(axis=0)
+        else:
+            gain = (best[:, None] - np.minimum(best[:, None], table)).mean(axis=0)
+        gain[~free] = -np.inf
+        c = int(np.argmax(gain))
+        chosen.append(c)
+        free[c] = False
+        best = np.minimum(best, table[:, c])
+    return chosen
 
 
 def nearest_tasks(
