@@ -559,15 +559,35 @@ def _warm_start(r: JobReport) -> str:
         )
     )
     tasks = sorted(first["past"], key=lambda t: (-float(last["past"].get(t, 0.0)), t))
+    # The latest record that says why (prior and measured concordance), per task.
+    why: dict[str, list[Any]] = {}
+    for e in log:
+        why.update(e.get("why") or {})
+
+    def _why(t: str, i: int) -> Any:
+        value = why.get(t, [None, None, 0])[i]
+        return "" if value is None else value
+
     parts.append(
         _table(
-            ["past task", "weight at start", "weight now", "largest weight"],
+            [
+                "past task",
+                "weight at start",
+                "weight now",
+                "largest weight",
+                "prior concordance",
+                "measured",
+                "pairs",
+            ],
             [
                 [
                     t,
                     float(first["past"].get(t, 0.0)),
                     float(last["past"].get(t, 0.0)),
                     max(float(e["past"].get(t, 0.0)) for e in log),
+                    _why(t, 0),
+                    _why(t, 1),
+                    _why(t, 2),
                 ]
                 for t in tasks
             ],

@@ -286,6 +286,8 @@ def test_the_adapter_logs_warm_start_weights_and_the_report_draws_them(warm_job)
     assert "started warm from 2 past task(s)" in words
     assert "bowl-a" in words and "bowl-b" in words
     assert "Warm design" in words and "not started" not in words
+    # Why: the learned prior and the measured concordance of the heaviest tasks.
+    assert "prior concordance" in words and set(log[-1]["why"]) <= {"bowl-a", "bowl-b"}
 
 
 def test_a_cold_or_switched_off_warm_start_says_so(tmp_path):

@@ -165,3 +165,35 @@ def test_a_past_from_another_space_transfers_what_it_shares():
     assert s[0, 0] > s[0, 1]
     (t, config, rank) = models.best_configs(1)[0]
     assert t == 0 and set(config) == {"x0", "x1"} and rank == 0.0
+
+
+def test_a_rank_bank_ranks_exactly_as_each_regression_does():
+    tasks = [bowl_task(f"t{k}", (0.2 + 0.3 * k, 0.5), n=30 + 10 * k, seed=k) for k in range(3)]
+    models = PastModels(space=BOX, past_tasks=tasks)
+    rows = SpaceCodec(BOX).encode([BOX.sample(np.random.default_rng(3)) for _ in range(25)])
+    rows[0, 1] = np.nan  # a row lacking a parameter: only the shared one counts
+    alone = np.stack([m.ranker.scores(rows) for m in models.top])
+    np.testing.assert_allclose(models.rank_scores(rows), alone, rtol=0, atol=1e-12)
+
+
+def test_draws_from_the_past_good_regions_are_valid_and_where_the_past_was_good():
+    tasks = [bowl_task("low", (0.1, 0.1), seed=1), bowl_task("high", (0.9, 0.9), seed=2)]
+    models = PastModels(space=BOX, past_tasks=tasks)
+    rng = np.random.default_rng(0)
+    draws = models.sample_good_many(np.array([200, 0]), rng, bandwidth_factor=1.0)
+    assert len(draws) == 200
+    for config in draws:
+        BOX.validate(config)
+    x = np.array([[c["x0"], c["x1"]] for c in draws])
+    assert np.median(x, axis=0).max() < 0.35  # near task "low"'s optimum, not "high"'s
+    # A conditional space goes task by task and stays valid.
+    models = PastModels(space=MIXED, past_tasks=[_mixed_task()])
+    for config in models.sample_good_many(np.array([50]), rng, bandwidth_factor=3.0):
+        MIXED.validate(config)
+
+
+def _mixed_task():
+    rng = np.random.default_rng(5)
+    configs = [MIXED.sample(rng) for _ in range(60)]
+    values = [(c["a"] - 0.3) ** 2 + (c["c"] != "x") for c in configs]
+    return PastTask(name="m", meta_features={}, space=MIXED, configs=configs, values=values)

@@ -123,3 +123,34 @@ def test_bad_arguments_name_the_fix():
         WarmStart(space=SPACE, past_tasks=[task("a", (0, 0)), task("a", (1, 1))])
     with pytest.raises(ValueError, match="weighting must be one of"):
         WarmStart(space=SPACE, past_tasks=[task("a", (0, 0))], weighting="best")
+
+
+def test_a_large_knowledge_base_is_cut_to_the_nearest_tasks():
+    from warmtune.searchers.warmstart import nearest_tasks
+
+    wider = SearchSpace(
+        {**SPACE.to_dict(), "extra": {"type": "categorical", "choices": ["p", "q"]}}
+    )
+    near = [
+        PastTask(name=f"n{k}", meta_features={"size": 10 + k}, space=SPACE,
+                 configs=[{"x0": 0.5, "x1": 0.5}] * 3, values=[1, 2, 3])
+        for k in range(4)
+    ]  # fmt: skip
+    far = PastTask(name="far", meta_features={"size": 1000}, space=SPACE,
+                   configs=[{"x0": 0.5, "x1": 0.5}] * 3, values=[1, 2, 3])  # fmt: skip
+    other_space = PastTask(name="other", meta_features={"size": 10}, space=wider,
+                           configs=[{"extra": "p"}] * 3, values=[1, 2, 3])  # fmt: skip
+    chosen = nearest_tasks([far, *near, other_space], SPACE, {"size": 11}, 3)
+    # The ones sharing both parameters, nearest by size; the original order kept.
+    assert [t.name for t in chosen] == ["n0", "n1", "n2"]
+    assert len(nearest_tasks(near, SPACE, {}, 10)) == 4
+
+
+def test_the_portfolio_objective_is_learned_leave_one_task_out():
+    # Two recurring kinds of task: hedging across them holds up better on a held-out
+    # one than the consensus, which serves only the majority kind.
+    split = [task(f"lo{k}", (0.1, 0.1), seed=k) for k in range(4)]
+    split += [task(f"hi{k}", (0.9, 0.9), seed=10 + k) for k in range(3)]
+    warm = WarmStart(space=SPACE, past_tasks=split)
+    assert warm.design_objective() == "coverage"
+    assert warm.design_objective() is warm.design_objective()  # learned once
