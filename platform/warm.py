@@ -58,8 +58,10 @@ class WarmStartSource:
         if frame.empty:
             return frame
         names = set(self.space)
-        shares = frame["space_json"].map(lambda s: bool(names & set(json.loads(s))))
-        return frame[shares & frame["value"].notna()]
+        shares = frame["space_json"].map(
+            lambda s: isinstance(s, str) and bool(names & set(json.loads(s)))
+        )
+        return frame[shares & frame["value"].notna() & frame["config_json"].notna()]
 
     def past_tasks(self) -> list[Any]:
         """The knowledge base's other tasks that share at least one parameter with the space."""
@@ -104,6 +106,7 @@ class WarmStartSource:
 
     def build(self) -> Any:
         """The :class:`WarmStart` over the other tasks, or ``None`` when none is usable."""
+        from warmtune.knowledge import KnowledgeBase
         from warmtune.searchers.warmstart import WarmStart
         from warmtune.space import SearchSpace
 
@@ -115,6 +118,8 @@ class WarmStartSource:
             past_tasks=tasks,
             meta_features=self.meta_features,
             seed=self.seed,
+            # Measured as each job joined: the similarity model reuses them.
+            pairwise=KnowledgeBase(self.kb_path).similarities(),
         )
 
     def __call__(self) -> dict[str, Any]:

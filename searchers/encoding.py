@@ -54,14 +54,47 @@ class SpaceCodec:
         """
         out = np.full((len(configs), self.dim), np.nan)
         for j, (name, p) in enumerate(zip(self.names, self.params, strict=True)):
+            if foreign and not isinstance(p, CategoricalParam):
+                out[:, j] = self._encode_numbers(j, [c.get(name) for c in configs])
+                continue
             for i, config in enumerate(configs):
                 if name not in config:
                     continue
                 value = config[name]
-                if foreign and not p.contains(value) and not _holds_number(p, value):
+                if foreign and not p.contains(value):
                     continue
                 out[i, j] = self.encode_value(j, value)
         return out
+
+    def _encode_numbers(self, j: int, values: list[Any]) -> np.ndarray:
+        """A numeric column of foreign configurations at once (knowledge bases hold many):
+        what :meth:`encode_value` gives, ``NaN`` where the value is absent, not a number,
+        out of range or, for an int, not whole."""
+        p = self.params[j]
+        x = np.array(
+            [
+                float(v)
+                if isinstance(v, (int, float, np.integer, np.floating))
+                and not isinstance(v, (bool, np.bool_))
+                else np.nan
+                for v in values
+            ],
+            dtype=float,
+        )
+        ok = np.isfinite(x) & (x >= p.low) & (x <= p.high)
+        if not isinstance(p, FloatParam):
+            ok &= np.floor(np.where(ok, x, 0.0)) == np.where(ok, x, 0.0)
+        x = np.where(ok, x, np.nan)
+        low, high = float(p.low), float(p.high)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if isinstance(p, FloatParam):
+                if p.log:
+                    return (np.log(x) - math.log(low)) / (math.log(high) - math.log(low))
+                return (x - low) / (high - low)
+            if p.log:
+                centre = 0.5 * (np.log(x) + np.log(x + 1))
+                return (centre - math.log(low)) / (math.log(high + 1) - math.log(low))
+            return (x + 0.5 - low) / (high + 1 - low)
 
     def encode_value(self, j: int, value: Any) -> float:
         p = self.params[j]
@@ -109,17 +142,3 @@ class SpaceCodec:
         active = ~np.isnan(rows)
         per_dim = np.where(self.is_categorical, -np.log(np.maximum(self.n_choices, 1)), 0.0)
         return (active * per_dim).sum(axis=1)
-
-
-def _holds_number(p: Any, value: Any) -> bool:
-    """A numeric value inside a numeric parameter's range that ``contains`` refused only
-    for its type (an int-valued float of an int parameter, say)."""
-    if isinstance(p, CategoricalParam) or isinstance(value, bool):
-        return False
-    if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
-        return False
-    if p.log and value <= 0:
-        return False
-    if isinstance(p, FloatParam):
-        return p.low <= value <= p.high
-    return float(value).is_integer() and p.low <= value <= p.high

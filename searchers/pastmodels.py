@@ -40,6 +40,8 @@ __all__ = ["PastModels", "TaskModel"]
 
 #: Observations a budget level needs before it gets a model of its own.
 MIN_OBSERVATIONS = 5
+#: At most this many observations support a task's ranking (a rank-stratified subset).
+MAX_SUPPORT = 128
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,9 @@ class TaskModel:
         # Rank-stratified subsets keep the densities small without losing any rank band.
         good = good[stratified(values[good], np.zeros(len(good)), max_points)]
         bad = bad[stratified(values[bad], np.zeros(len(bad)), max_points)]
-        support = stratified(values, np.zeros(n), max_points)
+        # The ranking's support: a rank-stratified subset, at most MAX_SUPPORT points (its
+        # cost grows with the square of it, its accuracy little beyond).
+        support = stratified(values, np.zeros(n), min(max_points, MAX_SUPPORT))
         return cls(
             budget=float(budget),
             good=ProductKernelDensity(rows[good], codec, min_bandwidth=min_bandwidth),
@@ -380,6 +384,10 @@ class PastModels:
     # Internals ------------------------------------------------------------------------
     def _gammas(self, index: np.ndarray) -> np.ndarray:
         return np.array([self.top[i].gamma for i in index])  # type: ignore[union-attr]
+
+    def model_at(self, task: int, budget: float) -> TaskModel | None:
+        """Task ``task``'s model at ``budget`` exactly, if it has one."""
+        return self._model_at(task, budget)
 
     def _model_at(self, task: int, budget: float) -> TaskModel | None:
         for b, model in self.models[task].items():

@@ -67,9 +67,10 @@ import numpy as np
 from scipy.special import betaincc, betaln
 
 from warmtune.searchers.pastmodels import PastModels
+from warmtune.searchers.pasttask import PastTask
 from warmtune.searchers.ranks import concordance, concordance_variance, stratified
 
-__all__ = ["TaskSimilarity", "TaskWeights", "UNINFORMED_VARIANCE"]
+__all__ = ["UNINFORMED_VARIANCE", "TaskSimilarity", "TaskWeights", "task_concordances"]
 
 #: Variance of a concordance uniform on [0, 1]: the prior when nothing was learned.
 UNINFORMED_VARIANCE = 1.0 / 12.0
@@ -219,14 +220,18 @@ class TaskSimilarity:
         usable = self.models.usable()
         todo: list[int] = []
         for j in range(t):
-            row = (known or {}).get(names[j])
-            if row is not None and all(names[i] in row for i in range(t) if i != j):
-                for i in range(t):
-                    if i != j:
-                        c, p = row[names[i]]
-                        conc[i, j], pairs[i, j] = c, int(p)
-            else:
-                todo.append(j)
+            row = (known or {}).get(names[j]) or {}
+            missing = False
+            for i in range(t):
+                if i == j:
+                    continue
+                stored = row.get(names[i])
+                if stored is None:
+                    missing = True
+                else:
+                    conc[i, j], pairs[i, j] = float(stored[0]), int(stored[1])
+            if missing:
+                todo.append(j)  # a column is measured whole: one product for every task
         for j in todo:
             top = self.models.top[j]
             if top is None or not usable.any():
@@ -470,6 +475,46 @@ class TaskSimilarity:
         for i, (zi, li) in enumerate(self._meta_codes):
             d2[i], mism[i] = _MetaTable.distance(zt, lt, zi, li)
         return d2, mism
+
+
+def task_concordances(
+    task: PastTask, others: Sequence[PastTask], *, max_compare: int = 128
+) -> list[tuple[str, str, float, int]]:
+    """The pairwise concordances a task brings to a knowledge base: ``(target, source,
+    concordance, pairs)`` of every other task's ranking on ``task``'s results and of
+    ``task``'s ranking on each other task's results, measured in ``task``'s space.
+
+    Stored as each job joins (:meth:`warmtune.knowledge.KnowledgeBase.add_job`) and
+    passed back as ``pairwise=``, they make a warm start over a large knowledge base
+    pay for its own task only: O(tasks) rankings per join instead of O(tasks^2) per
+    search.
+    """
+    models = PastModels(space=task.space, past_tasks=[task, *others])
+    out: list[tuple[str, str, float, int]] = []
+    usable = models.usable()
+    for j in range(len(models)):
+        top = models.top[j]
+        if top is None:
+            continue
+        sub = stratified(top.values, np.zeros(len(top.values)), max_compare)
+        rows = top.rows[sub]
+        if j == 0:  # every other task's ranking on the new task's results
+            scores = models.rank_scores(rows, budget=top.budget)
+            sources = [i for i in range(1, len(models)) if usable[i]]
+        elif usable[0]:  # the new task's ranking on this task's results (its alone)
+            model = models.model_at(0, top.budget) or models.top[0]
+            scores = np.zeros((len(models), len(rows)))
+            scores[0] = model.ranker.scores(rows)  # type: ignore[union-attr]
+            sources = [0]
+        else:
+            continue
+        agree, p = concordance(scores[sources], top.values[sub], np.zeros(len(sub)))
+        if p:
+            out += [
+                (models.names[j], models.names[i], float(a / p), int(p))
+                for i, a in zip(sources, agree, strict=True)
+            ]
+    return out
 
 
 def _effective(concordant: np.ndarray, pairs: int) -> tuple[float, np.ndarray]:

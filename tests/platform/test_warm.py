@@ -125,3 +125,31 @@ def test_repeat_history_lets_known_configurations_run_again(tmp_path):
     with pytest.raises(ValueError, match="repeat_history"):
         make_searcher("random", space=job_from_dict(data).search_space, seed=0,
                       options=bad["searcher"]["options"])  # fmt: skip
+
+
+def test_pairwise_concordances_are_stored_as_jobs_join_and_reused(tmp_path):
+    finished_job(tmp_path, "bowl-1", "bowl", seed=3)
+    kb = KnowledgeBase(tmp_path / "kb")
+    assert kb.similarities() == {}  # one task: nothing to compare with
+    finished_job(tmp_path, "dish-1", "dish", seed=4)
+    finished_job(tmp_path, "cup-1", "cup", seed=5)
+    stored = kb.similarities()
+    # Every ordered pair of the three tasks, measured when the later of the two joined.
+    assert {(t, s) for t, row in stored.items() for s in row} == {
+        (a, b) for a in ("bowl", "dish", "cup") for b in ("bowl", "dish", "cup") if a != b
+    }
+    for row in stored.values():
+        for concordance, pairs in row.values():
+            assert 0.0 <= concordance <= 1.0 and pairs > 0
+    # A warm start over the knowledge base reads them instead of measuring them again.
+    data = copy.deepcopy(JOB)
+    data.update(
+        task={"name": "pot"},
+        storage=str(tmp_path / "results"),
+        knowledge_base={"path": str(tmp_path / "kb")},
+        searcher={"name": "bohb"},
+    )
+    warm, _, _ = warm_start_for(job_from_dict(data))
+    names = warm.similarity.task_names
+    i, j = names.index("dish"), names.index("bowl")
+    assert warm.similarity.pairwise[i, j] == pytest.approx(stored["bowl"]["dish"][0])
