@@ -209,18 +209,26 @@ def test_ctrl_c_is_an_interruption_and_resume_finishes_the_trials(cluster, tmp_p
     saved = saved_trials(tmp_path / "results" / "ctrlc")
     assert sorted(saved) == sorted(reached.index)
     assert not any(t.status == "TERMINATED" for t in saved.values())
+    # The iteration each trial's last saved checkpoint belongs to. An iteration the
+    # trial reported after Tune's last save (Ctrl+C races with it) runs again.
+    checkpointed = {t: s.last_result["training_iteration"] for t, s in saved.items()}
+    assert all(2 <= checkpointed[t] <= reached[t] for t in saved), (checkpointed, reached)
 
     resumed = warmtune(cluster, "run", str(job_file), "--resume", log=tmp_path / "resume.log")
     out = finish(resumed, tmp_path / "resume.log")
     assert resumed.returncode == 0, out
     assert "warmtune: job 'ctrlc' finished in" in out and "2 trials, 0 failed" in out
     assert "added 16 observations of task 'bowl' to the knowledge base" in out
-    after = store.read(dedupe=False)
-    for trial, last in reached.items():
+    after, kept = store.read(dedupe=False), store.read()
+    for trial in reached.index:
         rows = after[after.trial_id == trial]
-        # Continued from the checkpoint of its last iteration, not from the start.
-        assert sorted(rows.training_iteration) == list(range(1, 9)), trial
-        assert rows[rows.timestamp > stopped_at].training_iteration.min() == last + 1, trial
+        # Continued from its last checkpoint, not from the start; the store keeps one
+        # row per iteration.
+        assert rows[rows.timestamp > stopped_at].training_iteration.min() == (
+            checkpointed[trial] + 1
+        ), trial
+        assert (rows.training_iteration == 1).sum() == 1, trial
+        assert sorted(kept[kept.trial_id == trial].training_iteration) == list(range(1, 9))
 
 
 def test_a_killed_driver_resumes_without_rerunning_finished_trials(cluster, tmp_path):
