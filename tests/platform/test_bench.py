@@ -325,7 +325,8 @@ def test_iaml_glmnet_runs_every_method_through_the_cli(tmp_path, data_dir, need_
     path = need_data("iaml_glmnet")
     summary = _run(
         [f"yahpo:{path}", "--fidelity", "trainsize", "--metric", "mmce", "--mode", "min"]
-        + ["--tasks", "1489", "--budget", "5", "--workers", "2", "--seeds", "1"],
+        + ["--tasks", "1489", "--budget", "5", "--workers", "2", "--seeds", "1"]
+        + ["--methods", "all"],
         tmp_path,
         data_dir,
     )
