@@ -131,10 +131,13 @@ def bench(
         if target_gap is not None and not target_gap >= 0:
             raise ValueError(f"--target-gap must be >= 0, got {target_gap}")
         spec = load_benchmark(
-            benchmark, data_dir=data_dir, metric=metric, mode=mode, fidelity=fidelity
+            benchmark,
+            data_dir=data_dir,
+            metric=metric,
+            mode=mode,
+            fidelity=fidelity,
+            target_gap=target_gap,
         )
-        if target_gap is not None:
-            spec.target_gap = target_gap
         if tasks is None:
             targets = spec.default_tasks
         elif tasks == "all":

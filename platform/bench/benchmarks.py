@@ -90,8 +90,12 @@ def load_benchmark(
     metric: str | None = None,
     mode: str | None = None,
     fidelity: str | None = None,
+    target_gap: float | None = None,
 ) -> Benchmark:
     """Build a :class:`Benchmark` from ``lcbench``, ``yahpo:PATH`` or ``nb201:DATASET``.
+
+    ``target_gap`` overrides the benchmark's ``evals_to_target`` tolerance; it is part of
+    the source, so worker processes rebuild the benchmark with it.
 
     Raises:
         ValueError: an unknown benchmark, missing data, or a bad metric/fidelity.
@@ -102,8 +106,11 @@ def load_benchmark(
         "metric": metric,
         "mode": mode,
         "fidelity": fidelity,
+        "target_gap": target_gap,
     }
     bench = _load(spec, data_dir=data_dir, metric=metric, mode=mode, fidelity=fidelity)
+    if target_gap is not None:
+        bench.target_gap = target_gap
     bench.source = source
     return bench
 

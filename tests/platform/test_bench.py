@@ -420,3 +420,15 @@ def test_tiny_lcbench_writes_regret_against_time(tiny_lcbench, data_dir, lcbench
     assert (grid["normalized_regret"][~grid["has_incumbent"]] == 1.0).all()
     assert "simulated wall-clock time" in (out / "summary.md").read_text()
     assert (out / "regret_time.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_target_gap_reaches_worker_processes(data_dir, need_data):
+    # Worker processes rebuild the benchmark from its source: --target-gap must be in it,
+    # or runs.csv's evals_to_target silently falls back to the default with --jobs > 1.
+    need_data("lcbench")
+    from warmtune.bench.protocol import _worker_bench
+
+    spec = load_benchmark("lcbench", data_dir=data_dir, target_gap=0.01)
+    assert spec.target_gap == 0.01
+    assert _worker_bench(dict(spec.source)).target_gap == 0.01
+    assert load_benchmark("lcbench", data_dir=data_dir).target_gap == 0.5
