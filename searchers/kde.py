@@ -186,9 +186,11 @@ class DensityStack:
         w, absent, sizes = self._w, self._absent, self.sizes
         if which is not None:
             which = np.asarray(which, dtype=int)
-            w = w.reshape(len(w), k, self._width)[:, which, :].reshape(len(w), -1)
+            # Explicit sizes: an all-categorical space has no numeric rows in ``absent``.
+            columns = len(which) * self._width
+            w = w.reshape(len(w), k, self._width)[:, which, :].reshape(len(w), columns)
             absent = absent.reshape(len(absent), k, self._width)[:, which, :]
-            absent = absent.reshape(len(absent), -1)
+            absent = absent.reshape(len(absent), columns)
             sizes = sizes[which]
             k = len(which)
         x = rows[:, self._numeric]

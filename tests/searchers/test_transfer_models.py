@@ -68,6 +68,22 @@ def test_a_stack_evaluates_exactly_what_each_density_does():
     np.testing.assert_allclose(stacked, alone, rtol=0, atol=1e-10)
     some = DensityStack(densities).log_pdf(rows, which=np.array([2, 0]))
     np.testing.assert_allclose(some, alone[:, [2, 0]], rtol=0, atol=1e-10)
+    # An all-categorical space (NAS-Bench-201's cells) has no numeric part at all.
+    cells = SearchSpace(
+        {f"e{i}": {"type": "categorical", "choices": list("abc")} for i in range(3)}
+    )
+    cat = SpaceCodec(cells)
+    stack = [
+        ProductKernelDensity(
+            cat.encode([cells.sample(rng) for _ in range(n)]), cat, min_bandwidth=1e-3
+        )
+        for n in (4, 9)
+    ]
+    rows = cat.encode([cells.sample(rng) for _ in range(6)])
+    alone = np.stack([d.log_pdf(rows) for d in stack], axis=1)
+    np.testing.assert_allclose(
+        DensityStack(stack).log_pdf(rows, which=np.array([1])), alone[:, [1]]
+    )
     # A density integrates to one over a 1-d unit interval.
     box = SpaceCodec(SearchSpace({"x": {"type": "float", "low": 0, "high": 1}}))
     kde = DensityStack([ProductKernelDensity(np.array([[0.2], [0.9]]), box, min_bandwidth=0.05)])
