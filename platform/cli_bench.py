@@ -8,9 +8,8 @@ from pathlib import Path
 
 import click
 
-from warmtune.bench import ALL_METHODS, PASTS, REFERENCE_CONFIGS
-
-_DEFAULT_METHODS = ",".join(ALL_METHODS)
+from warmtune.bench import PASTS, REFERENCE_CONFIGS
+from warmtune.bench.methods import expand_methods
 
 
 def _split(text: str) -> list[str]:
@@ -26,13 +25,14 @@ def _split(text: str) -> list[str]:
 )
 @click.option(
     "--methods",
-    default=_DEFAULT_METHODS,
+    default="default",
     show_default=True,
-    help="Comma-separated, from the default list (the bohb-warm-* are its ablations).",
+    help="Comma-separated methods, or a keyword: default (every method but the "
+    "ablations), ablations (bohb, bohb-warm and each bohb-warm-* ablation), all.",
 )
 @click.option("--budget", default=20.0, show_default=True, help="Full-fidelity equivalents.")
-@click.option("--workers", default=4, show_default=True, help="Simulated parallel workers.")
-@click.option("--seeds", default=5, show_default=True, help="Seeds per (task, method): 0..S-1.")
+@click.option("--workers", default=1, show_default=True, help="Simulated parallel workers.")
+@click.option("--seeds", default=10, show_default=True, help="Seeds per (task, method): 0..S-1.")
 @click.option(
     "--past",
     type=click.Choice(PASTS),
@@ -40,6 +40,12 @@ def _split(text: str) -> list[str]:
     show_default=True,
     help="Knowledge base per other task: 100 random full evaluations, or an earlier "
     "simulated BOHB search (multi-fidelity).",
+)
+@click.option(
+    "--past-mix",
+    default=None,
+    metavar="K:KIND[,K:KIND]",
+    help="Add K distractor tasks of each KIND (mirrored, permuted, shifted) per past task.",
 )
 @click.option(
     "--jobs",
@@ -76,7 +82,8 @@ def _split(text: str) -> list[str]:
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Benchmark data (default: $WARMTUNE_DATA).",
+    help="The data directory (default: $WARMTUNE_DATA, else ~/.cache/warmtune/data; "
+    "`warmtune data fetch lcbench nb201` fills it).",
 )
 @click.option("--metric", default=None, help="YAHPO output to optimise (lcbench: val_accuracy).")
 @click.option("--mode", type=click.Choice(["min", "max"]), default=None, help="Its direction.")
@@ -95,6 +102,7 @@ def bench(
     workers: int,
     seeds: int,
     past: str,
+    past_mix: str | None,
     jobs: int | None,
     reference_configs: int,
     target_gap: float | None,
@@ -123,10 +131,13 @@ def bench(
         if target_gap is not None and not target_gap >= 0:
             raise ValueError(f"--target-gap must be >= 0, got {target_gap}")
         spec = load_benchmark(
-            benchmark, data_dir=data_dir, metric=metric, mode=mode, fidelity=fidelity
+            benchmark,
+            data_dir=data_dir,
+            metric=metric,
+            mode=mode,
+            fidelity=fidelity,
+            target_gap=target_gap,
         )
-        if target_gap is not None:
-            spec.target_gap = target_gap
         if tasks is None:
             targets = spec.default_tasks
         elif tasks == "all":
@@ -136,13 +147,14 @@ def bench(
         table = run_bench(
             spec,
             tasks=targets,
-            methods=_split(methods),
+            methods=expand_methods(methods),
             budget=budget,
             workers=workers,
             seeds=list(range(seeds)),
             out=out,
             cache_dir=cache_dir,
             past=past,
+            past_mix=past_mix,
             reference_configs=reference_configs,
             jobs=jobs if jobs is not None else max(1, os.cpu_count() or 1),
             progress=None if quiet else sys.stderr,

@@ -262,13 +262,16 @@ def rm(task: str, kb_path: str | None, yes: bool) -> None:
 def similar(task: str, kb_path: str | None, top: int, fmt: str) -> None:
     """The past tasks most similar to TASK, with their weights and why.
 
-    TASK's meta-features give a prior similarity (the meta-feature kernel is
-    calibrated leave-one-task-out on the knowledge base); TASK's own observations,
-    where it has some, move each weight towards the measured agreement (Kendall's
-    tau between TASK's results and the past task's surrogate predictions). These are
-    the weights a warm-started BOHB on TASK would use.
+    These are the weights a warm-started BOHB on TASK would use now, given TASK's own
+    results in the knowledge base: each past task's learned prior (how well its model
+    ordered the other past tasks, calibrated leave-one-task-out, with the meta-features)
+    and its measured concordance with TASK's results, competing with TASK's own model
+    and with chance. TASK's own earlier searches are its history, not a past task.
     """
-    from warmtune.searchers.similarity import TaskSimilarity, past_tasks_from_frame
+    from warmtune.knowledge import past_tasks
+    from warmtune.searchers.encoding import SpaceCodec
+    from warmtune.searchers.kernelreg import leave_one_out_scores
+    from warmtune.searchers.warmstart import WarmStart
 
     store = _open(kb_path)
     frame = _read(store.observations)
@@ -278,30 +281,55 @@ def similar(task: str, kb_path: str | None, top: int, fmt: str) -> None:
     if mine.empty:
         known = ", ".join(sorted(frame["task"].unique()))
         _fail(f"no task {task!r} in the knowledge base; known tasks: {known}")
+    (target,) = past_tasks(mine)
+    best = float(target.values.min())
+    sign = 1.0 if str(mine.iloc[0]["mode"]) == "min" else -1.0
+    history = {
+        "observations": len(target.values),
+        "jobs": int(mine["job"].nunique()) if "job" in mine else 0,
+        "best": sign * best,
+        "metric": str(mine.iloc[0]["metric"]),
+    }
+    names = set(target.space)
     others = frame[frame["task"] != task]
-    if others["task"].nunique() == 0:
-        _fail(f"{task!r} is the only task in the knowledge base; nothing to compare it with")
-    (target,) = past_tasks_from_frame(mine)
-    model = TaskSimilarity(past_tasks=past_tasks_from_frame(others))
-    weights = model.weights(
-        space=target.space,
-        meta_features=target.meta_features,
-        configs=target.configs,
-        values=target.values,
-        budgets=target.budgets,
+    others = others[others["space_json"].map(lambda s: bool(names & set(json.loads(s))))]
+    if others.empty:
+        if fmt == "json":
+            click.echo(json.dumps({"task": task, "history": history, "similar": []}, indent=2))
+            return
+        click.echo(
+            f"{task!r}: {history['observations']} observations from {history['jobs']} job(s), "
+            f"best {history['metric']} {history['best']:.6g}."
+        )
+        click.echo(
+            "No other task in the knowledge base shares a parameter with it: a new search of "
+            f"{task!r} continues from this history alone (its own evidence, weight 1.0), "
+            "and does not re-run a configuration measured at the full budget with its seed."
+        )
+        return
+    warm = WarmStart(
+        space=target.space, past_tasks=past_tasks(others), meta_features=target.meta_features
     )
-    rows = []
+    codec = SpaceCodec(target.space)
+    rows = codec.encode(target.configs, foreign=True)
+    own = leave_one_out_scores(rows, target.values, target.budgets, codec)
+    weights = warm.update(
+        configs=target.configs, values=target.values, budgets=target.budgets, own_scores=own
+    )
+    rows_out = []
     for name, weight in weights.ranked()[:top]:
-        why = weights.explanations[name]
-        rows.append({"task": name, "weight": weight, **why})
+        rows_out.append({"task": name, "weight": weight, **weights.explanations[name]})
     if fmt == "json":
         click.echo(
             json.dumps(
                 {
                     "task": task,
+                    "history": history,
                     "n_own": weights.n_own,
-                    "weight_of_past": weights.weight_of_past(weights.n_own),
-                    "similar": rows,
+                    "past_share": weights.past_share,
+                    "own": weights.own,
+                    "random": weights.random,
+                    "similar": rows_out,
                 },
                 indent=2,
                 default=float,
@@ -309,24 +337,25 @@ def similar(task: str, kb_path: str | None, top: int, fmt: str) -> None:
         )
         return
     click.echo(
-        f"tasks most similar to {task!r} ({weights.n_own} own observations; the past "
-        f"counts as {weights.prior_strength:.1f} observations of its own):"
+        f"tasks most similar to {task!r} ({weights.n_own} own observations, best "
+        f"{history['metric']} {history['best']:.6g}): the past {weights.past_share:.3f}, "
+        f"its own model {weights.own:.3f}, chance {weights.random:.3f}"
     )
     click.echo(
-        f"  {'task':24} {'weight':>7} {'meta dist':>9} {'prior sim':>9} "
-        f"{'perf sim':>8} {'pairs':>6} {'evidence':>8}"
+        f"  {'task':24} {'weight':>7} {'prior':>6} {'±':>5} {'measured':>8} {'pairs':>6} "
+        f"{'meta dist':>9}"
     )
-    for r in rows:
-        perf = r.get("performance_similarity")
+    for r in rows_out:
         click.echo(
-            f"  {r['task']:24} {r['weight']:7.3f} {_num(r.get('meta_distance')):>9} "
-            f"{_num(r.get('prior_similarity')):>9} {_num(perf):>8} "
-            f"{int(r.get('comparable_pairs') or 0):>6} {_num(r.get('evidence_share')):>8}"
+            f"  {r['task']:24} {r['weight']:7.3f} {r['prior_mean']:6.3f} {r['prior_sd']:5.3f} "
+            f"{_num(r.get('measured')):>8} {int(r.get('pairs') or 0):>6} "
+            f"{_num(r.get('meta_distance')):>9}"
         )
     click.echo(
-        "  weight: share of the warm start; meta dist: meta-feature distance; prior sim: "
-        "similarity predicted from meta-features; perf sim: measured rank agreement; "
-        "evidence: how much the measurement counts against the prediction"
+        "  weight: posterior probability that the task's model orders this task's results "
+        "best; prior ± sd: its concordance expected from the other past tasks (learned "
+        "leave-one-task-out) and meta-features; measured: the share of pairs of this "
+        "task's results it orders rightly"
     )
 
 

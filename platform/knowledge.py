@@ -8,6 +8,8 @@ Layout, under one local directory or pyarrow filesystem URI (``file://``, ``s3:/
 
     PATH/observations/   a ResultStore: one Parquet file per add (never rewritten)
     PATH/removed/        a ResultStore of tombstones, one file per ``remove_task``
+    PATH/similarity/     a ResultStore of pairwise concordances, written as each job
+                         joins (:meth:`KnowledgeBase.similarities`)
 
 Observation row schema (one row per reported result of one trial):
 
@@ -25,6 +27,11 @@ Observation row schema (one row per reported result of one trial):
 - ``job`` (str), ``trial_id`` (str): where the observation came from.
 - ``time`` (float): unix seconds when the trial reported the value (when unknown,
   :meth:`KnowledgeBase.add_observations` uses the time the row is added).
+- ``runtime`` (float): seconds the trial had trained when it reported (Ray's
+  ``time_total_s``); NaN where unknown. Warm starts use it to prefer cheap good
+  configurations when workers run in parallel.
+- ``seed`` (float): the seed of the job that measured it; NaN where unknown. A new
+  search of the same task does not re-run a configuration measured under its seed.
 - ``source`` (str): ``"job"`` (:meth:`KnowledgeBase.add_job`), ``"import"`` (the
   default of :meth:`KnowledgeBase.add_observations`), ``"bench"``, ...
 - ``added_ns`` (int): unix nanoseconds when the row joined the knowledge base; the
@@ -67,6 +74,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KB_COLUMNS",
+    "past_tasks",
     "KnowledgeBase",
     "KnowledgeBaseWarning",
     "configs",
@@ -87,12 +95,17 @@ KB_COLUMNS: tuple[str, ...] = (
     "job",
     "trial_id",
     "time",
+    "runtime",
+    "seed",
     "source",
     "added_ns",
 )
 
 _REQUIRED = ("task", "value", "metric", "mode")
-_FLOATS = ("budget", "max_budget", "value", "time")
+#: How many other tasks a joining task's concordances are measured with (the nearest
+#: by space and meta-features): as many as a warm start weighs.
+SIMILARITY_NEIGHBOURS = 128
+_FLOATS = ("budget", "max_budget", "value", "time", "runtime", "seed")
 _DEDUPE_KEYS = ["task", "job", "trial_id", "budget"]
 _TOMBSTONE_COLUMNS = ("task", "removed_ns", "removed_time")
 
@@ -155,6 +168,7 @@ class KnowledgeBase:
         self._path = _resolve(path)
         self._observations = ResultStore(self._path + "/observations")
         self._removed = ResultStore(self._path + "/removed")
+        self._similarity = ResultStore(self._path + "/similarity")
 
     @property
     def path(self) -> str:
@@ -233,7 +247,76 @@ class KnowledgeBase:
             return 0
         frame["added_ns"] = _now_ns()
         self._observations.append(frame)
+        try:
+            self.update_similarities(str(frame["task"].iloc[0]), strict=strict)
+        except Exception as e:  # the observations are in; a search can measure pairs itself
+            warnings.warn(
+                f"knowledge base {self._path!r}: {len(frame)} observations added, but their "
+                f"task's similarities were not measured ({type(e).__name__}: {e}); a warm "
+                "start measures the missing pairs itself",
+                KnowledgeBaseWarning,
+                stacklevel=2,
+            )
         return len(frame)
+
+    def update_similarities(self, task: str, *, strict: bool = False) -> int:
+        """Measure and append ``task``'s pairwise concordances with the other tasks.
+
+        Both directions, in ``task``'s space: every other task's ranking of ``task``'s
+        results, and ``task``'s ranking of theirs (the at most
+        :data:`SIMILARITY_NEIGHBOURS` tasks nearest by space and meta-features, see
+        :func:`warmtune.searchers.warmstart.nearest_tasks`). A warm start reads them back
+        instead of measuring every pair of past tasks itself, so its set-up grows with
+        the knowledge base, not with its square. Called by :meth:`add_job`; rows a later
+        call writes for the same pair win.
+
+        Returns:
+            The number of pairs written.
+        """
+        from warmtune.searchers.similarity import task_concordances
+        from warmtune.searchers.warmstart import nearest_tasks
+
+        frame = self.observations(strict=strict)
+        frame = frame[frame["value"].notna()] if not frame.empty else frame
+        if frame.empty or task not in set(frame["task"]):
+            return 0
+        tasks = past_tasks(frame)
+        (mine,) = [t for t in tasks if t.name == task]
+        names = set(mine.space)
+        others = [t for t in tasks if t.name != task and names & set(t.space)]
+        others = nearest_tasks(others, mine.space, mine.meta_features, SIMILARITY_NEIGHBOURS)
+        if not others:
+            return 0
+        rows = [
+            {
+                "target": target,
+                "source": source,
+                "concordance": c,
+                "pairs": p,
+                "added_ns": _now_ns(),
+            }
+            for target, source, c, p in task_concordances(mine, others)
+        ]
+        if rows:
+            self._similarity.append(rows)
+        return len(rows)
+
+    def similarities(self, *, strict: bool = False) -> dict[str, dict[str, list[float]]]:
+        """The stored pairwise concordances: ``target -> {source: [concordance, pairs]}``
+        (the latest measurement of each pair), what a warm start takes as ``pairwise=``."""
+        df = self._read(self._similarity, ("target", "source", "concordance"), strict)
+        if df.empty:
+            return {}
+        df = df.sort_values("added_ns", kind="stable").drop_duplicates(
+            ["target", "source"], keep="last"
+        )
+        out: dict[str, dict[str, list[float]]] = {}
+        for row in df.itertuples(index=False):
+            out.setdefault(str(row.target), {})[str(row.source)] = [
+                float(row.concordance),
+                int(row.pairs),
+            ]
+        return out
 
     def remove_task(self, task: str, *, strict: bool = False) -> int:
         """Hide every observation of ``task`` added so far (a tombstone; nothing deleted).
@@ -525,6 +608,10 @@ def _job_rows(jobdir: JobDir, meta_features: Mapping[str, Any]) -> pd.DataFrame:
             "job": job.fillna(spec.name).astype(str).to_numpy(),
             "trial_id": results["trial_id"].astype(str).to_numpy(),
             "time": results.get("timestamp", pd.Series([math.nan] * n)).astype(float).to_numpy(),
+            "runtime": results.get("time_total_s", pd.Series([math.nan] * n))
+            .astype(float)
+            .to_numpy(),
+            "seed": float(spec.seed),
             "source": "job",
         },
         index=range(n),
@@ -622,3 +709,59 @@ def _pick_metric(task: str, df: pd.DataFrame, metric: str | None) -> str:
 
 def _loads(text: Any) -> dict[str, Any]:
     return json.loads(text) if isinstance(text, str) else {}
+
+
+def past_tasks(frame: pd.DataFrame) -> list[Any]:
+    """Group knowledge-base rows into :class:`~warmtune.searchers.pasttask.PastTask`
+    objects, one per task (what searchers read: they never see the store's columns).
+
+    Meta-features, space and mode are read from each task's first row; ``runtime`` is
+    used where present.
+
+    Raises:
+        ValueError: a column is missing.
+    """
+    from warmtune.searchers.pasttask import PastTask
+    from warmtune.space import SearchSpace
+
+    needed = [
+        "task",
+        "meta_features_json",
+        "space_json",
+        "config_json",
+        "budget",
+        "max_budget",
+        "value",
+        "mode",
+    ]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise ValueError(f"knowledge-base frame lacks column(s) {missing}; it needs {needed}")
+    # Rows added without a space or configuration (a bare import) cannot transfer.
+    frame = frame[
+        frame["space_json"].map(lambda v: isinstance(v, str))
+        & frame["config_json"].map(lambda v: isinstance(v, str))
+        & frame["value"].notna()
+    ]
+    tasks = []
+    for name, rows in frame.groupby("task", sort=True):
+        first = rows.iloc[0]
+        runtimes = (
+            pd.to_numeric(rows["runtime"], errors="coerce").to_numpy(dtype=float)
+            if "runtime" in rows.columns
+            else None
+        )
+        tasks.append(
+            PastTask(
+                name=str(name),
+                meta_features=_loads(first["meta_features_json"]),
+                space=SearchSpace(json.loads(first["space_json"])),
+                configs=[json.loads(s) for s in rows["config_json"]],
+                values=rows["value"].to_numpy(dtype=float),
+                budgets=rows["budget"].to_numpy(dtype=float),
+                max_budget=float(rows["max_budget"].max()),
+                mode=str(first["mode"]),
+                runtimes=runtimes,
+            )
+        )
+    return tasks

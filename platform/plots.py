@@ -406,7 +406,7 @@ def warm_start_figure(
 
     Args:
         log: the warm start's weight records in time order, each with ``time`` (unix
-            s), ``n_own``, ``weight_of_past`` and ``past`` (task name -> weight).
+            s), ``n_own``, ``past_share`` and ``past`` (task name -> weight).
         start: unix time the wall-time axis counts from.
         max_tasks: show this many tasks (by largest weight); the rest are summed as
             "other tasks".
@@ -428,10 +428,10 @@ def warm_start_figure(
     left, right = fig.subplots(1, 2)
     plot_lines(left, series, drawstyle="steps-post")
     left.set_xlabel(WALL_LABEL)
-    left.set_ylabel("task weight (sums to 1 over past tasks)")
+    left.set_ylabel("task weight")
     left.set_ylim(-0.03, 1.03)
     left.legend(fontsize=_TEXT - 1, frameon=False, loc="best")
-    share = np.array([float(e["weight_of_past"]) for e in log])
+    share = np.array([float(e["past_share"]) for e in log])
     n_own = np.array([int(e["n_own"]) for e in log])
     plot_lines(
         right,
@@ -442,7 +442,7 @@ def warm_start_figure(
     for t, s, n in zip(times, share, n_own, strict=True):
         right.annotate(f"{n}", (t, s), textcoords="offset points", xytext=(3, 4), fontsize=7)
     right.set_xlabel(WALL_LABEL)
-    right.set_ylabel("alpha / (alpha + own observations)")
+    right.set_ylabel("share of the past (vs own model, chance)")
     right.set_ylim(-0.03, 1.03)
     right.set_title("labels: own observations behind the weights", fontsize=_TEXT)
     for ax in (left, right):

@@ -199,7 +199,7 @@ def warm_story(jobdir: JobDir, spec: JobSpec) -> WarmStory:
     name = spec.searcher.name
     kb = spec.knowledge_base.path
     cls = searcher_class(name)
-    if "warm_start" not in (cls.__init__.__kwdefaults__ or {}):
+    if not cls.supports_warm_start:
         return WarmStory(
             "unsupported",
             f"No warm start: the {name!r} searcher does not start warm from the knowledge "
@@ -230,7 +230,8 @@ def warm_story(jobdir: JobDir, spec: JobSpec) -> WarmStory:
             "that did not log the weights).",
         )
     inner = state.get("searcher") or {}
-    design = [dict(c) for c in inner.get("design") or []]
+    # The portfolio configurations the warm design handed out, in order.
+    design = [json.loads(k) for k in inner.get("design_keys") or []]
     log = [dict(e) for e in state["warm_start_log"]]
     if not log:
         return WarmStory(
@@ -246,7 +247,7 @@ def warm_story(jobdir: JobDir, spec: JobSpec) -> WarmStory:
         "results arrived.",
         log=log,
         design=design,
-        design_used=int(inner.get("design_used", 0) or 0),
+        design_used=len(design),
     )
 
 
@@ -558,15 +559,35 @@ def _warm_start(r: JobReport) -> str:
         )
     )
     tasks = sorted(first["past"], key=lambda t: (-float(last["past"].get(t, 0.0)), t))
+    # The latest record that says why (prior and measured concordance), per task.
+    why: dict[str, list[Any]] = {}
+    for e in log:
+        why.update(e.get("why") or {})
+
+    def _why(t: str, i: int) -> Any:
+        value = why.get(t, [None, None, 0])[i]
+        return "" if value is None else value
+
     parts.append(
         _table(
-            ["past task", "weight at start", "weight now", "largest weight"],
+            [
+                "past task",
+                "weight at start",
+                "weight now",
+                "largest weight",
+                "prior concordance",
+                "measured",
+                "pairs",
+            ],
             [
                 [
                     t,
                     float(first["past"].get(t, 0.0)),
                     float(last["past"].get(t, 0.0)),
                     max(float(e["past"].get(t, 0.0)) for e in log),
+                    _why(t, 0),
+                    _why(t, 1),
+                    _why(t, 2),
                 ]
                 for t in tasks
             ],
@@ -574,13 +595,14 @@ def _warm_start(r: JobReport) -> str:
     )
     parts.append(
         _table(
-            ["time since start (s)", "own observations", "alpha", "weight of the past"],
+            ["time since start (s)", "own observations", "the past", "own model", "chance"],
             [
                 [
                     float(e["time"]) - start,
                     int(e["n_own"]),
-                    float(e["prior_strength"]),
-                    float(e["weight_of_past"]),
+                    float(e["past_share"]),
+                    float(e["own"]),
+                    float(e["random"]),
                 ]
                 for e in log
             ],
@@ -595,9 +617,9 @@ def _warm_start(r: JobReport) -> str:
                     by_config.setdefault(json.dumps(config, sort_keys=True), str(trial_id))
         parts.append(
             _p(
-                f"Initial design: {len(warm.design)} configuration(s) chosen from the past "
-                f"tasks' best ones, run at full budget first ({warm.design_used} handed out "
-                "so far):"
+                f"Warm design: {len(warm.design)} configuration(s) of the past tasks' best "
+                "ones, chosen one at a time with the weights of the moment, run straight at "
+                "the full budget while they kept winning:"
             )
         )
         names = list(r.spec.search_space)

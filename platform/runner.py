@@ -303,7 +303,7 @@ def _search_alg_and_scheduler(spec: JobSpec) -> tuple[Any, Any, dict[str, Any]]:
     from warmtune.searchers.ray_adapter import BudgetScheduler, TuneSearcher
     from warmtune.warm import warm_start_for
 
-    warm, source = warm_start_for(spec)
+    warm, history, source = warm_start_for(spec)
     searcher = make_searcher(
         spec.searcher.name,
         space=spec.search_space,
@@ -311,6 +311,7 @@ def _search_alg_and_scheduler(spec: JobSpec) -> tuple[Any, Any, dict[str, Any]]:
         options=spec.searcher.options,
         max_budget=spec.budget.max_iterations,
         warm_start=warm,
+        history=history,
     )
     if isinstance(searcher, PBT):
         return _pbt(spec, searcher)

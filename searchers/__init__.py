@@ -10,6 +10,7 @@ import inspect
 from typing import Any
 
 from warmtune.searchers.base import (
+    History,
     Observation,
     Searcher,
     Suggestion,
@@ -26,6 +27,7 @@ from warmtune.space import SearchSpace
 __all__ = [
     "ASHA",
     "BOHB",
+    "History",
     "Hyperband",
     "Observation",
     "PBT",
@@ -46,6 +48,7 @@ def make_searcher(
     options: dict[str, Any] | None = None,
     max_budget: float | None = None,
     warm_start: Any = None,
+    history: History | None = None,
 ) -> Searcher:
     """Build the searcher registered as ``name`` with its options.
 
@@ -53,7 +56,9 @@ def make_searcher(
     option of the same name for searchers that take one, unless given. In
     ``options``, ``warm_start`` is the job file's switch (``true``/``false``; absent
     means "when the knowledge base has data"); the ``warm_start`` argument is the
-    :class:`~warmtune.searchers.warmstart.WarmStart` to use when it is on.
+    :class:`~warmtune.searchers.warmstart.WarmStart` to use when it is on. ``history``
+    (earlier results of the same task) goes to searchers that take one (BOHB) and is
+    dropped for the rest, which start as they always do.
 
     Raises:
         ValueError: unknown name, or options the searcher does not take.
@@ -65,16 +70,24 @@ def make_searcher(
     switch = options.pop("warm_start", None)
     if switch is not None and not isinstance(switch, bool):
         raise ValueError(f"warm_start must be true or false, got {switch!r}")
+    repeat = options.pop("repeat_history", None)
+    if repeat is not None and not isinstance(repeat, bool):
+        raise ValueError(f"repeat_history must be true or false, got {repeat!r}")
+    if repeat is not None and not cls.takes_history:
+        raise ValueError(
+            f"searcher {name!r} takes no history of the task; remove repeat_history, "
+            "or use searcher bohb"
+        )
     accepted = [
         p.name
         for p in inspect.signature(cls.__init__).parameters.values()
-        if p.kind is p.KEYWORD_ONLY and p.name not in ("space", "seed", "prior")
+        if p.kind is p.KEYWORD_ONLY and p.name not in ("space", "seed", "prior", "history")
     ]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         takes = ", ".join(accepted) or "no options"
         raise ValueError(f"searcher {name!r} has no option(s) {unknown}; it takes: {takes}")
-    if switch is not None and "warm_start" not in accepted:
+    if switch is not None and not cls.supports_warm_start:
         raise ValueError(
             f"searcher {name!r} cannot start warm; remove warm_start, or use searcher bohb"
         )
@@ -82,4 +95,6 @@ def make_searcher(
         options.setdefault("max_budget", max_budget)
     if warm_start is not None and switch is not False:
         options["warm_start"] = warm_start
+    if history is not None and len(history) and switch is not False and cls.takes_history:
+        options["history"] = history
     return cls(space=space, seed=seed, **options)

@@ -98,6 +98,27 @@ class Observation:
         return cls(trial_id=trial_id, config=dict(config), budget=float(budget), value=v)
 
 
+@dataclass(frozen=True)
+class History:
+    """Earlier results of the very task being searched (a knowledge base's same-task rows).
+
+    They are the search's own evidence, not a past task to transfer from: a searcher
+    that takes a history fits its model on them from the first suggestion, and never
+    runs a configuration in ``known`` again.
+
+    Attributes:
+        observations: the earlier results (values minimised, as ever).
+        known: configurations measured at the full budget under the job's seed, as
+            sorted-key JSON: with a deterministic trainable their results are known.
+    """
+
+    observations: tuple[Observation, ...] = ()
+    known: frozenset[str] = frozenset()
+
+    def __len__(self) -> int:
+        return len(self.observations)
+
+
 @dataclass
 class _Registry:
     classes: dict[str, type[Searcher]] = field(default_factory=dict)
@@ -128,6 +149,12 @@ class Searcher(abc.ABC):
     #: True for searchers that also decide when trials pause or stop (successive
     #: halving, PBT): an engine then runs them without a scheduler of its own.
     schedules_trials: ClassVar[bool] = False
+    #: True for searchers that start warm from a knowledge base (the ``warm_start``
+    #: keyword, a :class:`~warmtune.searchers.warmstart.WarmStart`).
+    supports_warm_start: ClassVar[bool] = False
+    #: True for searchers that take earlier results of the same task
+    #: (:class:`History`, the ``history`` keyword) as their own evidence.
+    takes_history: ClassVar[bool] = False
 
     def __init__(self, *, space: SearchSpace, seed: int | None = None) -> None:
         if not isinstance(space, SearchSpace):

@@ -1,14 +1,47 @@
-"""BOHB (Falkner et al. 2018): successive halving with new configurations from a TPE model."""
+"""BOHB (Falkner et al. 2018): successive halving with new configurations from a TPE model,
+warm-started from the knowledge base when it has a past.
+
+Cold, BOHB is the paper's: Hyperband's rungs (ASHA's asynchronous promotions by
+default), and new configurations that maximise ``l(x) / g(x)`` of TPE densities fitted
+on the largest budget with enough results, a ``random_fraction`` of them uniform.
+
+Warm (``warm_start=``, a :class:`~warmtune.searchers.warmstart.WarmStart`), three things
+change, each with an ablation switch, and nothing else:
+
+1. *Weights.* Whenever its own results have grown by a tenth, the searcher re-weights the
+   past on all of them: each past task's ranking model, its own (scored out of sample,
+   leaving each result out) and random search compete on how well they order the results
+   (:mod:`~warmtune.searchers.similarity`).
+2. *Design* (``warm_design``). New trials start from the past's portfolio, one at a time
+   with the weights of the moment, straight at the full budget: they were good on
+   similar tasks, and a low rung would only delay the first full-budget result. The
+   design keeps going while it keeps winning and stops for good when it loses (see
+   :meth:`BOHB._design_active`). With workers running in parallel, one of the first
+   picks is chosen for its expected cost as well (``design_cost``), so that a full-budget
+   result comes early.
+3. *Transfer in the model* (``warm_model``). The acquisition is the weighted mixture of
+   every model's probability of being good, own and past, and candidates are drawn from
+   each model's good density in proportion to its weight. With all weight on its own
+   model this is cold BOHB's proposal exactly; with a past task the results contradict,
+   that task has no say.
+
+The random fraction stays as it is, so BOHB's worst case stays Hyperband's.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
 
+from warmtune.searchers.base import History, Observation
+from warmtune.searchers.encoding import SpaceCodec
+from warmtune.searchers.kernelreg import leave_one_out_scores
+from warmtune.searchers.ranks import stratified
 from warmtune.searchers.successive_halving import SuccessiveHalvingSearcher
-from warmtune.searchers.tpe import DensityRatioModel, PriorModel, SpaceCodec
+from warmtune.searchers.tpe import DensityRatioModel, PriorModel
 from warmtune.searchers.warmstart import WarmStart
 from warmtune.space import SearchSpace
 
@@ -23,13 +56,14 @@ class BOHB(SuccessiveHalvingSearcher):
     ``num_samples`` candidates drawn from ``l`` with bandwidths widened by
     ``bandwidth_factor`` compete on ``l(x) / g(x)``. A ``random_fraction`` of new
     configurations is drawn uniformly, which keeps BOHB's worst case Hyperband's.
+    With a warm start the module docstring's three mechanisms join in.
 
     By default promotions are asynchronous (ASHA's rule), so no worker ever waits
     for a rung to fill; ``mode="sync"`` runs the paper's synchronous brackets.
 
     The model is rebuilt from the rung results whenever they change and is never
-    saved: :meth:`state` holds the results, so a restored searcher refits the same
-    model and continues identically.
+    saved: :meth:`state` holds the results (and the warm start's last weights), so a
+    restored searcher refits the same model and continues identically.
 
     Args:
         space: the search space.
@@ -47,32 +81,36 @@ class BOHB(SuccessiveHalvingSearcher):
         random_fraction: the share of new configurations drawn uniformly.
         bandwidth_factor: how much wider than the fitted kernels candidates are drawn.
         min_bandwidth: the smallest kernel bandwidth (on the ``[0, 1]`` scale).
-        prior: warm start seam: a density learned from past tasks
-            (:class:`~warmtune.searchers.tpe.PriorModel`). Before the model exists,
-            non-random configurations come from it; afterwards it is mixed into
-            ``l`` with a weight that decays as own observations grow. Not part of
+        prior: an expert's density over good configurations
+            (:class:`~warmtune.searchers.tpe.PriorModel`), cold searches only: before the
+            model exists non-random configurations come from it; afterwards it is mixed
+            into ``l`` with a weight that decays as own observations grow. Not part of
             :meth:`state`: pass it again to :meth:`from_state`.
-        prior_weight: the prior's worth in observations (its weight is
+        prior_weight: the expert prior's worth in observations (its weight is
             ``prior_weight / (prior_weight + n)`` with ``n`` the model's observations).
         warm_start: a :class:`~warmtune.searchers.warmstart.WarmStart` over the
-            knowledge base. It supplies the first ``initial_design`` configurations
-            (a portfolio of the most similar tasks' best ones) and the prior: its
-            good-region density, mixed into ``l`` with the weight the similarity
-            model gives the past for the own observations so far (zero for a
-            dissimilar past, which makes this a cold start). Overrides ``prior`` and
-            ``prior_weight``. Not part of :meth:`state`: pass it again to
-            :meth:`from_state`.
-        initial_design: how many configurations the warm start designs. In async mode
-            they run straight to ``max_budget``: they are already known to be good, and a
-            low rung would only delay the first full-budget result.
-        warm_design: use the warm start's initial design (an ablation switch).
-        warm_prior: use the warm start's prior (an ablation switch).
+            knowledge base (see the module docstring). Not part of :meth:`state`: pass it
+            again to :meth:`from_state`.
+        initial_design: the most portfolio configurations the warm design runs; ``None``
+            (the default) keeps going while the past outweighs the own model and chance.
+        design_cost: ``"parallel"`` (one cheap pick while other trials run, before any
+            full-budget result), ``"always"`` (every pick by gain per expected second) or
+            ``"never"``; the expected cost is the past's measured runtimes.
+        warm_design: use the warm start's portfolio (an ablation switch).
+        warm_model: use the past in the acquisition (an ablation switch).
+        history: earlier results of this very task (:class:`~warmtune.searchers.base.
+            History`): the model is fitted on them along with the search's own results,
+            and a configuration in ``history.known`` is never proposed again, so a second
+            search of a task continues where the first stopped. Not part of
+            :meth:`state`: pass it again to :meth:`from_state`.
 
     Raises:
         ValueError: a missing ``max_budget`` or an option out of range.
     """
 
     name = "bohb"
+    supports_warm_start = True
+    takes_history = True
 
     def __init__(
         self,
@@ -93,9 +131,11 @@ class BOHB(SuccessiveHalvingSearcher):
         prior: PriorModel | None = None,
         prior_weight: float = 10.0,
         warm_start: WarmStart | None = None,
-        initial_design: int = 5,
+        initial_design: int | None = None,
+        design_cost: str = "parallel",
         warm_design: bool = True,
-        warm_prior: bool = True,
+        warm_model: bool = True,
+        history: History | None = None,
     ) -> None:
         super().__init__(
             space=space,
@@ -130,8 +170,22 @@ class BOHB(SuccessiveHalvingSearcher):
             )
         if not prior_weight >= 0:
             raise ValueError(f"prior_weight must be >= 0, got {prior_weight}; e.g. 10")
-        if not (isinstance(initial_design, int) and initial_design >= 0):
-            raise ValueError(f"initial_design must be an int >= 0, got {initial_design!r}; e.g. 5")
+        if initial_design is not None and not (
+            isinstance(initial_design, int) and initial_design >= 0
+        ):
+            raise ValueError(
+                f"initial_design must be an int >= 0 or None, got {initial_design!r}; "
+                "None keeps the design going while the past is winning"
+            )
+        if design_cost not in ("parallel", "always", "never"):
+            raise ValueError(
+                f"design_cost must be 'parallel', 'always' or 'never', got {design_cost!r}"
+            )
+        if warm_start is not None and not isinstance(warm_start, WarmStart):
+            raise ValueError(
+                f"warm_start must be a WarmStart, got {type(warm_start).__name__}; build one "
+                "with warmtune.searchers.warmstart.WarmStart"
+            )
         self.min_points_in_model = min_points_in_model
         self.top_n_percent = top_n_percent
         self.num_samples = num_samples
@@ -142,16 +196,30 @@ class BOHB(SuccessiveHalvingSearcher):
         self.prior_weight = prior_weight
         self.warm_start = warm_start
         self.initial_design = initial_design
+        self.design_cost = design_cost
         self.warm_design = bool(warm_design)
-        self.warm_prior = bool(warm_prior)
-        # The design is drawn once, the first time the past has any weight: at once
-        # when meta-features make a past task similar, else after the own results
-        # show one is. It has a generator of its own, so the searcher's stream does
-        # not depend on it, and it is part of the state.
-        self._design: list[dict[str, Any]] | None = None
-        self._design_used = 0
+        self.warm_model = bool(warm_model)
+        if history is not None and not isinstance(history, History):
+            raise ValueError(
+                f"history must be a warmtune.searchers.base.History, got {type(history).__name__}"
+            )
+        self.history = history or History()
+        # History observations under ids of their own, grouped by the budget they were at.
+        self._history_configs: dict[str, dict[str, Any]] = {}
+        self._history_results: dict[float, list[tuple[str, float | None]]] = {}
+        for i, obs in enumerate(self.history.observations):
+            hid = f"history/{i}"
+            # What the space can hold of it (a history from an edited space keeps the rest).
+            self._history_configs[hid] = space.project(obs.config)
+            self._history_results.setdefault(float(obs.budget), []).append((hid, obs.value))
+        # The warm design, part of the state: the portfolio configurations handed out
+        # (as JSON keys), and whether the past has lost its lead for good.
+        self._design_keys: list[str] = []
+        self._design_stopped = False
+        # Reports at rung budgets, by budget, as evidence (see tell); part of the state.
+        self._ladder = [float(b) for _, b in self.schedule[0]]
+        self._passed: dict[float, dict[str, float | None]] = {}
         self._warm_n = -1  # own observations at the last re-weighting of the past
-        self._agreement = 1.0  # how well the prior ranks own results (see _prior_agreement)
         self._codec = SpaceCodec(space)
         # Derived from the state, never saved: encoded rows per trial, the last model.
         self._rows: dict[str, np.ndarray] = {}
@@ -171,17 +239,32 @@ class BOHB(SuccessiveHalvingSearcher):
             "min_bandwidth": self.min_bandwidth,
             "prior_weight": self.prior_weight,
             "initial_design": self.initial_design,
+            "design_cost": self.design_cost,
             "warm_design": self.warm_design,
-            "warm_prior": self.warm_prior,
+            "warm_model": self.warm_model,
         }
 
     def state(self) -> dict[str, Any]:
-        return {**super().state(), "design": self._design, "design_used": self._design_used}
+        warm = None
+        if self.warm_start is not None:
+            warm = {"n": self._warm_n, "weights": self.warm_start.weights.to_dict()}
+        return {
+            **super().state(),
+            "design_keys": list(self._design_keys),
+            "design_stopped": self._design_stopped,
+            "passed": [[b, r] for b, r in self._passed.items()],
+            "warm": warm,
+        }
 
     def _restore(self, state: dict[str, Any]) -> None:
         super()._restore(state)
-        self._design = state.get("design")
-        self._design_used = int(state.get("design_used", 0))
+        self._design_keys = list(state.get("design_keys", []))
+        self._design_stopped = bool(state.get("design_stopped", False))
+        self._passed = {float(b): dict(r) for b, r in state.get("passed", [])}
+        warm = state.get("warm")
+        if warm is not None and self.warm_start is not None:
+            self._warm_n = int(warm["n"])
+            self.warm_start.set_weights(warm["weights"])
 
     @classmethod
     def from_state(
@@ -191,22 +274,25 @@ class BOHB(SuccessiveHalvingSearcher):
         *,
         prior: PriorModel | None = None,
         warm_start: WarmStart | None = None,
+        history: History | None = None,
     ) -> BOHB:
-        """Rebuild from :meth:`state`; a prior or warm start, not being data, is passed
-        again here."""
+        """Rebuild from :meth:`state`; a prior, warm start or history, not being data, is
+        passed again here."""
         searcher = cls(
             space=space,
             seed=state["seed"],
             prior=prior,
             warm_start=warm_start,
+            history=history,
             **state.get("options", {}),
         )
         searcher._restore(state)
         return searcher
 
+    # The own model --------------------------------------------------------------------
     def model(self) -> DensityRatioModel | None:
         """The density-ratio model on the largest budget with enough results, if any."""
-        for budget, results in reversed(self.results_by_budget().items()):
+        for budget, results in reversed(self._model_results().items()):
             key = (budget, len(results))
             if key == self._model_key:
                 return self._model
@@ -231,123 +317,261 @@ class BOHB(SuccessiveHalvingSearcher):
                 return model
         return None
 
-    def _prior(self) -> tuple[PriorModel | None, float]:
-        """The prior and its worth in observations: the warm start's when there is one."""
-        if self.warm_start is None:
-            return self.prior, self.prior_weight
-        strength = self._past_strength(self.warm_start)
-        if not self.warm_prior:
-            return None, 0.0
-        return _GoodRegion(self.warm_start), strength
+    def _model_results(self) -> dict[float, list[tuple[str, float | None]]]:
+        """What the model learns from: the rung results and the history, by budget."""
+        results = self.results_by_budget()
+        if not self._history_results:
+            return results
+        merged = {b: list(r) for b, r in self._history_results.items()}
+        for budget, rs in results.items():
+            merged.setdefault(budget, []).extend(rs)
+        return dict(sorted(merged.items()))
 
-    def _past_strength(self, warm_start: WarmStart) -> float:
-        """What the warm start's past is worth in own observations now (re-weighted when due)."""
+    def _evidence_results(self) -> dict[float, list[tuple[str, float | None]]]:
+        """What the weights are computed from: the model's results plus every report at
+        a rung budget that a trial passed on its way higher (once per trial and budget)."""
+        merged = self._model_results()
+        for budget, reports in self._passed.items():
+            have = {tid for tid, _ in merged.get(budget, [])}
+            extra = [(tid, v) for tid, v in reports.items() if tid not in have]
+            if extra:
+                merged.setdefault(budget, []).extend(extra)
+        return dict(sorted(merged.items()))
+
+    def trial_config(self, trial_id: str) -> dict[str, Any]:
+        """The configuration of a trial handed out, or of a history observation."""
+        config = self._history_configs.get(trial_id)
+        return config if config is not None else super().trial_config(trial_id)
+
+    def _prior(self) -> tuple[PriorModel | None, float]:
+        """The expert prior; a warm search carries the past in its ensemble instead."""
+        if self.warm_start is not None:
+            return None, 0.0
+        return self.prior, self.prior_weight
+
+    # Warm: weights, design, ensemble -------------------------------------------------
+    def _refresh(self) -> None:
+        """Re-weight the past when the own evidence has grown by a tenth.
+
+        The weights' variance shrinks like ``1 / n``, so smaller steps change them little
+        and would cost a similarity pass per suggestion.
+        """
+        warm = self.warm_start
+        assert warm is not None
         own = [
-            (self.trial_config(tid), value, budget)
-            for budget, results in self.results_by_budget().items()
+            (tid, value, budget)
+            for budget, results in self._evidence_results().items()
             for tid, value in results
             if value is not None
         ]
-        # Re-weight the past when the own evidence has grown by a tenth: the
-        # similarity estimate's variance shrinks like 1/n, so smaller steps change
-        # the weights little and would cost a similarity pass per suggestion.
-        if len(own) >= self._warm_n + max(1, self._warm_n // 10):
-            configs, values, budgets = zip(*own, strict=True) if own else ((), (), ())
-            warm_start.update(configs=configs, values=values, budgets=budgets)
-            self._warm_n = len(own)
-            self._agreement = self._prior_agreement(own)
-        return warm_start.weights.prior_strength * self._agreement
+        if len(own) < self._warm_n + max(1, self._warm_n // 10):
+            return
+        self._warm_n = len(own)
+        if not own:
+            return
+        values = np.array([v for _, v, _ in own], dtype=float)
+        budgets = np.array([b for _, _, b in own], dtype=float)
+        # The same rank-stratified subset the warm start would compare, so the own
+        # model's cross-validation costs what the comparison costs, whatever n.
+        sub = stratified(values, budgets, warm.max_compare)
+        tids = [own[i][0] for i in sub]
+        warm.update(
+            configs=[self.trial_config(t) for t in tids],
+            values=values[sub],
+            budgets=budgets[sub],
+            own_scores=self._cv_scores(tids, values[sub], budgets[sub]),
+        )
 
-    def _draw_design(self) -> None:
-        if self.warm_start is not None and self.warm_design:
-            self._design = self.warm_start.initial_design(
-                self.initial_design, rng=np.random.default_rng(self.seed)
-            )
-        else:
-            self._design = []
+    def _cv_scores(
+        self, tids: list[str], values: np.ndarray, budgets: np.ndarray
+    ) -> np.ndarray | None:
+        """The own ranking model's out-of-sample scores of each observation, judged the
+        same way as the past tasks' (:func:`~warmtune.searchers.kernelreg.
+        leave_one_out_scores`)."""
+        rows = np.stack([self._row(t) for t in tids]) if tids else np.zeros((0, self._codec.dim))
+        return leave_one_out_scores(rows, values, budgets, self._codec)
+
+    def _design_active(self) -> bool:
+        """Whether the next new configuration may still come from the portfolio.
+
+        The design keeps going while it keeps winning: it holds ``eta`` credits, a
+        portfolio configuration that improves on the best full-budget result before it
+        wins its credit back, one that does not (or fails) spends it, and one still
+        running holds it. It stops for good when the credits run out or the past loses
+        its lead (its share of the weights falls below one half).
+        """
+        if self.warm_start is None or not self.warm_design or self._design_stopped:
+            return False
+        if self.initial_design is not None and len(self._design_keys) >= self.initial_design:
+            return False
+        if self.warm_start.weights.past_share < 0.5:
+            self._design_stopped = True
+            return False
+        losses, running = self._design_record()
+        if losses >= self._patience():
+            self._design_stopped = True
+            return False
+        return losses + running < self._patience()
+
+    def _patience(self) -> int:
+        return max(int(round(self.eta)), 1)
+
+    def _design_record(self) -> tuple[int, int]:
+        """``(losses, running)`` of the portfolio configurations handed out so far."""
+        design = set(self._design_keys)
+        bracket = self._brackets[-1] if self.mode == "sync" else self._brackets[0]
+        top = bracket.rungs[-1].results
+        best, losses, finished = math.inf, 0, set()
+        for tid, value in top.items():
+            is_design = json.dumps(self.trial_config(tid), sort_keys=True) in design
+            if is_design:
+                finished.add(tid)
+                if value is None or not value < best:
+                    losses += 1
+            if value is not None:
+                best = min(best, value)
+        running = 0
+        for tid in self.trial_ids():
+            if tid in finished:
+                continue
+            if json.dumps(self.trial_config(tid), sort_keys=True) in design:
+                if self._trials[tid].failed:
+                    losses += 1
+                elif self._trials[tid].running or self._trials[tid].rung < len(bracket.rungs) - 1:
+                    running += 1
+        return losses, running
+
+    def _next_design(self) -> dict[str, Any] | None:
+        """The next portfolio configuration, or None when it offers nothing more."""
+        assert self.warm_start is not None
+        tried = [self.trial_config(tid) for tid in self.trial_ids()]
+        tried += list(self._history_configs.values())
+        # A generator of its own (completing parameters a past configuration lacks), so
+        # the searcher's stream does not depend on the design.
+        rng = np.random.default_rng([self.seed or 0, len(tried)])
+        # With other trials running from the start (parallel workers), one of the first
+        # portfolio configurations is chosen for gain per expected second, so that a
+        # full-budget result comes early; the rest for gain alone.
+        cheap = self.design_cost == "always" or (
+            self.design_cost == "parallel"
+            and len(self._design_keys) >= 1
+            and not self._cheap_pick_made()
+            and any(self._trials[tid].running for tid in self.trial_ids())
+        )
+        config = self.warm_start.next_design(tried, rng, objective="coverage", cost_aware=cheap)
+        if config is not None and cheap:
+            self._cheap_key = json.dumps(self.space.validate(config), sort_keys=True)
+        if config is None:
+            self._design_stopped = True
+            return None
+        self._design_keys.append(json.dumps(self.space.validate(config), sort_keys=True))
+        return config
+
+    def _cheap_pick_made(self) -> bool:
+        """Whether the design already chose its one cheap configuration (before any
+        full-budget result, the only time cost decides)."""
+        if getattr(self, "_cheap_key", None) is not None:
+            return True
+        return any(v is not None for v in self._brackets[0].rungs[-1].results.values())
 
     def _full_budget_config(self) -> dict[str, Any] | None:
-        if self.warm_start is None or not self.warm_design:
+        if self.warm_start is None:
             return None
-        if self._design is None:
-            if self._past_strength(self.warm_start) <= 0:
-                return None  # the past has no say yet; asked again on the next ask
-            self._draw_design()
-        design = self._design or []
-        if self._design_used < len(design):
-            self._design_used += 1
-            return dict(design[self._design_used - 1])
-        return None
+        self._refresh()
+        return self._next_design() if self._design_active() else None
 
-    def _prior_agreement(self, own: list[tuple[dict[str, Any], float, float]]) -> float:
-        """How well the prior's good region separates own good results from bad ones.
+    def tell(self, observation: Observation) -> None:
+        # Every report at a rung's budget is evidence for the weights, also one a trial
+        # passes on its way to a higher rung (a portfolio configuration run straight to
+        # the full budget passes every rung): the rung results alone would miss it.
+        if self.warm_start is not None and not observation.failed:
+            for budget in self._ladder:
+                if abs(observation.budget - budget) <= 1e-9:
+                    self._passed.setdefault(budget, {})[observation.trial_id] = observation.value
+        super().tell(observation)
 
-        ``2 * AUC - 1`` (clipped to [0, 1]) of the prior's log density as a classifier of
-        each budget's top ``top_n_percent`` against the rest: 1 when the prior ranks every
-        own good result above every bad one, 0 when it does no better than chance or
-        points the wrong way. The similarity model weighs tasks; this checks the
-        resulting density itself on the evidence, so a misleading past loses its say
-        after a handful of results instead of decaying with ``1 / n``.
-        """
-        by_budget: dict[float, list[tuple[dict[str, Any], float]]] = {}
-        for config, value, budget in own:
-            by_budget.setdefault(budget, []).append((config, value))
-        wins = pairs = 0.0
-        for results in by_budget.values():
-            if len(results) < 4:
-                continue
-            results.sort(key=lambda r: r[1])
-            n_good = max(1, int(round(len(results) * self.top_n_percent / 100)))
-            # At most 64 of each side: enough to estimate the AUC, cheap to evaluate.
-            good = [c for c, _ in results[:n_good]][:64]
-            bad = [c for c, _ in results[n_good:]][:: max(1, (len(results) - n_good) // 64)]
-            density = self.warm_start.good_log_density(good + bad)
-            dg, db = density[: len(good)], density[len(good) :]
-            wins += float(
-                (dg[:, None] > db[None, :]).sum() + 0.5 * (dg[:, None] == db[None, :]).sum()
+    def _ensemble_config(self) -> dict[str, Any]:
+        """The candidate with the highest ensemble probability of being good."""
+        warm = self.warm_start
+        assert warm is not None
+        model = self.model()
+        weights = warm.weights
+        own = weights.own if model is not None else 0.0
+        chance = weights.random + (weights.own if model is None else 0.0)
+        past = warm.past_weights()
+        total = own + chance + float(past.sum())
+        probs = np.concatenate([[own, chance], past]) / total
+        counts = self.rng.multinomial(self.num_samples, probs)
+        candidates: list[dict[str, Any]] = []
+        if counts[0] and model is not None:
+            candidates += model.l.sample(
+                self.rng, int(counts[0]), bandwidth_factor=self.bandwidth_factor
             )
-            pairs += len(dg) * len(db)
-        if pairs == 0:
-            return 1.0  # no evidence yet: the similarity model's weight stands
-        return float(np.clip(2.0 * wins / pairs - 1.0, 0.0, 1.0))
+        candidates += [self.space.sample(self.rng) for _ in range(int(counts[1]))]
+        candidates += warm.candidates(counts[2:], self.rng, bandwidth_factor=self.bandwidth_factor)
+        candidates = [c for c in candidates if not self._seen(c)]
+        if not candidates:
+            return self._unseen_sample()
+        gamma = self.top_n_percent / 100.0
+        score = np.full(len(candidates), chance * gamma / total)
+        if own > 0 and model is not None:
+            rows = self._codec.encode(candidates)
+            good = len(model.l.points) / (len(model.l.points) + len(model.g.points))
+            log_odds = model.l.log_pdf(rows) - model.g.log_pdf(rows) + math.log(good / (1 - good))
+            score += own / total * _sigmoid(log_odds)
+        score += warm.mixture_good(candidates) / total
+        return candidates[int(np.argmax(score))]
 
     def _new_config(self, budget: float) -> dict[str, Any]:
         # Always draw both coins, so the stream of random numbers does not depend on
         # whether a model or a past happens to exist.
         u_random, u_past = self.rng.random(2)
+        if self.warm_start is not None:
+            self._refresh()
+            if u_random < self.random_fraction:
+                return self._unseen_sample()
+            if self.mode == "sync" and self._design_active():
+                config = self._next_design()
+                if config is not None:
+                    return config
+            if self.warm_model:
+                return self._ensemble_config()
+            return self._cold_config()
         prior, weight = self._prior()
-        n_own = sum(v is not None for rs in self.results_by_budget().values() for _, v in rs)
-        # How much the past counts now: all of it before any own result, then less as
-        # own evidence grows, and nothing once the similarity model finds it misleading.
+        n_own = sum(v is not None for rs in self._model_results().values() for _, v in rs)
+        # The expert prior's weight: all of it before any own result, less as own
+        # evidence grows.
         trust = weight / (weight + n_own) if prior is not None and weight > 0 else 0.0
-        if self._design is None and trust > 0:
-            self._draw_design()
-        design = self._design or []
-        if self._design_used < len(design) and u_past < trust:
-            self._design_used += 1
-            return dict(design[self._design_used - 1])
         if u_random < self.random_fraction:
             return self._unseen_sample()
         model = self.model()
         if model is not None:
-            proposal = model.propose(
-                self.rng,
-                num_samples=self.num_samples,
-                bandwidth_factor=self.bandwidth_factor,
-                exclude=self._seen,
-            )
-            return proposal if proposal is not None else self._unseen_sample()
+            return self._cold_config(model)
         if prior is not None and u_past < trust:
             (drawn,) = prior.sample(self.rng, 1)
             return self.space.complete(self.space.project(drawn), self.rng)
         return self._unseen_sample()
+
+    def _cold_config(self, model: DensityRatioModel | None = None) -> dict[str, Any]:
+        """BOHB's own proposal: the best ``l / g`` of draws from ``l``, else uniform."""
+        model = model if model is not None else self.model()
+        if model is None:
+            return self._unseen_sample()
+        proposal = model.propose(
+            self.rng,
+            num_samples=self.num_samples,
+            bandwidth_factor=self.bandwidth_factor,
+            exclude=self._seen,
+        )
+        return proposal if proposal is not None else self._unseen_sample()
 
     def _seen(self, config: dict[str, Any]) -> bool:
         """Whether a trial already has this configuration (only possible in discrete spaces)."""
         for tid in self.trial_ids()[len(self._keys) :]:
             self._keys.append(json.dumps(self.trial_config(tid), sort_keys=True))
             self._key_set.add(self._keys[-1])
-        return json.dumps(self.space.validate(config), sort_keys=True) in self._key_set
+        key = json.dumps(self.space.validate(config), sort_keys=True)
+        return key in self._key_set or key in self.history.known
 
     def _unseen_sample(self) -> dict[str, Any]:
         """A uniform draw, redrawn (a few times) while it repeats an earlier trial."""
@@ -361,18 +585,10 @@ class BOHB(SuccessiveHalvingSearcher):
     def _row(self, trial_id: str) -> np.ndarray:
         row = self._rows.get(trial_id)
         if row is None:
-            row = self._rows[trial_id] = self._codec.encode([self.trial_config(trial_id)])[0]
+            config = self.trial_config(trial_id)
+            row = self._rows[trial_id] = self._codec.encode([config], foreign=True)[0]
         return row
 
 
-class _GoodRegion:
-    """A warm start's good-region density as BOHB's :class:`PriorModel`."""
-
-    def __init__(self, warm_start: WarmStart) -> None:
-        self.warm_start = warm_start
-
-    def log_density(self, configs: Any) -> np.ndarray:
-        return self.warm_start.good_log_density(configs)
-
-    def sample(self, rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
-        return self.warm_start.sample(n, rng, which="good")
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))

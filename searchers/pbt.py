@@ -43,6 +43,7 @@ class PBT(Searcher):
     """
 
     name = "pbt"
+    supports_warm_start = True
     schedules_trials = True
 
     def __init__(
@@ -105,12 +106,12 @@ class PBT(Searcher):
         u = self.rng.random()
         if i < len(self._design):
             return Suggestion(trial_id=trial_id, config=dict(self._design[i]))
-        if self.warm_start is not None:
-            strength = self.warm_start.weights.prior_strength
-            if strength > 0 and u < strength / (strength + i):
-                (drawn,) = self.warm_start.sample(1, self.rng, which="good")
-                config = self.space.complete(self.space.project(drawn), self.rng)
-                return Suggestion(trial_id=trial_id, config=config)
+        # The past's share is the probability that the past knows best: draw from its
+        # good region that often, else uniformly.
+        if self.warm_start is not None and u < self.warm_start.weights.past_share:
+            (drawn,) = self.warm_start.sample(1, self.rng, which="good")
+            config = self.space.complete(self.space.project(drawn), self.rng)
+            return Suggestion(trial_id=trial_id, config=config)
         return Suggestion(trial_id=trial_id, config=self.space.sample(self.rng))
 
     def explore(self, config: dict[str, Any]) -> dict[str, Any]:

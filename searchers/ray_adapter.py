@@ -208,13 +208,21 @@ class TuneSearcher(TuneSearcherBase):
             return
         entry = {
             "n_own": int(weights.n_own),
-            "prior_strength": float(weights.prior_strength),
-            "weight_of_past": float(weights.weight_of_past(weights.n_own)),
+            "past_share": float(weights.past_share),
+            "own": float(weights.own),
+            "random": float(weights.random),
             "past": {str(k): float(v) for k, v in weights.past.items()},
         }
         last = self.warm_start_log[-1] if self.warm_start_log else None
         if last is None or any(last.get(k) != v for k, v in entry.items()):
-            self.warm_start_log.append({"time": time.time(), **entry})
+            # Why, for the ten heaviest tasks: the learned prior of their concordance
+            # and the concordance measured on the job's results (None before any).
+            why = {}
+            for name, _ in weights.ranked()[:10]:
+                e = weights.explanations.get(name)
+                if e:
+                    why[str(name)] = [float(e["prior_mean"]), e["measured"], int(e["pairs"])]
+            self.warm_start_log.append({"time": time.time(), **entry, "why": why})
 
     def _observation(self, trial_id: str, result: dict) -> Observation:
         value = result.get(self._metric)

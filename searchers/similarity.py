@@ -1,62 +1,58 @@
-"""Task similarity: which past tasks should a new search listen to, and how much.
+"""Task similarity, learned from the knowledge base: which past task to trust, and how much.
 
-A :class:`PastTask` holds the observations of one finished search (its space, configs,
-values to minimise, budgets) and its meta-features. :class:`TaskSimilarity` learns, from
-those past tasks alone, how to weight them for a new target task, and re-weights them as
-the target's own observations arrive.
+The question a warm start asks of each past task ``i`` is concrete: *does its model
+order the new task's results rightly?* The measure is the **concordance** ``c_i`` of
+``i``'s model (its TPE classifier, :mod:`~warmtune.searchers.pastmodels`) with the
+target's observations: the share of pairs of target observations at the same budget
+that the model orders the way they came out (1 = always right, 0.5 = chance, 0 = always
+the wrong way round, as a mirrored task would).
 
-The measure of similarity between a task ``A`` and a task ``B`` is *rank agreement*:
-Kendall's tau between the values ``B`` actually got on some configurations and what a
-cheap surrogate of ``A`` predicts for the same configurations. The surrogate is a kernel
-(Nadaraya-Watson) regression of ``A``'s normalised ranks over its configurations, in the
-unit-scaled coordinates of ``B``'s space, with its bandwidth chosen by leave-one-out on
-``A`` itself. Distances use only the parameters both configurations have (mean squared
-difference per shared parameter; a categorical mismatch counts 1), so tasks whose spaces
-differ (added, removed or renamed parameters, other ranges, other choices) still compare
-on what is compatible; a renamed parameter is simply one removed and one added. Only
-pairs of target observations at the same budget are compared, so low-fidelity values are
-never ranked against full-fidelity ones.
+How the weights are formed, step by step:
 
-How the weight of past task ``t`` for a target is formed:
+1. *Learned prior, fitted on the past alone.* Every past task's model is scored on every
+   other past task's observations: the pairwise concordances ``C[i, j]``. Leaving one
+   task ``j`` out at a time, as if it were a new target, the prior of ``c_i`` for a new
+   target is fitted to predict ``C[i, j]`` from what is known before searching:
 
-1. *Prior from meta-features.* ``mu_t = a + b * k(m_target, m_t)`` where ``k`` is a
-   kernel on meta-features: ``exp(-d2 / (2 l^2)) * lam ** mismatches``, ``d2`` the mean
-   squared difference of the numeric meta-features standardised over the knowledge base,
-   ``mismatches`` the number of differing labels. The bandwidth ``l``, the label penalty
-   ``lam`` and the line ``(a, b)`` are learned by leave-one-task-out (LOTO) on the past:
-   the rank agreement of every pair of past tasks is measured as above, and the
-   ``(l, lam)`` whose line, fitted without task ``i``, best predicts the agreements of
-   ``i`` with the others (least squares, every ``i`` in turn) wins. Its LOTO mean squared
-   error is the prior variance ``s2_prior``: how far a meta-feature guess is off, measured.
-   With ``l`` infinite the prior is the average agreement of past tasks, so uninformative
-   meta-features cost nothing.
-2. *Evidence from the target's own observations.* ``tau_t``, the rank agreement of
-   ``t``'s surrogate with the target's observations. Its sampling variance is Kendall's
-   null variance ``2 (2n + 5) / (9 n (n - 1))`` for the ``n`` compared observations (an
-   upper bound on the variance when there is correlation, so it errs on the side of
-   the prior).
-3. *Shrinkage.* The posterior mean of a normal prior and a normal measurement:
-   ``rho_t = (mu_t / s2_prior + tau_t / s2_tau) / (1 / s2_prior + 1 / s2_tau)``. With no
-   own observations ``rho_t = mu_t``; as they grow ``s2_tau`` shrinks and the evidence
-   takes over at the rate its own variance dictates, no tuned constant involved.
-4. *Weights.* ``w_t`` proportional to ``max(rho_t, 0) ** 2`` (a squared correlation is
-   the share of the target's rank variation a task explains; anti-correlated or unrelated
-   tasks get exactly zero), normalised over past tasks.
+   - ``i``'s *typical* transfer, its mean concordance with the other past tasks (a
+     distractor that predicts nothing has a typical concordance near 0.5, a task that
+     looks like many others a high one);
+   - the meta-features: ``mu_i(t) = typical_i + b * (k(m_i, m_t) - mean_k_i)`` with ``k``
+     a kernel on standardised numeric meta-features and label mismatches; bandwidth,
+     label factor and slope ``b`` are chosen by that leave-one-task-out (LOTO) error,
+     and ``b = 0`` (meta-features say nothing) competes with them.
 
-How much the past as a whole is worth against the target's own evidence: the past's
-agreement ``tau_past = sum_t w_t rho_t`` is converted to an equivalent number of own
-observations ``alpha``, read off a *self-learning curve* calibrated on the past tasks:
-the rank agreement a task's surrogate fitted on ``n`` of its own random observations
-reaches on its other observations, averaged over tasks, for ``n = 2, 4, 8, ...``. The
-past is worth ``alpha`` own observations if own data needs ``alpha`` observations to
-predict the target as well as the past does. The weight of the past is then
-``alpha / (alpha + n_own)`` (a pseudo-count, as in a Dirichlet-process prior): it decays
-as own evidence grows and is zero when no past task agrees with the target.
+   The LOTO residuals give each task's prior variance ``v_i``: how far the prior is off
+   for that task, measured (less the measurement noise of the residuals themselves).
+2. *Evidence from the target's own results.* The concordance ``c_hat_i`` of ``i``'s model
+   with the target's observations so far, each observation scored by ``i``'s model at
+   the same budget where ``i`` has one (low-rung results against the past's same rung).
+   Its sampling variance is Kendall's null variance for the number of pairs compared
+   (:func:`~warmtune.searchers.ranks.concordance_variance`).
+3. *Bayesian model averaging.* Each past task is a hypothesis, "the target orders
+   configurations as this task's model does", with its concordance ``c_i`` drawn from
+   the learned prior (a Beta with the prior's mean and variance). The likelihood of the
+   observed pair orders is ``c^k (1 - c)^(nu - k)``, with ``nu`` the pairs' worth as
+   independent pairs (Kendall's variance) and ``k`` the concordant share of them;
+   integrated over the prior it is a ratio of Beta functions. A past task's weight among
+   the past is its posterior probability: with no own results every task weighs the same
+   (the past's consensus, what zero-shot transfer uses), and the weights concentrate on
+   the tasks whose models keep ordering the target's results rightly. A task whose model
+   orders them the wrong way round loses its weight within a few observations.
+4. *Competition with the target itself (RGPE's principle, Feurer et al. 2018).* Three
+   explanations compete on the same pairs: the past (the mixture of its tasks), the
+   target's own model (scored out of sample by the searcher's cross-validation, with a
+   uniform prior on its concordance) and chance (exactly 0.5). Chance's prior is learned
+   too: how often a past task, held out, had no other past task ordering it better than
+   chance; the past and the own model share the rest. When the target's own model orders
+   its results better than the past does, the evidence hands it the weight and the
+   search becomes the cold search; when nothing orders them, chance wins and the past
+   has no say.
 
-Cost: per-task structures (unit-scaled reference configs, normalised ranks, bandwidths)
-are built at construction and re-encoded once per target space; :meth:`weights` then
-costs a few matrix products over at most ``max_reference`` configs per past task and
-``max_compare`` target observations (a rank-stratified subset when there are more).
+Cost: construction scores each past task's model on at most ``max_compare`` observations
+of every other task (``T^2`` small products; :meth:`TaskSimilarity.pairwise_state` lets a
+knowledge base store them and pass them back, so a big knowledge base pays once).
+:meth:`TaskSimilarity.weights` then costs a few vector operations over the tasks.
 """
 
 from __future__ import annotations
@@ -64,518 +60,539 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.special import betaincc, betaln
 
-from warmtune.space import CategoricalParam, SearchSpace
+from warmtune.searchers.pastmodels import PastModels
+from warmtune.searchers.pasttask import PastTask
+from warmtune.searchers.ranks import concordance, concordance_variance, stratified
 
-__all__ = [
-    "PastTask",
-    "TaskSimilarity",
-    "TaskWeights",
-    "past_tasks_from_frame",
-]
+__all__ = ["UNINFORMED_VARIANCE", "TaskSimilarity", "TaskWeights", "task_concordances"]
 
-# Kernel-regression bandwidths tried by leave-one-out, in units of the root mean squared
-# per-parameter distance on the unit-scaled space (1 = the whole range). A search range,
-# not a tuned value: the ends are "a few grid cells" and "flat".
-_SURROGATE_BANDWIDTHS = np.geomspace(0.02, 1.0, 12)
+#: Variance of a concordance uniform on [0, 1]: the prior when nothing was learned.
+UNINFORMED_VARIANCE = 1.0 / 12.0
+# The smallest prior variance a task keeps: a prior is never so sure that a few dozen
+# observations could not overturn it.
+_MIN_VARIANCE = 1e-4
 # Meta-feature kernel bandwidths (in standard deviations) and label-mismatch factors
 # tried by LOTO; infinity is the "meta-features say nothing" model.
-_META_BANDWIDTHS = (*np.geomspace(0.1, 10.0, 11).tolist(), math.inf)
+_META_BANDWIDTHS = (*np.geomspace(0.1, 10.0, 9).tolist(), math.inf)
 _META_MISMATCH = (0.0, 0.25, 0.5, 0.75, 1.0)
-# Variance of a similarity uniform on [-1, 1]: the prior when there are too few past
-# tasks (fewer than 3) to learn one by LOTO.
-_UNINFORMED_VARIANCE = 1.0 / 3.0
-
-
-# ---------------------------------------------------------------------------------------
-# Past tasks
-# ---------------------------------------------------------------------------------------
-class PastTask:
-    """The observations of one finished search, with values to *minimise*.
-
-    Args:
-        name: task name, unique within a knowledge base.
-        meta_features: name -> number or label (str/bool) describing the task.
-        space: the search space the task was searched in.
-        configs: the evaluated configurations, in ``space``.
-        values: the metric as reported, one per config.
-        budgets: the budget of each observation; default: all at ``max_budget``.
-        max_budget: the task's full budget; default: the largest budget seen (1 if none).
-        mode: ``"min"`` or ``"max"``: how ``values`` are reported. ``"max"`` values are
-            negated here, so :attr:`values` is always to be minimised.
-
-    Observations with a non-finite value (failed trials) are dropped.
-
-    Raises:
-        ValueError: empty name, unknown mode, or lengths that do not match.
-    """
-
-    def __init__(
-        self,
-        *,
-        name: str,
-        meta_features: Mapping[str, Any],
-        space: SearchSpace,
-        configs: Sequence[Mapping[str, Any]],
-        values: Sequence[float] | np.ndarray,
-        budgets: Sequence[float] | np.ndarray | None = None,
-        max_budget: float | None = None,
-        mode: str = "min",
-    ) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"name must be a non-empty string, got {name!r}")
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-        if not isinstance(space, SearchSpace):
-            raise ValueError(f"space must be a SearchSpace, got {type(space).__name__}")
-        vals = np.asarray(values, dtype=float).reshape(-1)
-        if len(vals) != len(configs):
-            raise ValueError(
-                f"task {name!r}: {len(configs)} configs but {len(vals)} values; "
-                "give one value per config"
-            )
-        if budgets is None:
-            full = 1.0 if max_budget is None else float(max_budget)
-            buds = np.full(len(vals), full)
-        else:
-            buds = np.asarray(budgets, dtype=float).reshape(-1)
-            if len(buds) != len(vals):
-                raise ValueError(
-                    f"task {name!r}: {len(vals)} values but {len(buds)} budgets; "
-                    "give one budget per value or none"
-                )
-        keep = np.isfinite(vals) & np.isfinite(buds)
-        self.name = name
-        self.meta_features = dict(meta_features)
-        self.space = space
-        self.configs = [dict(c) for c, k in zip(configs, keep, strict=True) if k]
-        self.values = (vals[keep] if mode == "min" else -vals[keep]).copy()
-        self.budgets = buds[keep].copy()
-        if max_budget is None:
-            max_budget = float(self.budgets.max()) if len(self.budgets) else 1.0
-        self.max_budget = float(max_budget)
-
-    def __repr__(self) -> str:
-        return f"PastTask(name={self.name!r}, observations={len(self.values)})"
-
-    def final_indices(self) -> np.ndarray:
-        """Per distinct configuration, the index of its highest-budget observation."""
-        if len(self.budgets) == 0 or np.all(self.budgets == self.budgets[0]):
-            return np.arange(len(self.values))
-        best: dict[str, int] = {}
-        for i, config in enumerate(self.configs):
-            key = json.dumps(config, sort_keys=True)
-            j = best.get(key)
-            if j is None or self.budgets[i] > self.budgets[j]:
-                best[key] = i
-        return np.array(sorted(best.values()), dtype=int)
-
-
-def past_tasks_from_frame(frame: Any) -> list[PastTask]:
-    """Group knowledge-base rows into :class:`PastTask` objects, one per task.
-
-    Args:
-        frame: a pandas DataFrame with columns ``task``, ``meta_features_json``,
-            ``space_json``, ``config_json``, ``budget``, ``max_budget``, ``value`` and
-            ``mode`` (``"min"``/``"max"``). Meta-features, space and mode are read from
-            each task's first row.
-
-    Raises:
-        ValueError: a column is missing.
-    """
-    needed = [
-        "task",
-        "meta_features_json",
-        "space_json",
-        "config_json",
-        "budget",
-        "max_budget",
-        "value",
-        "mode",
-    ]
-    missing = [c for c in needed if c not in frame.columns]
-    if missing:
-        raise ValueError(f"knowledge-base frame lacks column(s) {missing}; it needs {needed}")
-    tasks = []
-    for name, rows in frame.groupby("task", sort=True):
-        first = rows.iloc[0]
-        tasks.append(
-            PastTask(
-                name=str(name),
-                meta_features=json.loads(first["meta_features_json"]),
-                space=SearchSpace(json.loads(first["space_json"])),
-                configs=[json.loads(s) for s in rows["config_json"]],
-                values=rows["value"].to_numpy(dtype=float),
-                budgets=rows["budget"].to_numpy(dtype=float),
-                max_budget=float(rows["max_budget"].max()),
-                mode=str(first["mode"]),
-            )
-        )
-    return tasks
-
-
-# ---------------------------------------------------------------------------------------
-# Encoding configurations in a space's unit-scaled coordinates
-# ---------------------------------------------------------------------------------------
-_UNKNOWN = -2  # a categorical value the space does not list: present, matches nothing
-_ABSENT = -1
-
-
-_MISSING = object()
-
-
-def _key(value: Any) -> str:
-    return json.dumps(value)
-
-
-class _Raw:
-    """Configurations as columns: per parameter name, numbers (NaN if absent or not a
-    number) and, on demand, JSON keys (None if absent)."""
-
-    def __init__(self, configs: Sequence[Mapping[str, Any]]) -> None:
-        self.n = len(configs)
-        names: dict[str, None] = {}
-        for c in configs:
-            names.update(dict.fromkeys(c))
-        self._columns: dict[str, list[Any]] = {
-            name: [c.get(name, _MISSING) for c in configs] for name in names
-        }
-        self.num: dict[str, np.ndarray] = {}
-        for name, col in self._columns.items():
-            self.num[name] = np.array(
-                [float(v) if _is_number(v) else math.nan for v in col], dtype=float
-            )
-        self._keys: dict[str, list[str | None]] = {}
-
-    def keys(self, name: str) -> list[str | None] | None:
-        """JSON keys of a column (they tell ``True`` from ``1``), computed once."""
-        if name not in self._columns:
-            return None
-        if name not in self._keys:
-            # Keyed by type as well: as dict keys True, 1 and 1.0 would collide.
-            memo: dict[tuple[type, Any], str] = {}
-            out: list[str | None] = []
-            for v in self._columns[name]:
-                if v is _MISSING:
-                    out.append(None)
-                    continue
-                try:
-                    k = (type(v), v)
-                    if k not in memo:
-                        memo[k] = _key(v)
-                    out.append(memo[k])
-                except TypeError:  # unhashable (a list, say): no memo
-                    out.append(_key(v))
-            self._keys[name] = out
-        return self._keys[name]
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """Unit-scaling of a space: numeric parameters map to [0, 1] on their own scale."""
-
-    num_names: tuple[str, ...]
-    num_lo: np.ndarray
-    num_span: np.ndarray
-    num_log: np.ndarray
-    num_int: np.ndarray
-    num_bounds: tuple[tuple[float, float], ...]
-    cat_names: tuple[str, ...]
-    cat_choices: tuple[tuple[Any, ...], ...]
-
-    @classmethod
-    def of(cls, space: SearchSpace) -> _Layout:
-        num, lo, span, log, is_int, bounds, cat, choices = [], [], [], [], [], [], [], []
-        for name, p in space.items():
-            if isinstance(p, CategoricalParam):
-                cat.append(name)
-                choices.append(tuple(p.choices))
-                continue
-            a, b = float(p.low), float(p.high)
-            if p.type == "int":
-                # Integers own the unit interval around them, so the top value is not
-                # squeezed against the edge of the range.
-                a, b = a - 0.5, b + 0.5
-                if p.log:
-                    a = max(a, float(p.low) * 0.5)
-            ta, tb = (math.log(a), math.log(b)) if p.log else (a, b)
-            num.append(name)
-            lo.append(ta)
-            span.append(tb - ta)
-            log.append(bool(p.log))
-            is_int.append(p.type == "int")
-            bounds.append((float(p.low), float(p.high)))
-        return cls(
-            tuple(num),
-            np.array(lo, dtype=float),
-            np.array(span, dtype=float),
-            np.array(log, dtype=bool),
-            np.array(is_int, dtype=bool),
-            tuple(bounds),
-            tuple(cat),
-            tuple(choices),
-        )
-
-    @property
-    def n_params(self) -> int:
-        return len(self.num_names) + len(self.cat_names)
-
-    def encode(self, raw: _Raw, *, clip: bool) -> _Encoded:
-        """Unit-scaled numbers (NaN = absent) and choice indices (-1 absent, -2 unknown).
-
-        With ``clip`` a value outside the space (out of range, unlisted choice) counts as
-        absent, as :meth:`SearchSpace.project` would drop it; without, an out-of-range
-        number keeps its position beyond [0, 1], which is what a distance wants.
-        """
-        num = np.full((raw.n, len(self.num_names)), np.nan)
-        for j, name in enumerate(self.num_names):
-            col = raw.num.get(name)
-            if col is None:
-                continue
-            v = col.copy()
-            lo, hi = self.num_bounds[j]
-            out = (v < lo) | (v > hi)
-            if self.num_log[j]:
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    v = np.where(v > 0, np.log(np.where(v > 0, v, 1.0)), np.nan)
-            v = (v - self.num_lo[j]) / self.num_span[j]
-            if clip:
-                v[out] = np.nan
-            num[:, j] = v
-        cat = np.full((raw.n, len(self.cat_names)), _ABSENT, dtype=np.int64)
-        for j, name in enumerate(self.cat_names):
-            keys = raw.keys(name)
-            if keys is None:
-                continue
-            index = {_key(c): i for i, c in enumerate(self.cat_choices[j])}
-            miss = _ABSENT if clip else _UNKNOWN
-            cat[:, j] = [_ABSENT if k is None else index.get(k, miss) for k in keys]
-        return _Encoded(self, num, cat)
-
-    def decode(self, num: np.ndarray, cat: np.ndarray) -> dict[str, Any]:
-        """A partial config from one encoded row (absent entries left out)."""
-        out: dict[str, Any] = {}
-        for j, name in enumerate(self.num_names):
-            u = num[j]
-            if not np.isfinite(u):
-                continue
-            t = self.num_lo[j] + float(np.clip(u, 0.0, 1.0)) * self.num_span[j]
-            v = math.exp(t) if self.num_log[j] else t
-            lo, hi = self.num_bounds[j]
-            if self.num_int[j]:
-                out[name] = int(min(max(round(v), lo), hi))
-            else:
-                out[name] = float(min(max(v, lo), hi))
-        for j, name in enumerate(self.cat_names):
-            if cat[j] >= 0:
-                out[name] = self.cat_choices[j][int(cat[j])]
-        return out
-
-
-@dataclass(frozen=True)
-class _Encoded:
-    layout: _Layout
-    num: np.ndarray
-    cat: np.ndarray
-
-    def take(self, idx: np.ndarray) -> _Encoded:
-        return _Encoded(self.layout, self.num[idx], self.cat[idx])
-
-    def features(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(left, right, mask)`` with ``left_a @ right_b`` = sum over the parameters both
-        rows have of the squared difference (numbers) or mismatch (choices), and
-        ``mask_a @ mask_b`` = how many parameters both have."""
-        present = np.isfinite(self.num)
-        x = np.where(present, self.num, 0.0)
-        pn = present.astype(float)
-        has = (self.cat != _ABSENT).astype(float)
-        onehot = [
-            (self.cat[:, j : j + 1] == np.arange(len(ch))[None, :]).astype(float)
-            for j, ch in enumerate(self.layout.cat_choices)
-        ]
-        oh = np.concatenate(onehot, axis=1) if onehot else np.zeros((len(x), 0))
-        # Single precision: ranks need no more, and it halves the cost of the products.
-        left = np.concatenate([x * x, pn, x, has, oh], axis=1).astype(np.float32)
-        right = np.concatenate([pn, x * x, -2.0 * x, has, -oh], axis=1).astype(np.float32)
-        mask = np.concatenate([pn, has], axis=1).astype(np.float32)
-        return left, right, mask
-
-
-def _sq_dist(left: np.ndarray, right: np.ndarray, m_a: np.ndarray, m_b: np.ndarray) -> np.ndarray:
-    """Mean squared per-parameter distance; 1 (as far as two unit ranges get) when two
-    configurations share no parameter."""
-    total = left @ right.T
-    count = m_a @ m_b.T
-    with np.errstate(invalid="ignore", divide="ignore"):
-        d2 = np.where(count > 0, total / np.maximum(count, 1.0), 1.0)
-    return np.maximum(d2, 0.0)
-
-
-def _rank01(y: np.ndarray) -> np.ndarray:
-    """Normalised ranks in [0, 1] (0 = best), ties sharing their mean rank."""
-    n = len(y)
-    if n < 2:
-        return np.zeros(n)
-    uniq, inv = np.unique(y, return_inverse=True)
-    counts = np.bincount(inv)
-    ends = np.cumsum(counts)
-    mean_rank = ends - (counts + 1) / 2.0
-    return mean_rank[inv] / (n - 1)
-
-
-def _stratified(values: np.ndarray, budgets: np.ndarray, cap: int) -> np.ndarray:
-    """At most ``cap`` indices spread evenly over the (budget, value) order: every budget
-    keeps its share and every rank band is represented."""
-    n = len(values)
-    if n <= cap:
-        return np.arange(n)
-    order = np.lexsort((values, budgets))
-    return np.sort(order[np.unique(np.round(np.linspace(0, n - 1, cap)).astype(int))])
-
-
-def _kendall(pred: np.ndarray, y: np.ndarray, budgets: np.ndarray) -> tuple[np.ndarray, int]:
-    """Kendall's tau-a of each row of ``pred`` against ``y`` over pairs at equal budget.
-
-    Returns:
-        (tau per row, number of pairs compared).
-    """
-    iu, ju = np.triu_indices(len(y), 1)
-    same = budgets[iu] == budgets[ju]
-    iu, ju = iu[same], ju[same]
-    npairs = len(iu)
-    if npairs == 0:
-        return np.zeros(len(pred)), 0
-    sy = np.sign(y[iu] - y[ju]).astype(np.float32)
-    p32 = pred.astype(np.float32)
-    sp = np.sign(p32[:, iu] - p32[:, ju])
-    return (sp @ sy).astype(float) / npairs, npairs
-
-
-def _tau_variance(npairs: int) -> float:
-    """Kendall's null variance ``2 (2n + 5) / (9 n (n - 1))`` for the ``n`` whose
-    ``n (n - 1) / 2`` equals the number of compared pairs."""
-    if npairs <= 0:
-        return math.inf
-    n = (1.0 + math.sqrt(1.0 + 8.0 * npairs)) / 2.0
-    return 2.0 * (2.0 * n + 5.0) / (9.0 * n * (n - 1.0))
-
-
-def _nw_predict(
-    d2: np.ndarray, ranks: np.ndarray, inv2h2: np.ndarray, starts: np.ndarray
-) -> np.ndarray:
-    """Nadaraya-Watson predictions, one column block per task.
-
-    Args:
-        d2: (queries, references of all tasks) squared distances.
-        ranks: normalised rank of each reference.
-        inv2h2: ``1 / (2 h^2)`` of each reference's task.
-        starts: first column of each task's block.
-
-    Returns:
-        (tasks, queries) predicted normalised ranks.
-    """
-    # Subtracting each block's nearest distance keeps the exponentials from underflowing
-    # far from every reference (the prediction then tends to the nearest neighbour's).
-    nearest = np.minimum.reduceat(d2, starts, axis=1)
-    sizes = np.diff(np.append(starts, d2.shape[1]))
-    k = np.exp(-(d2 - np.repeat(nearest, sizes, axis=1)) * inv2h2.astype(d2.dtype)[None, :])
-    num = np.add.reduceat(k * ranks.astype(d2.dtype)[None, :], starts, axis=1)
-    den = np.add.reduceat(k, starts, axis=1)
-    return (num / den).T.astype(float)
-
-
-def _loo_bandwidth(d2: np.ndarray, ranks: np.ndarray) -> float:
-    """The surrogate bandwidth whose leave-one-out predictions best agree (Kendall's tau)
-    with a task's own ranks."""
-    n = len(ranks)
-    if n < 3:
-        return float(_SURROGATE_BANDWIDTHS[-1])
-    d2 = d2 - np.min(d2 + np.eye(n) * 1e9, axis=1, keepdims=True)
-    preds = []
-    for h in _SURROGATE_BANDWIDTHS:
-        # The diagonal (minus the nearest neighbour's distance) is negative and may
-        # overflow; it is zeroed right after.
-        with np.errstate(over="ignore"):
-            k = np.exp(-d2 / (2.0 * h * h))
-        np.fill_diagonal(k, 0.0)
-        preds.append((k @ ranks) / np.maximum(k.sum(axis=1), 1e-300))
-    tau, _ = _kendall(np.array(preds), ranks, np.zeros(n))
-    return float(_SURROGATE_BANDWIDTHS[int(np.argmax(tau))])
-
-
-# ---------------------------------------------------------------------------------------
-# Per-task structures
-# ---------------------------------------------------------------------------------------
-@dataclass
-class _TaskData:
-    task: PastTask
-    raw: _Raw  # final observations only
-    values: np.ndarray
-    budgets: np.ndarray
-    ranks: np.ndarray
-    reference: np.ndarray  # indices into the final observations: the surrogate's support
-    compare: np.ndarray  # indices compared against other tasks' surrogates
-    bandwidth: float = 1.0
-
-
-@dataclass(frozen=True)
-class _Bank:
-    """All tasks' references encoded in one target space, stacked for one matrix product."""
-
-    layout: _Layout
-    right: np.ndarray
-    mask: np.ndarray
-    ranks: np.ndarray
-    inv2h2: np.ndarray
-    starts: np.ndarray
-    full: bool  # every reference has every parameter of the space
-    # Fast path, references stacked per task and padded to equal size:
-    right3: np.ndarray  # (tasks, size, features)
-    coef3: np.ndarray  # (tasks, 1, size): -1 / (2 h^2 n_params)
-    weights3: np.ndarray  # (tasks, size, 2): [rank, 1] of real references, 0 for padding
+# The fewest past tasks a meta-feature kernel is learned from (leave-one-task-out needs
+# more held-out tasks than the kernel's three parameters).
+_MIN_META_TASKS = 5
 
 
 @dataclass(frozen=True)
 class TaskWeights:
-    """How much a target task should listen to each past task and to itself.
+    """How much a target task should listen to each past task, to itself and to chance.
+
+    The weights of the past tasks, the own model and random search sum to 1: each is
+    the posterior probability that this model orders the target's results best.
 
     Attributes:
-        past: task name -> weight; the weights sum to 1 over past tasks (all 0 when no
-            past task agrees with the target).
-        target: share of the target's own evidence in ``[0, 1]``; ``1 - target`` is the
-            weight of the past, :meth:`weight_of_past` at ``n_own``.
-        prior_strength: ``alpha``, what the weighted past is worth in own observations.
-        n_own: number of own observations these weights were computed from.
-        explanations: task name -> why: ``meta_distance``, ``meta_kernel``,
-            ``prior_similarity``, ``performance_similarity`` (None before evidence),
-            ``comparable_observations``, ``comparable_pairs``, ``shared_params``,
-            ``evidence_share``, ``similarity``, ``weight``.
+        past: task name -> weight.
+        own: weight of the target's own model (0 while it has none).
+        random: weight of random search (the model that knows nothing).
+        n_own: own observations the weights were computed from.
+        explanations: task name -> why (see :meth:`TaskSimilarity.weights`).
+        own_explanation: the own model's measured concordance and pairs.
     """
 
     past: dict[str, float]
-    target: float
-    prior_strength: float
+    own: float
+    random: float
     n_own: int
-    explanations: dict[str, dict[str, Any]]
+    explanations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    own_explanation: dict[str, Any] = field(default_factory=dict)
 
-    def weight_of_past(self, n_own: int) -> float:
-        """``alpha / (alpha + n_own)``: the past as a pseudo-count of ``alpha`` observations."""
-        if self.prior_strength <= 0.0:
-            return 0.0
-        return self.prior_strength / (self.prior_strength + max(int(n_own), 0))
+    @property
+    def past_share(self) -> float:
+        """The weight of the past as a whole."""
+        return float(sum(self.past.values()))
 
     def ranked(self) -> list[tuple[str, float]]:
         """Past tasks by decreasing weight (ties by name)."""
         return sorted(self.past.items(), key=lambda kv: (-kv[1], kv[0]))
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: the shares and each past task's weight."""
+        return {
+            "n_own": self.n_own,
+            "past_share": self.past_share,
+            "own": self.own,
+            "random": self.random,
+            "past": dict(self.past),
+        }
 
-# ---------------------------------------------------------------------------------------
-# Meta-features
-# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the target's own observations say about each model.
+
+    Attributes:
+        concordant: per past task, concordant pairs (ties count half).
+        pairs: pairs compared (the same pairs for every model).
+        own_concordant: the own model's concordant pairs (cross-validated), or ``None``
+            while it has no model.
+        n_own: the own observations behind it.
+    """
+
+    concordant: np.ndarray
+    pairs: int
+    own_concordant: float | None
+    n_own: int
+
+    @classmethod
+    def none(cls, n_tasks: int) -> Evidence:
+        return cls(concordant=np.zeros(n_tasks), pairs=0, own_concordant=None, n_own=0)
+
+
+class TaskSimilarity:
+    """The learned similarity model over a knowledge base's past tasks.
+
+    Args:
+        models: the past tasks' models (in the target's space).
+        seed: seed of the generator behind the learned prior's random subsets.
+        max_compare: at most this many observations of each past task are used to
+            measure the pairwise concordances (a rank-stratified subset).
+        prior: ``"learned"`` (the LOTO-fitted prior of the module docstring) or
+            ``"flat"`` (every past task's concordance uninformed, ``N(0.5, 1/12)``: the
+            evidence alone decides; an ablation).
+        pairwise: concordances measured earlier (:meth:`pairwise_state`), keyed by task
+            name; missing pairs are measured here.
+
+    Raises:
+        ValueError: no past tasks, or an unknown ``prior``.
+    """
+
+    def __init__(
+        self,
+        *,
+        models: PastModels,
+        seed: int | None = 0,
+        max_compare: int = 128,
+        prior: str = "learned",
+        pairwise: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    ) -> None:
+        if len(models) == 0:
+            raise ValueError("models holds no past task: give at least one PastTask")
+        if prior not in ("learned", "flat"):
+            raise ValueError(f"prior must be 'learned' or 'flat', got {prior!r}")
+        if max_compare < 2:
+            raise ValueError(f"max_compare must be >= 2, got {max_compare}")
+        self.models = models
+        self.seed = 0 if seed is None else int(seed)
+        self.max_compare = int(max_compare)
+        self.prior_kind = prior
+        names = models.names
+        self._meta = _MetaTable([t.meta_features for t in models.tasks])
+        self._meta_codes = [self._meta.encode(t.meta_features) for t in models.tasks]
+        t = len(names)
+        self.meta_bandwidth, self.meta_mismatch, self.meta_slope = math.inf, 1.0, 0.0
+        self.loto_error = {"typical": math.nan, "meta": math.nan}
+        self._typical = np.full(t, 0.5)
+        self._variance = np.full(t, UNINFORMED_VARIANCE)
+        # Prior probability that no past model orders a new task better than chance.
+        self.null_prior = 1.0 / (t + 2)
+        self._d2 = np.zeros((t, t))
+        self._mism = np.zeros((t, t))
+        if prior == "flat":
+            self.pairwise = np.full((t, t), np.nan)
+            self.pairwise_pairs = np.zeros((t, t), dtype=int)
+            return
+        self.pairwise, self.pairwise_pairs = self._measure_pairwise(pairwise)
+        self._calibrate()
+
+    # Construction ---------------------------------------------------------------------
+    def _measure_pairwise(
+        self, known: Mapping[str, Mapping[str, Sequence[float]]] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``C[i, j]``: concordance of task i's top model with task j's top-budget
+        observations, and the pairs behind it (NaN / 0 where none)."""
+        names = self.models.names
+        t = len(names)
+        conc = np.full((t, t), np.nan)
+        pairs = np.zeros((t, t), dtype=int)
+        usable = self.models.usable()
+        todo: list[int] = []
+        for j in range(t):
+            row = (known or {}).get(names[j]) or {}
+            missing = False
+            for i in range(t):
+                if i == j:
+                    continue
+                stored = row.get(names[i])
+                if stored is None:
+                    missing = True
+                else:
+                    conc[i, j], pairs[i, j] = float(stored[0]), int(stored[1])
+            if missing:
+                todo.append(j)  # a column is measured whole: one product for every task
+        for j in todo:
+            top = self.models.top[j]
+            if top is None or not usable.any():
+                continue
+            sub = stratified(top.values, np.zeros(len(top.values)), self.max_compare)
+            scores = self.models.rank_scores(top.rows[sub], budget=top.budget)
+            agree, p = concordance(scores, top.values[sub], np.zeros(len(sub)))
+            if p:
+                conc[:, j] = np.where(usable, agree / p, np.nan)
+                pairs[:, j] = np.where(usable, p, 0)
+            conc[j, j], pairs[j, j] = np.nan, 0  # in-sample: says nothing about transfer
+        return conc, pairs
+
+    def _calibrate(self) -> None:
+        """Fit the prior of each task's concordance on a new target, leave one task out."""
+        conc, pairs = self.pairwise, self.pairwise_pairs
+        t = len(conc)
+        for i in range(t):
+            for j in range(t):
+                self._d2[i, j], self._mism[i, j] = _MetaTable.distance(
+                    *self._meta_codes[i], *self._meta_codes[j]
+                )
+        known = np.isfinite(conc)
+        if t < 3 or known.sum() < 3:
+            return  # too few tasks to learn from: the uninformed prior stands
+        noise = np.where(known, np.vectorize(concordance_variance)(np.maximum(pairs, 1)), np.nan)
+        # Typical transfer of task i, leaving the target j out: the mean of its other
+        # measured concordances (all of them when j is a genuinely new task).
+        total = np.nansum(conc, axis=1)
+        count = known.sum(axis=1)
+        loo_typical = (total[:, None] - np.where(known, conc, 0.0)) / np.maximum(
+            count[:, None] - known, 1
+        )
+        loo_typical = np.where(count[:, None] - known > 0, loo_typical, 0.5)
+        self._typical = np.where(count > 0, total / np.maximum(count, 1), 0.5)
+        resid = np.where(known, conc - loo_typical, np.nan)
+        self.loto_error["typical"] = float(np.nanmean(resid**2))
+        # Meta-features: a slope on the kernel, centred per task so that it only moves a
+        # task's prior up or down from its typical transfer.
+        best = (self.loto_error["typical"], math.inf, 1.0, 0.0)
+        # A meta-feature kernel has three parameters fitted on the held-out errors: with
+        # fewer than _MIN_META_TASKS tasks they fit noise, and meta-features stay unused.
+        if (self._meta.num or self._meta.cat) and t >= _MIN_META_TASKS:
+            for bw in _META_BANDWIDTHS[:-1]:
+                for lam in _META_MISMATCH if self._meta.cat else (1.0,):
+                    k = _meta_kernel(self._d2, self._mism, bw, lam)
+                    k_known = np.where(known, k, np.nan)
+                    loo_k = (np.nansum(k_known, axis=1)[:, None] - np.where(known, k, 0.0)) / (
+                        np.maximum(count[:, None] - known, 1)
+                    )
+                    kc = np.where(known, k - loo_k, np.nan)
+                    err = self._loto_slope_error(kc, resid)
+                    if err < best[0] - 1e-12:
+                        best = (err, bw, lam, 0.0)
+            if math.isfinite(best[1]):
+                k = _meta_kernel(self._d2, self._mism, best[1], best[2])
+                kc = np.where(
+                    known, k - np.nanmean(np.where(known, k, np.nan), axis=1)[:, None], 0.0
+                )
+                slope = _slope(kc[known], (conc - self._typical[:, None])[known])
+                best = (best[0], best[1], best[2], slope)
+        self.loto_error["meta"] = float(best[0])
+        _, self.meta_bandwidth, self.meta_mismatch, self.meta_slope = best
+        # Per-task prior variance: its LOTO residuals under the chosen prior, shrunk
+        # towards the pooled one by one pseudo-residual, less the noise the measured
+        # concordances carry themselves.
+        if math.isfinite(self.meta_bandwidth):
+            k = _meta_kernel(self._d2, self._mism, self.meta_bandwidth, self.meta_mismatch)
+            k_known = np.where(known, k, np.nan)
+            loo_k = (np.nansum(k_known, axis=1)[:, None] - np.where(known, k, 0.0)) / (
+                np.maximum(count[:, None] - known, 1)
+            )
+            resid = np.where(known, resid - self.meta_slope * (k - loo_k), np.nan)
+        sq = np.where(known, resid**2 - noise, np.nan)
+        pooled = max(float(np.nanmean(sq)), _MIN_VARIANCE)
+        per_task = (np.nansum(sq, axis=1) + pooled) / (count + 1)
+        # Never wider than knowing nothing (a concordance uniform on [0, 1]).
+        self._variance = np.clip(per_task, _MIN_VARIANCE, UNINFORMED_VARIANCE)
+
+    @staticmethod
+    def _loto_slope_error(kc: np.ndarray, resid: np.ndarray) -> float:
+        """LOTO error of ``resid ~ b * kc``: for each held-out target j, ``b`` is fitted on
+        the columns other than j."""
+        ok = np.isfinite(kc) & np.isfinite(resid)
+        num = np.where(ok, kc * resid, 0.0)
+        den = np.where(ok, kc * kc, 0.0)
+        num_total, den_total = num.sum(), den.sum()
+        err, n = 0.0, 0
+        for j in range(kc.shape[1]):
+            rows = ok[:, j]
+            if not rows.any():
+                continue
+            d = den_total - den[:, j].sum()
+            b = (num_total - num[:, j].sum()) / d if d > 1e-12 else 0.0
+            err += float(np.sum((resid[rows, j] - b * kc[rows, j]) ** 2))
+            n += int(rows.sum())
+        return err / max(n, 1)
+
+    # Public ---------------------------------------------------------------------------
+    @property
+    def task_names(self) -> list[str]:
+        return self.models.names
+
+    def pairwise_state(self) -> dict[str, dict[str, list[float]]]:
+        """The measured pairwise concordances, keyed ``target -> {past task: [c, pairs]}``
+        (JSON-able; pass back as ``pairwise=`` to skip measuring them again)."""
+        names = self.models.names
+        out: dict[str, dict[str, list[float]]] = {}
+        for j, target in enumerate(names):
+            out[target] = {
+                names[i]: [float(self.pairwise[i, j]), int(self.pairwise_pairs[i, j])]
+                for i in range(len(names))
+                if i != j and self.pairwise_pairs[i, j] > 0
+            }
+        return out
+
+    def calibration(self) -> dict[str, Any]:
+        """What was learned from the past (JSON-able)."""
+        return {
+            "prior": self.prior_kind,
+            "meta_bandwidth": None if math.isinf(self.meta_bandwidth) else self.meta_bandwidth,
+            "meta_mismatch": self.meta_mismatch,
+            "meta_slope": self.meta_slope,
+            "loto_error": dict(self.loto_error),
+            "typical_concordance": {
+                n: float(v) for n, v in zip(self.models.names, self._typical, strict=True)
+            },
+            "prior_sd": {
+                n: float(math.sqrt(v))
+                for n, v in zip(self.models.names, self._variance, strict=True)
+            },
+        }
+
+    def prior(
+        self, meta_features: Mapping[str, Any] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, variance)`` of each past task's concordance on a new target with these
+        meta-features, before any of its results."""
+        mean = self._typical.copy()
+        if self.meta_slope and math.isfinite(self.meta_bandwidth):
+            d2, mism = self._meta_distances(meta_features or {})
+            k = _meta_kernel(d2, mism, self.meta_bandwidth, self.meta_mismatch)
+            known = np.isfinite(self.pairwise)
+            k_past = _meta_kernel(self._d2, self._mism, self.meta_bandwidth, self.meta_mismatch)
+            mean_k = np.nanmean(np.where(known, k_past, np.nan), axis=1)
+            mean = mean + self.meta_slope * (k - np.nan_to_num(mean_k))
+        mean = np.where(self.models.usable(), np.clip(mean, 0.0, 1.0), 0.5)
+        return mean, self._variance.copy()
+
+    def weights(
+        self,
+        *,
+        meta_features: Mapping[str, Any] | None = None,
+        evidence: Evidence | None = None,
+        oracle: Evidence | None = None,
+    ) -> TaskWeights:
+        """The weights of the past tasks, the own model and random search.
+
+        Args:
+            meta_features: the target's meta-features (unknown names are ignored).
+            evidence: what the target's own observations say (default: none yet).
+            oracle: an ablation only: the same measurement on a large sample of the
+                target that the searcher never sees. The past tasks' weights among
+                themselves then come from it (an upper bound of what similarity could
+                know, never a method); the past, the own model and chance still compete
+                on ``evidence``.
+
+        Returns:
+            :class:`TaskWeights`; each past task's explanation holds ``meta_distance``,
+            ``label_mismatches``, ``prior_mean``, ``prior_sd`` (its learned concordance
+            prior), ``measured`` (None before evidence), ``pairs``, ``log_likelihood``
+            and ``weight``.
+        """
+        t = len(self.models)
+        evidence = evidence or Evidence.none(t)
+        usable = self.models.usable()
+        mu, var = self.prior(meta_features)
+        a, b = _beta_parameters(mu, var)
+        # A task's prior weight: the probability that its model orders a new task better
+        # than chance at all, under its learned prior.
+        with np.errstate(divide="ignore"):
+            log_pi = np.where(usable, np.log(helpful_probability(mu, var)), -np.inf)
+        log_pi -= _logsumexp(log_pi[np.isfinite(log_pi)]) if np.isfinite(log_pi).any() else 0.0
+        nu, k = _effective(evidence.concordant, evidence.pairs)
+        loglik = _log_likelihood(a, b, k, nu)
+        if oracle is not None:
+            nu_o, k_o = _effective(oracle.concordant, oracle.pairs)
+            within = _normalise(log_pi + _log_likelihood(a, b, k_o, nu_o))
+        else:
+            within = _normalise(log_pi + loglik)
+        # The past as one model: the mixture of its tasks under their current weights.
+        with np.errstate(divide="ignore"):
+            log_past = _logsumexp(np.log(within[usable]) + loglik[usable])
+        candidates = [("past", math.log(1.0 - self.null_prior), log_past)]
+        own_measured = None
+        if evidence.own_concordant is not None and evidence.pairs:
+            own_measured = evidence.own_concordant / evidence.pairs
+            own_k = own_measured * nu
+            # A uniform prior on its concordance (restricted, like the past's, to [1/2, 1]).
+            log_own = float(_log_likelihood(np.ones(1), np.ones(1), np.array([own_k]), nu)[0])
+            # The past and the own model share the prior mass that chance leaves.
+            candidates = [
+                ("past", math.log((1.0 - self.null_prior) / 2.0), log_past),
+                ("own", math.log((1.0 - self.null_prior) / 2.0), log_own),
+            ]
+        candidates.append(("random", math.log(self.null_prior), -nu * math.log(2.0)))
+        share = _normalise(np.array([p + m for _, p, m in candidates]))
+        shares = {name: float(x) for (name, _, _), x in zip(candidates, share, strict=True)}
+        w_past = shares["past"] * within
+        measured = evidence.concordant / evidence.pairs if evidence.pairs else np.full(t, np.nan)
+        d2, mism = self._meta_distances(meta_features or {})
+        explanations = {}
+        for i, name in enumerate(self.models.names):
+            explanations[name] = {
+                "meta_distance": float(math.sqrt(d2[i])),
+                "label_mismatches": int(mism[i]),
+                "prior_mean": float(mu[i]),
+                "prior_sd": float(math.sqrt(var[i])),
+                "measured": None if not evidence.pairs else float(measured[i]),
+                "pairs": int(evidence.pairs),
+                "log_likelihood": float(loglik[i]),
+                "weight": float(w_past[i]),
+            }
+        return TaskWeights(
+            past={n: float(w) for n, w in zip(self.models.names, w_past, strict=True)},
+            own=shares.get("own", 0.0),
+            random=shares["random"],
+            n_own=int(evidence.n_own),
+            explanations=explanations,
+            own_explanation={
+                "measured": own_measured,
+                "pairs": int(evidence.pairs),
+                "weight": shares.get("own", 0.0),
+            },
+        )
+
+    def _meta_distances(self, meta: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        zt, lt = self._meta.encode(meta)
+        t = len(self._meta_codes)
+        d2, mism = np.zeros(t), np.zeros(t)
+        for i, (zi, li) in enumerate(self._meta_codes):
+            d2[i], mism[i] = _MetaTable.distance(zt, lt, zi, li)
+        return d2, mism
+
+
+def task_concordances(
+    task: PastTask, others: Sequence[PastTask], *, max_compare: int = 128
+) -> list[tuple[str, str, float, int]]:
+    """The pairwise concordances a task brings to a knowledge base: ``(target, source,
+    concordance, pairs)`` of every other task's ranking on ``task``'s results and of
+    ``task``'s ranking on each other task's results, measured in ``task``'s space.
+
+    Stored as each job joins (:meth:`warmtune.knowledge.KnowledgeBase.add_job`) and
+    passed back as ``pairwise=``, they make a warm start over a large knowledge base
+    pay for its own task only: O(tasks) rankings per join instead of O(tasks^2) per
+    search.
+    """
+    models = PastModels(space=task.space, past_tasks=[task, *others])
+    out: list[tuple[str, str, float, int]] = []
+    usable = models.usable()
+    for j in range(len(models)):
+        top = models.top[j]
+        if top is None:
+            continue
+        sub = stratified(top.values, np.zeros(len(top.values)), max_compare)
+        rows = top.rows[sub]
+        if j == 0:  # every other task's ranking on the new task's results
+            scores = models.rank_scores(rows, budget=top.budget)
+            sources = [i for i in range(1, len(models)) if usable[i]]
+        elif usable[0]:  # the new task's ranking on this task's results (its alone)
+            model = models.model_at(0, top.budget) or models.top[0]
+            scores = np.zeros((len(models), len(rows)))
+            scores[0] = model.ranker.scores(rows)  # type: ignore[union-attr]
+            sources = [0]
+        else:
+            continue
+        agree, p = concordance(scores[sources], top.values[sub], np.zeros(len(sub)))
+        if p:
+            out += [
+                (models.names[j], models.names[i], float(a / p), int(p))
+                for i, a in zip(sources, agree, strict=True)
+            ]
+    return out
+
+
+def _effective(concordant: np.ndarray, pairs: int) -> tuple[float, np.ndarray]:
+    """``(nu, k)``: the pairs' worth as independent pairs (Kendall's variance of a
+    concordance is that of ``nu`` coin flips) and the concordant share of them."""
+    if pairs <= 0:
+        return 0.0, np.zeros_like(np.asarray(concordant, dtype=float))
+    nu = 0.25 / concordance_variance(pairs)
+    return nu, np.asarray(concordant, dtype=float) / pairs * nu
+
+
+def _log_likelihood(a: np.ndarray, b: np.ndarray, k: np.ndarray, nu: float) -> np.ndarray:
+    """Log probability of the observed pair orders under each model: ``c^k (1 - c)^(nu - k)``
+    integrated over the model's concordance ``c``, Beta(a, b) restricted to ``[1/2, 1]``.
+
+    A model is used as it is, never turned round: a task whose model orders the target's
+    results the wrong way round does not explain them, however consistently. Hence the
+    restriction: at best it is as good as chance.
+    """
+    if nu <= 0:
+        return np.zeros(len(a))
+    a2, b2 = a + k, b + nu - k
+    with np.errstate(divide="ignore"):
+        upper = np.log(betaincc(a2, b2, 0.5)) - np.log(betaincc(a, b, 0.5))
+    return betaln(a2, b2) - betaln(a, b) + upper
+
+
+def helpful_probability(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """Prior probability that each task's model orders a new task better than chance
+    (its concordance above one half), under the learned Beta prior."""
+    a, b = _beta_parameters(np.asarray(mean, dtype=float), np.asarray(var, dtype=float))
+    return betaincc(a, b, 0.5)
+
+
+def _beta_parameters(mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Beta with this mean and variance (its concentration at least 2: no prior is
+    surer of a concordance than a handful of pairs could be)."""
+    mean = np.clip(mean, 0.01, 0.99)
+    kappa = np.maximum(mean * (1.0 - mean) / np.maximum(var, _MIN_VARIANCE) - 1.0, 2.0)
+    return mean * kappa, (1.0 - mean) * kappa
+
+
+def _logsumexp(x: np.ndarray) -> float:
+    if len(x) == 0 or not np.isfinite(x).any():
+        return -math.inf
+    top = float(np.max(x))
+    return top + math.log(float(np.sum(np.exp(x - top))))
+
+
+def _normalise(log_weights: np.ndarray) -> np.ndarray:
+    """Softmax of log weights (``-inf`` entries get 0)."""
+    log_weights = np.asarray(log_weights, dtype=float)
+    if not np.isfinite(log_weights).any():
+        return np.zeros(len(log_weights))
+    top = np.max(log_weights[np.isfinite(log_weights)])
+    w = np.where(np.isfinite(log_weights), np.exp(log_weights - top), 0.0)
+    return w / w.sum()
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> float:
+    den = float(x @ x)
+    return float(x @ y) / den if den > 1e-12 else 0.0
+
+
+# Meta-features --------------------------------------------------------------------------
+def meta_distances(
+    metas: Sequence[Mapping[str, Any]], target: Mapping[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(squared distance, label mismatches)`` of each of ``metas`` to ``target``: the
+    numeric meta-features standardised over ``metas``, labels compared as they are."""
+    table = _MetaTable(metas)
+    zt, lt = table.encode(target)
+    d2, mism = np.zeros(len(metas)), np.zeros(len(metas))
+    for i, m in enumerate(metas):
+        d2[i], mism[i] = _MetaTable.distance(zt, lt, *table.encode(m))
+    return d2, mism
+
+
 class _MetaTable:
     """Numeric meta-features standardised over the past tasks, plus labels."""
 
@@ -600,6 +617,12 @@ class _MetaTable:
         keep = np.isfinite(std) & (std > 0)
         self.num = [n for n, k in zip(self.num, keep, strict=True) if k]
         self.mean, self.std = self.mean[keep], std[keep]
+        # A label every past task shares, or that no two share, cannot either.
+        self.cat = [
+            n
+            for n in self.cat
+            if 1 < len({_key(m[n]) for m in metas if n in m}) < sum(n in m for m in metas)
+        ]
 
     def encode(self, meta: Mapping[str, Any]) -> tuple[np.ndarray, list[str | None]]:
         z = np.array([_num(meta.get(n)) for n in self.num], dtype=float)
@@ -621,6 +644,10 @@ class _MetaTable:
         return d2, mism
 
 
+def _key(value: Any) -> str:
+    return json.dumps(value)
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
         v, (bool, np.bool_)
@@ -634,420 +661,3 @@ def _num(v: Any) -> float:
 def _meta_kernel(d2: np.ndarray, mism: np.ndarray, bandwidth: float, mismatch: float) -> np.ndarray:
     k = np.ones_like(d2) if math.isinf(bandwidth) else np.exp(-d2 / (2.0 * bandwidth**2))
     return k * np.power(mismatch, mism)
-
-
-def _fit_line(k: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Least-squares ``y ~ a + b k``; a flat kernel gives the mean."""
-    if len(y) == 0:
-        return 0.0, 0.0
-    kc = k - k.mean()
-    var = float(kc @ kc)
-    if var <= 1e-12 * len(k):
-        return float(y.mean()), 0.0
-    b = float(kc @ (y - y.mean())) / var
-    return float(y.mean() - b * k.mean()), b
-
-
-# ---------------------------------------------------------------------------------------
-# The model
-# ---------------------------------------------------------------------------------------
-class TaskSimilarity:
-    """Similarity of past tasks to a target task, calibrated on the past tasks themselves.
-
-    See the module docstring for the measure and the calibration. Construction does the
-    calibration (pairwise rank agreement of the past tasks, LOTO choice of the
-    meta-feature kernel, the self-learning curve); :meth:`weights` is then cheap.
-
-    Args:
-        past_tasks: the knowledge base, one :class:`PastTask` per task (unique names).
-        seed: seed of the generator that picks reference subsets and the random draws of
-            the learning curve; the same tasks and seed give the same model.
-        max_reference: at most this many observations of each past task support its
-            surrogate (a speed/accuracy knob: the cost of :meth:`weights` grows with it).
-        max_compare: at most this many observations are compared by rank (a
-            rank-stratified subset); Kendall's tau over 128 observations has a standard
-            error of about 0.06.
-
-    Raises:
-        ValueError: no past tasks, duplicate names, or non-positive sizes.
-    """
-
-    def __init__(
-        self,
-        *,
-        past_tasks: Sequence[PastTask],
-        seed: int | None = 0,
-        max_reference: int = 128,
-        max_compare: int = 128,
-    ) -> None:
-        if not past_tasks:
-            raise ValueError("past_tasks is empty: give at least one PastTask")
-        names = [t.name for t in past_tasks]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"duplicate task name(s) {dup}: give each past task one entry")
-        if max_reference < 2 or max_compare < 2:
-            raise ValueError(
-                f"max_reference ({max_reference}) and max_compare ({max_compare}) must be >= 2"
-            )
-        self.seed = seed
-        self.max_reference = int(max_reference)
-        self.max_compare = int(max_compare)
-        self._rng = np.random.default_rng(seed)
-        self._tasks = [self._prepare(t) for t in past_tasks]
-        self._banks: dict[str, _Bank] = {}
-        self._shared: dict[str, list[list[str]]] = {}
-        self._own: dict[str, _Encoded] = {}
-        for td in self._tasks:
-            enc = self._own_encoding(td)
-            ref = enc.take(td.reference)
-            left, right, mask = ref.features()
-            td.bandwidth = _loo_bandwidth(_sq_dist(left, right, mask, mask), td.ranks[td.reference])
-        self._meta = _MetaTable([t.meta_features for t in past_tasks])
-        self._meta_codes = [self._meta.encode(t.meta_features) for t in past_tasks]
-        self.pairwise = self._pairwise_agreement()
-        self._calibrate_prior()
-        self._curve_n, self._curve_tau = self._self_curve()
-
-    # -- construction -------------------------------------------------------------------
-    def _prepare(self, task: PastTask) -> _TaskData:
-        final = task.final_indices()
-        values, budgets = task.values[final], task.budgets[final]
-        n = len(final)
-        reference = (
-            np.arange(n)
-            if n <= self.max_reference
-            else np.sort(self._rng.choice(n, self.max_reference, replace=False))
-        )
-        return _TaskData(
-            task=task,
-            raw=_Raw([task.configs[i] for i in final]),
-            values=values,
-            budgets=budgets,
-            ranks=_rank01(values),
-            reference=reference,
-            compare=_stratified(values, budgets, self.max_compare),
-        )
-
-    def _own_encoding(self, td: _TaskData) -> _Encoded:
-        key = td.task.name
-        if key not in self._own:
-            self._own[key] = _Layout.of(td.task.space).encode(td.raw, clip=False)
-        return self._own[key]
-
-    def bank(self, space: SearchSpace) -> _Bank:
-        """Every past task's surrogate support encoded in ``space`` (cached per space)."""
-        sig = space.signature()
-        if sig not in self._banks:
-            layout = _Layout.of(space)
-            rights, masks, ranks, inv, starts, at = [], [], [], [], [], 0
-            for td in self._tasks:
-                enc = layout.encode(td.raw, clip=False).take(td.reference)
-                _, right, mask = enc.features()
-                rights.append(right)
-                masks.append(mask)
-                ranks.append(td.ranks[td.reference])
-                inv.append(np.full(len(td.reference), 1.0 / (2.0 * td.bandwidth**2)))
-                starts.append(at)
-                at += len(td.reference)
-            right, mask = np.concatenate(rights), np.concatenate(masks)
-            all_ranks, all_inv = np.concatenate(ranks), np.concatenate(inv)
-            sizes = [len(td.reference) for td in self._tasks]
-            size, t, feat = max(sizes), len(sizes), right.shape[1]
-            right3 = np.zeros((t, size, feat), dtype=np.float32)
-            coef3 = np.zeros((t, 1, size), dtype=np.float32)
-            weights3 = np.zeros((t, size, 2), dtype=np.float32)
-            n_params = max(layout.n_params, 1)
-            for i, (at, n) in enumerate(zip(starts, sizes, strict=True)):
-                right3[i, :n] = right[at : at + n]
-                coef3[i, 0, :n] = -all_inv[at : at + n] / n_params
-                weights3[i, :n, 0] = all_ranks[at : at + n]
-                weights3[i, :n, 1] = 1.0
-            self._banks[sig] = _Bank(
-                layout=layout,
-                right=right,
-                mask=mask,
-                ranks=all_ranks,
-                inv2h2=all_inv,
-                starts=np.array(starts, dtype=int),
-                full=bool(mask.all()),
-                right3=right3,
-                coef3=coef3,
-                weights3=weights3,
-            )
-        return self._banks[sig]
-
-    def _predict_encoded(self, bank: _Bank, enc: _Encoded) -> np.ndarray:
-        left, _, mask = enc.features()
-        if bank.full and bool(mask.all()):
-            # Every parameter present on both sides (the common case): the shared count
-            # is the number of parameters, so scaling and kernel fold into one factor.
-            # One small product per task (stacked, padded to equal size) rather than one
-            # large one: small products stay single-threaded, which on a busy machine is
-            # several times faster than a contended multi-threaded BLAS call.
-            e = np.exp(np.matmul(left[None], bank.right3.transpose(0, 2, 1)) * bank.coef3)
-            sums = np.matmul(e, bank.weights3)  # (tasks, queries, [rank-weighted, plain])
-            num, den = sums[..., 0], sums[..., 1]
-            if not (den <= 1e-30).any():  # else far from every reference: underflow
-                return (num / den).astype(float)
-        d2 = _sq_dist(left, bank.right, mask, bank.mask)
-        return _nw_predict(d2, bank.ranks, bank.inv2h2, bank.starts)
-
-    def _pairwise_agreement(self) -> np.ndarray:
-        """``A[i, j]``: agreement of task i's surrogate with task j's observations."""
-        t = len(self._tasks)
-        agree = np.full((t, t), np.nan)
-        for j, td in enumerate(self._tasks):
-            bank = self.bank(td.task.space)
-            enc = bank.layout.encode(td.raw, clip=False).take(td.compare)
-            pred = self._predict_encoded(bank, enc)
-            tau, npairs = _kendall(pred, td.values[td.compare], td.budgets[td.compare])
-            if npairs:
-                agree[:, j] = tau
-            agree[j, j] = np.nan  # in-sample: says nothing about transfer
-        return agree
-
-    def _calibrate_prior(self) -> None:
-        t = len(self._tasks)
-        # Both directions measure the same relation with independent noise: average them.
-        both = np.stack([self.pairwise, self.pairwise.T])
-        count = np.isfinite(both).sum(axis=0)
-        sym = np.where(count > 0, np.nansum(both, axis=0) / np.maximum(count, 1), np.nan)
-        self._d2 = np.zeros((t, t))
-        self._mism = np.zeros((t, t))
-        for i in range(t):
-            for j in range(t):
-                self._d2[i, j], self._mism[i, j] = _MetaTable.distance(
-                    *self._meta_codes[i], *self._meta_codes[j]
-                )
-        iu, ju = np.triu_indices(t, 1)
-        y = sym[iu, ju]
-        ok = np.isfinite(y)
-        iu, ju, y = iu[ok], ju[ok], y[ok]
-        if t < 3 or len(y) < 3:
-            self.meta_bandwidth, self.meta_mismatch = math.inf, 1.0
-            self.prior_line = (float(y.mean()) if len(y) else 0.0, 0.0)
-            self.prior_variance = _UNINFORMED_VARIANCE
-            return
-        best = (math.inf, math.inf, 1.0)
-        for bw in _META_BANDWIDTHS:
-            for lam in _META_MISMATCH if self._meta.cat else (1.0,):
-                k = _meta_kernel(self._d2[iu, ju], self._mism[iu, ju], bw, lam)
-                err, count = 0.0, 0
-                for i in range(t):
-                    held = (iu == i) | (ju == i)
-                    if not held.any() or held.all():
-                        continue
-                    a, b = _fit_line(k[~held], y[~held])
-                    err += float(np.sum((a + b * k[held] - y[held]) ** 2))
-                    count += int(held.sum())
-                mse = err / max(count, 1)
-                # Ties go to the simpler (flatter) kernel: it comes later in the grid.
-                if mse <= best[0] + 1e-12:
-                    best = (mse, bw, lam)
-        mse, self.meta_bandwidth, self.meta_mismatch = best
-        # Few past tasks measure the prior's spread poorly (three alike tasks would claim
-        # a near-certain prior, that no evidence could move). Conjugate (scaled inverse
-        # chi-square) estimate: the LOTO residuals of the t (t - 1) / 2 distinct pairs
-        # plus one pseudo-residual at the uninformed variance.
-        n_pairs = len(y)
-        mse = (mse * n_pairs + _UNINFORMED_VARIANCE) / (n_pairs + 1)
-        k = _meta_kernel(
-            self._d2[iu, ju], self._mism[iu, ju], self.meta_bandwidth, self.meta_mismatch
-        )
-        self.prior_line = _fit_line(k, y)
-        # The LOTO error includes the noise of the measured agreements, so it overstates
-        # the prior's spread a little: the evidence then takes over slightly sooner.
-        self.prior_variance = max(mse, 1e-6)
-
-    def _self_curve(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean rank agreement of a task's surrogate fitted on ``n`` of its own random
-        observations with its other observations, for ``n = 2, 4, 8, ...``."""
-        # Up to the surrogate support size: past tasks speak through at most that many
-        # observations each, so an equivalence beyond it is never needed.
-        sizes = [len(td.values) for td in self._tasks]
-        ns = [int(n) for n in 2 ** np.arange(1, 12) if n <= min(max(sizes) - 8, self.max_reference)]
-        curve_n, curve_tau = [], []
-        for n in ns:
-            taus = []
-            for td in self._tasks:
-                total = len(td.values)
-                if total - n < 8:
-                    continue
-                enc = self._own_encoding(td)
-                perm = self._rng.permutation(total)
-                train, rest = perm[:n], perm[n:]
-                test = rest[_stratified(td.values[rest], td.budgets[rest], self.max_compare)]
-                tr = enc.take(train)
-                left, right, mask = tr.features()
-                bw = _loo_bandwidth(_sq_dist(left, right, mask, mask), td.ranks[train])
-                lt, _, mt = enc.take(test).features()
-                d2 = _sq_dist(lt, right, mt, mask)
-                pred = _nw_predict(
-                    d2, td.ranks[train], np.full(n, 1.0 / (2 * bw * bw)), np.array([0])
-                )
-                tau, npairs = _kendall(pred, td.values[test], td.budgets[test])
-                if npairs:
-                    taus.append(float(tau[0]))
-            if taus:
-                curve_n.append(float(n))
-                curve_tau.append(float(np.mean(taus)))
-        return np.array(curve_n), np.array(curve_tau)
-
-    # -- public -------------------------------------------------------------------------
-    @property
-    def task_names(self) -> list[str]:
-        """Past task names, in the order of :meth:`predict_ranks` rows."""
-        return [td.task.name for td in self._tasks]
-
-    def calibration(self) -> dict[str, Any]:
-        """What was learned from the past (JSON-able): meta-feature kernel bandwidth and
-        label factor, the prior line and variance, and the self-learning curve."""
-        return {
-            "meta_bandwidth": None if math.isinf(self.meta_bandwidth) else self.meta_bandwidth,
-            "meta_mismatch": self.meta_mismatch,
-            "prior_line": list(self.prior_line),
-            "prior_variance": self.prior_variance,
-            "learning_curve": {
-                "n": self._curve_n.tolist(),
-                "tau": self._curve_tau.tolist(),
-            },
-            "surrogate_bandwidth": {td.task.name: td.bandwidth for td in self._tasks},
-        }
-
-    def equivalent_observations(self, agreement: float) -> float:
-        """How many own observations predict as well as a past of this agreement does:
-        the self-learning curve read backwards (0 for no agreement, at most the largest
-        ``n`` the curve measured)."""
-        if agreement <= 0.0 or len(self._curve_n) == 0:
-            return 0.0
-        tau = np.maximum.accumulate(self._curve_tau)
-        n = self._curve_n
-        keep = np.concatenate([[True], np.diff(tau) > 0]) & (tau > 0)
-        tau, n = tau[keep], n[keep]
-        if len(tau) == 0:
-            return float(self._curve_n[-1])
-        if agreement >= tau[-1]:
-            return float(n[-1])
-        return float(np.interp(agreement, np.concatenate([[0.0], tau]), np.concatenate([[0.0], n])))
-
-    def predict_ranks(
-        self, *, space: SearchSpace, configs: Sequence[Mapping[str, Any]]
-    ) -> np.ndarray:
-        """Each past task's surrogate at ``configs`` (of ``space``): predicted normalised
-        ranks, 0 = that task's best; shape (tasks, configs)."""
-        if not configs:
-            return np.zeros((len(self._tasks), 0))
-        bank = self.bank(space)
-        return self._predict_encoded(bank, bank.layout.encode(_Raw(configs), clip=False))
-
-    def weights(
-        self,
-        *,
-        space: SearchSpace,
-        meta_features: Mapping[str, Any] | None = None,
-        configs: Sequence[Mapping[str, Any]] = (),
-        values: Sequence[float] | np.ndarray = (),
-        budgets: Sequence[float] | np.ndarray | None = None,
-    ) -> TaskWeights:
-        """Weights of the past tasks for a target, given its own observations so far.
-
-        Args:
-            space: the target's search space.
-            meta_features: the target's meta-features (unknown names are ignored).
-            configs: the target's evaluated configs.
-            values: their values, to minimise; non-finite ones are ignored.
-            budgets: their budgets (default: all equal); only equal-budget pairs are
-                compared by rank.
-
-        Raises:
-            ValueError: lengths of configs, values and budgets differ.
-        """
-        vals = np.asarray(values, dtype=float).reshape(-1)
-        if len(vals) != len(configs):
-            raise ValueError(f"{len(configs)} configs but {len(vals)} values: give one value each")
-        buds = np.zeros(len(vals)) if budgets is None else np.asarray(budgets, float).reshape(-1)
-        if len(buds) != len(vals):
-            raise ValueError(f"{len(vals)} values but {len(buds)} budgets: give one budget each")
-        ok = np.flatnonzero(np.isfinite(vals))
-        n_own = len(ok)
-        t = len(self._tasks)
-
-        # (1) prior from meta-features
-        zt, lt = self._meta.encode(meta_features or {})
-        d2 = np.zeros(t)
-        mism = np.zeros(t)
-        for i, (zi, li) in enumerate(self._meta_codes):
-            d2[i], mism[i] = _MetaTable.distance(zt, lt, zi, li)
-        kern = _meta_kernel(d2, mism, self.meta_bandwidth, self.meta_mismatch)
-        mu = np.clip(self.prior_line[0] + self.prior_line[1] * kern, -1.0, 1.0)
-
-        # (2) evidence: past surrogates against own observations
-        tau = np.full(t, np.nan)
-        npairs, m = 0, 0
-        bank = self.bank(space)
-        if n_own >= 2:
-            sub = ok[_stratified(vals[ok], buds[ok], self.max_compare)]
-            m = len(sub)
-            enc = bank.layout.encode(_Raw([configs[i] for i in sub]), clip=False)
-            pred = self._predict_encoded(bank, enc)
-            tau_all, npairs = _kendall(pred, vals[sub], buds[sub])
-            if npairs:
-                tau = tau_all
-
-        # (3) shrinkage: posterior mean of prior and measurement
-        s2_tau = _tau_variance(npairs)
-        share = 0.0 if math.isinf(s2_tau) else self.prior_variance / (self.prior_variance + s2_tau)
-        rho = mu if npairs == 0 else (1.0 - share) * mu + share * tau
-
-        # (4) weights
-        shared = self._shared_params(space, bank)
-        score = np.maximum(rho, 0.0) ** 2
-        score[np.array([len(s) == 0 for s in shared])] = 0.0  # nothing to transfer
-        total = float(score.sum())
-        w = score / total if total > 0 else np.zeros(t)
-        agreement = float(w @ rho) if total > 0 else 0.0
-        alpha = self.equivalent_observations(agreement)
-        tw_past = alpha / (alpha + n_own) if alpha > 0 else 0.0
-
-        explanations = {}
-        for i, td in enumerate(self._tasks):
-            explanations[td.task.name] = {
-                "meta_distance": float(math.sqrt(d2[i])),
-                "label_mismatches": int(mism[i]),
-                "meta_kernel": float(kern[i]),
-                "prior_similarity": float(mu[i]),
-                "performance_similarity": None if npairs == 0 else float(tau[i]),
-                "comparable_observations": int(m),
-                "comparable_pairs": int(npairs),
-                "shared_params": shared[i],
-                "evidence_share": float(share),
-                "similarity": float(rho[i]),
-                "weight": float(w[i]),
-            }
-        return TaskWeights(
-            past={td.task.name: float(w[i]) for i, td in enumerate(self._tasks)},
-            target=1.0 - tw_past,
-            prior_strength=float(alpha),
-            n_own=int(n_own),
-            explanations=explanations,
-        )
-
-    def _shared_params(self, space: SearchSpace, bank: _Bank) -> list[list[str]]:
-        sig = space.signature()
-        if sig not in self._shared:
-            self._shared[sig] = [
-                [n for n in space if n in td.task.space and _compatible(space[n], td.task.space[n])]
-                for td in self._tasks
-            ]
-        return self._shared[sig]
-
-
-def _compatible(a: Any, b: Any) -> bool:
-    """Two parameters can share information: both numeric with overlapping ranges, or
-    both categorical with a common choice."""
-    if isinstance(a, CategoricalParam) or isinstance(b, CategoricalParam):
-        if not (isinstance(a, CategoricalParam) and isinstance(b, CategoricalParam)):
-            return False
-        return bool({_key(c) for c in a.choices} & {_key(c) for c in b.choices})
-    return a.low <= b.high and b.low <= a.high

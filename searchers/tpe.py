@@ -42,11 +42,15 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from warmtune.space import CategoricalParam, FloatParam, SearchSpace
+from warmtune.searchers.encoding import SpaceCodec
+from warmtune.searchers.kde import ProductKernelDensity
 
-_SQRT2 = math.sqrt(2.0)
-_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
-_erf = np.frompyfunc(math.erf, 1, 1)
+__all__ = [
+    "DensityRatioModel",
+    "PriorModel",
+    "ProductKernelDensity",
+    "SpaceCodec",
+]
 
 
 @runtime_checkable
@@ -64,192 +68,6 @@ class PriorModel(Protocol):
     def sample(self, rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
         """``n`` configurations drawn from the prior with the caller's generator."""
         ...
-
-
-class SpaceCodec:
-    """Configurations <-> rows of numbers (``[0, 1]`` or a choice index; ``NaN`` = inactive).
-
-    Ints encode to the centre of their cell, on the scale the space samples them on,
-    so decoding any number in ``[0, 1]`` gives a valid int with the same probability
-    mass per value as :meth:`SearchSpace.sample`.
-    """
-
-    def __init__(self, space: SearchSpace) -> None:
-        self.space = space
-        self.names = list(space)
-        self.params = [space[n] for n in self.names]
-        self.is_categorical = np.array([isinstance(p, CategoricalParam) for p in self.params])
-        self.n_choices = np.array(
-            [len(p.choices) if isinstance(p, CategoricalParam) else 0 for p in self.params]
-        )
-
-    @property
-    def dim(self) -> int:
-        return len(self.names)
-
-    def encode(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Rows for ``configs``: shape ``(len(configs), dim)``."""
-        out = np.full((len(configs), self.dim), np.nan)
-        for i, config in enumerate(configs):
-            for j, name in enumerate(self.names):
-                if name in config:
-                    out[i, j] = self.encode_value(j, config[name])
-        return out
-
-    def encode_value(self, j: int, value: Any) -> float:
-        p = self.params[j]
-        if isinstance(p, CategoricalParam):
-            return float(p.index(value))
-        low, high = p.low, p.high
-        if isinstance(p, FloatParam):
-            if p.log:
-                return (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
-            return (value - low) / (high - low)
-        if p.log:
-            centre = 0.5 * (math.log(value) + math.log(value + 1))
-            return (centre - math.log(low)) / (math.log(high + 1) - math.log(low))
-        return (value + 0.5 - low) / (high + 1 - low)
-
-    def decode_value(self, j: int, u: float) -> Any:
-        """The parameter's value at ``u`` (a choice index for a categorical)."""
-        p = self.params[j]
-        if isinstance(p, CategoricalParam):
-            return p.choices[int(u)]
-        u = min(max(float(u), 0.0), 1.0)
-        low, high = p.low, p.high
-        if isinstance(p, FloatParam):
-            if p.log:
-                x = math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
-            else:
-                x = low + u * (high - low)
-            return min(max(x, low), high)
-        if p.log:
-            x = math.exp(math.log(low) + u * (math.log(high + 1) - math.log(low)))
-        else:
-            x = low + u * (high + 1 - low)
-        return int(min(max(math.floor(x), low), high))
-
-    def log_uniform(self, rows: np.ndarray) -> np.ndarray:
-        """Log density of the uniform distribution (the space's own sampler) at ``rows``."""
-        active = ~np.isnan(rows)
-        per_dim = np.where(self.is_categorical, -np.log(np.maximum(self.n_choices, 1)), 0.0)
-        return (active * per_dim).sum(axis=1)
-
-
-class ProductKernelDensity:
-    """A product-kernel density (BOHB's KDE) on encoded rows of a conditional space.
-
-    Numeric parameters get truncated Gaussian kernels on ``[0, 1]``; categoricals an
-    Aitchison-Aitken kernel (keep the value with probability ``1 - lambda``, else any
-    other choice uniformly). Bandwidths follow the normal-reference rule
-    ``1.06 * sigma * n ** (-1 / (4 + d))`` that BOHB gets from statsmodels, over the
-    observations where the parameter is active, floored at ``min_bandwidth``.
-
-    Args:
-        points: encoded observations, shape ``(n, dim)`` with ``n >= 1``.
-        codec: the space's codec.
-        min_bandwidth: the smallest bandwidth (keeps the model exploring).
-    """
-
-    def __init__(self, points: np.ndarray, codec: SpaceCodec, *, min_bandwidth: float) -> None:
-        if len(points) == 0:
-            raise ValueError("a kernel density needs at least one point")
-        self.points = points
-        self.codec = codec
-        self.active = ~np.isnan(points)
-        n_dim = codec.dim
-        self.bandwidths = np.empty(n_dim)
-        for j in range(n_dim):
-            values = points[self.active[:, j], j]
-            k = len(values)
-            if codec.is_categorical[j]:
-                c = int(codec.n_choices[j])
-                # Dispersion that, unlike the std of choice indices, ignores their order.
-                freq = np.bincount(values.astype(int), minlength=c) / max(k, 1)
-                sigma = math.sqrt(max(1.0 - float((freq**2).sum()), 0.0)) if k else 1.0
-                cap = (c - 1) / c if c > 1 else 0.0
-                rule = 1.06 * sigma * max(k, 1) ** (-1.0 / (4 + n_dim))
-                self.bandwidths[j] = min(max(rule, min_bandwidth), cap)
-            elif k >= 2:
-                sigma = float(values.std(ddof=1))
-                self.bandwidths[j] = max(1.06 * sigma * k ** (-1.0 / (4 + n_dim)), min_bandwidth)
-            else:
-                # One point says little about spread: stay broad rather than spike.
-                self.bandwidths[j] = 0.5
-        # Truncated-Gaussian normalisers depend only on the points: compute once.
-        centres = np.nan_to_num(points)
-        h = self.bandwidths[None, :]
-        mass = _normal_cdf((1.0 - centres) / h) - _normal_cdf(-centres / h)
-        self._log_norm = np.log(np.maximum(mass, 1e-300)) + np.log(h)
-        # Per-dimension pieces of log_pdf that depend on the points only.
-        self._centres = centres
-        self._numeric_offset = np.where(self.active, -_LOG_SQRT_2PI - self._log_norm, 0.0)
-
-    def log_pdf(self, rows: np.ndarray) -> np.ndarray:
-        """Log density at encoded ``rows`` (shape ``(m, dim)``)."""
-        codec = self.codec
-        m, n = len(rows), len(self.points)
-        log_k = np.zeros((m, n))
-        for j in range(codec.dim):
-            cand_active = ~np.isnan(rows[:, j])
-            if not cand_active.any():
-                continue
-            x = rows[cand_active, j][:, None]
-            p = self._centres[None, :, j]
-            point_active = self.active[:, j]
-            if codec.is_categorical[j]:
-                c = int(codec.n_choices[j])
-                if c == 1:
-                    continue
-                lam = self.bandwidths[j]
-                # Matching an active point: 1 - lambda; another value: lambda / (c - 1);
-                # a point without the parameter: uniform.
-                miss = np.where(point_active, math.log(lam / (c - 1)), -math.log(c))
-                term = np.where((x == p) & point_active[None, :], math.log1p(-lam), miss[None, :])
-            else:
-                z = (x - p) * (1.0 / self.bandwidths[j])
-                # A point without the parameter contributes the uniform density, log 1 = 0.
-                term = (-0.5 * z * z) * point_active[None, :] + self._numeric_offset[None, :, j]
-            if cand_active.all():
-                log_k += term
-            else:
-                log_k[cand_active] += term
-        return _logsumexp_rows(log_k) - math.log(n)
-
-    def sample(
-        self, rng: np.random.Generator, n: int, *, bandwidth_factor: float = 1.0
-    ) -> list[dict[str, Any]]:
-        """``n`` valid configurations drawn from the density, bandwidths times ``bandwidth_factor``.
-
-        Parameters are decided in space order, so a child is drawn only when its
-        parents make it active; an observation that lacked an active parameter
-        contributes a uniform draw for it, exactly as its kernel says.
-        """
-        codec = self.codec
-        space = codec.space
-        centre = rng.integers(len(self.points), size=n)
-        configs: list[dict[str, Any]] = [{} for _ in range(n)]
-        for j, name in enumerate(codec.names):
-            active = np.array([space.is_active(name, c) for c in configs])
-            base = self.points[centre, j]
-            # Draw for every candidate so the generator's stream does not depend on
-            # which candidates happen to be active.
-            uniform = rng.random(n)
-            if codec.is_categorical[j]:
-                c = int(codec.n_choices[j])
-                lam = min(self.bandwidths[j] * bandwidth_factor, (c - 1) / c if c > 1 else 0.0)
-                switch = rng.random(n) < lam
-                other = rng.integers(max(c - 1, 1), size=n)
-                kept = np.nan_to_num(base).astype(int)
-                value = np.where(switch, (kept + 1 + other) % max(c, 1), kept)
-                value = np.where(np.isnan(base), np.floor(uniform * c).clip(0, c - 1), value)
-            else:
-                h = self.bandwidths[j] * bandwidth_factor
-                value = _truncated_normal(rng, np.nan_to_num(base), h)
-                value = np.where(np.isnan(base), uniform, value)
-            for i in np.flatnonzero(active):
-                configs[i][name] = codec.decode_value(j, value[i])
-        return configs
 
 
 class DensityRatioModel:
@@ -367,25 +185,3 @@ class DensityRatioModel:
             if not candidates:
                 return None
         return candidates[int(np.argmax(self.log_ratio(candidates)))]
-
-
-def _normal_cdf(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.asarray(_erf(np.asarray(z) / _SQRT2), dtype=float))
-
-
-def _logsumexp_rows(a: np.ndarray) -> np.ndarray:
-    top = a.max(axis=1)
-    return top + np.log(np.exp(a - top[:, None]).sum(axis=1))
-
-
-def _truncated_normal(rng: np.random.Generator, mean: np.ndarray, sd: float) -> np.ndarray:
-    """Normal draws around ``mean`` restricted to ``[0, 1]`` (by rejection, then clipping)."""
-    x = mean + sd * rng.standard_normal(mean.shape)
-    # Means lie in [0, 1], so each try lands inside with probability >= ~1/3:
-    # a fixed number of redraws leaves a negligible remainder to clip.
-    for _ in range(20):
-        outside = (x < 0) | (x > 1)
-        if not outside.any():
-            break
-        x[outside] = mean[outside] + sd * rng.standard_normal(int(outside.sum()))
-    return np.clip(x, 0.0, 1.0)

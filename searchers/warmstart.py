@@ -1,49 +1,41 @@
-"""Warm start: the weighted past as an initial design and as a prior for BOHB's densities.
+"""Warm start: the past as competing models, a portfolio to try first, and proposals.
 
-:class:`WarmStart` turns past tasks and a :class:`~warmtune.searchers.similarity.TaskSimilarity`
-into two things a TPE/BOHB searcher can use:
+:class:`WarmStart` is what a warm-started BOHB (or PBT) holds. It owns the past tasks'
+models (:class:`~warmtune.searchers.pastmodels.PastModels`, each a TPE classifier in the
+target's space) and the learned similarity (:class:`~warmtune.searchers.similarity.
+TaskSimilarity`), and gives the searcher three things:
 
-* :meth:`WarmStart.initial_design`: a *portfolio* of past configurations, projected into
-  the current space. Candidates are the best configurations of each past task with a
-  positive weight; each is scored on every weighted task by its measured rank where
-  that task evaluated it, else by that task's surrogate. The portfolio is chosen
-  greedily: each next configuration is the one that most lowers
-  ``sum_t w_t * min_{c in portfolio} rank_t(c)``, the similarity-weighted best
-  normalised rank per task (zero-shot greedy selection, weighted by task
-  similarity). The first pick is therefore the configuration with the
-  best weighted average rank: the design starts exactly where zero-shot transfer would.
-* A *prior* over good and bad configurations: per past task, a kernel density estimate
-  over its top ``good_fraction`` (good) and the rest (bad) in the unit-scaled current
-  space, mixed over tasks with their similarity weights.
+* **Weights** (:meth:`WarmStart.update`, :attr:`WarmStart.weights`): for every past task,
+  the target's own model and random search, the posterior probability that it orders
+  the target's results best. The searcher passes all its own observations and its own
+  model's out-of-sample scores; the past tasks are scored on the same observations.
+* **A portfolio** (:meth:`WarmStart.next_design`): the past tasks' best measured
+  configurations, chosen one at a time, greedily, to most lower the weighted best
+  normalised rank per past task (``sum_t w_t * min_{c chosen} rank_t(c)``), with the
+  weights of the moment. The first pick is the configuration with the best weighted
+  rank; each next one re-reads the weights, so evidence against a task moves the design
+  away from it at once.
+* **Transfer inside the model** (:meth:`WarmStart.candidates`, :meth:`WarmStart.log_odds`):
+  the searcher's acquisition is the weighted mixture of the models' probabilities of
+  being good, ``sum_m w_m p_m(x)``, with candidates drawn from each model's good density
+  in proportion to its weight (Feurer et al. 2018's rank-weighted ensemble, with BOHB's
+  TPE classifiers as the base models, cf. Watanabe et al. 2023). A past task the
+  target's results contradict has no weight, so it neither proposes nor scores.
 
-Protocol for a TPE/BOHB searcher (all on the current space; values minimised)::
+Weighting schemes (``weighting=``), each isolating one mechanism for the benchmark's
+ablations:
 
-    warm = WarmStart(space=space, past_tasks=tasks, meta_features=meta, seed=seed)
-    design = warm.initial_design(k)            # evaluate these first (may be < k, or [])
-    ...
-    warm.update(configs=cs, values=ys, budgets=bs)  # all own observations so far
-    w = warm.weight_of_past(n_own)             # n_own: own observations behind the model
-    l(x) = w * exp(warm.good_log_density(X)) + (1 - w) * own_good(x)
-    g(x) = w * exp(warm.bad_log_density(X))  + (1 - w) * own_bad(x)
-    # candidates for the l/g ratio: a share w of them from warm.sample(n, rng, which="good")
+* ``"learned"``: the similarity model with its LOTO-learned prior (the method).
+* ``"flat"``: the same competition with an uninformed prior for every past task.
+* ``"uniform"``: no similarity at all: every past task the same weight, and the past as a
+  whole ``past_weight / (past_weight + n_own)`` against the own model (random search
+  until it has one), a fixed pseudo-count.
+* ``"oracle"``: an upper bound, not a method: the past tasks' weights among themselves
+  come from a large sample of the target that the search never sees (``oracle=``); the
+  past, the own model and chance still compete on the search's own results.
 
-``weight_of_past(n_own) = alpha / (alpha + n_own)``, where ``alpha`` is what the weighted
-past is worth in own observations (see :mod:`~warmtune.searchers.similarity`): it decays
-as own evidence grows and is exactly 0 when no past task agrees with the target, in which
-case the densities are not needed and the search is a cold start. The densities are
-densities on the unit-scaled space of the parameters active in each queried config
-(an inactive or absent parameter contributes a factor 1, i.e. it is marginalised), so a
-TPE whose own KDE is built the same way can mix them directly. Numeric parameters use a
-Gaussian kernel truncated to the range (Scott's bandwidth per task and parameter);
-categorical ones the Aitchison-Aitken kernel with ``lambda = (K - 1) / (n + K)``, which
-makes each task's marginal the Laplace-smoothed frequency. A past value that the current
-space cannot hold (out of range, unknown choice, parameter absent there) carries no
-information: that kernel factor is uniform.
-
-State: :meth:`WarmStart.state` is JSON-able and holds only the inputs (space, task names,
-meta-features, options, seed, own observations, the generator's state). The past tasks
-are not copied: :meth:`WarmStart.from_state` rebuilds from the knowledge base, which it
-checks has the same task names.
+State: :meth:`WarmStart.state` is JSON-able and holds only the inputs and the current
+weights; :meth:`WarmStart.from_state` rebuilds from the same past tasks.
 """
 
 from __future__ import annotations
@@ -55,129 +47,48 @@ from typing import Any
 
 import numpy as np
 
-from warmtune.searchers.similarity import (
-    PastTask,
-    TaskSimilarity,
-    TaskWeights,
-    _Encoded,
-    _Layout,
-    _rank01,
-    _Raw,
-    _stratified,
-)
+from warmtune.searchers.pastmodels import PastModels
+from warmtune.searchers.pasttask import PastTask
+from warmtune.searchers.ranks import concordance, stratified
+from warmtune.searchers.similarity import Evidence, TaskSimilarity, TaskWeights
 from warmtune.space import SearchSpace
 
-__all__ = ["WarmStart"]
+__all__ = ["WEIGHTINGS", "WarmStart", "nearest_tasks"]
 
-_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
-# Standard deviation of a uniform on [0, 1]: the spread assumed when a task's good set
-# has a single point in some parameter (no spread can be measured from it).
-_UNIFORM_STD = 1.0 / math.sqrt(12.0)
-_erf = np.vectorize(math.erf, otypes=[float])
-
-
-def _phi(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + _erf(z / math.sqrt(2.0)))
-
-
-class _Kde:
-    """Per-task product-kernel density estimates, stacked so that one pass over the
-    parameters evaluates every task."""
-
-    def __init__(self, layout: _Layout, encs: Sequence[_Encoded]) -> None:
-        self.layout = layout
-        self.sizes = np.array([len(e.num) for e in encs], dtype=int)
-        self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(int)
-        dn, dc = len(layout.num_names), len(layout.cat_names)
-        self.num = np.concatenate([e.num for e in encs]) if encs else np.zeros((0, dn))
-        self.cat = (
-            np.concatenate([e.cat for e in encs]) if encs else np.zeros((0, dc), dtype=np.int64)
-        )
-        sigma, lam = [], []
-        for e in encs:
-            n = max(len(e.num), 1)
-            present = np.isfinite(e.num)
-            d = max(int(present.any(axis=0).sum()), 1)
-            count = present.sum(axis=0)
-            x = np.where(present, e.num, 0.0)
-            mean = x.sum(axis=0) / np.maximum(count, 1)
-            var = (np.where(present, x - mean, 0.0) ** 2).sum(axis=0) / np.maximum(count, 1)
-            std = np.where(count >= 2, np.sqrt(var), 0.0)
-            std = np.where(std > 0, std, _UNIFORM_STD)
-            # Scott's rule, floored at one cell of an n-point uniform grid so that near
-            # duplicates do not turn into spikes.
-            s = np.maximum(std * n ** (-1.0 / (d + 4.0)), _UNIFORM_STD / n)
-            sigma.append(np.repeat(s[None, :], len(e.num), axis=0))
-            k = np.array([len(c) for c in layout.cat_choices], dtype=float)
-            lam.append(np.repeat(((k - 1.0) / (n + k))[None, :], len(e.num), axis=0))
-        self.sigma = np.concatenate(sigma) if sigma else np.zeros((0, dn))
-        self.lam = np.concatenate(lam) if lam else np.zeros((0, dc))
-        mu = np.where(np.isfinite(self.num), self.num, 0.5)
-        mass = _phi((1.0 - mu) / self.sigma) - _phi(-mu / self.sigma) if dn else mu
-        self.log_mass = np.log(np.maximum(mass, 1e-300))
-        # The numeric part of every kernel at once, as one matrix product: expanding
-        # -(x - m)^2 / (2 s^2) + c over the dimensions a point has gives
-        # [x^2, x, has_x] @ W, so one BLAS call replaces a loop over dimensions (the
-        # prior is evaluated at every ask). Absent dimensions have zero weights.
-        present = np.isfinite(self.num)
-        a = np.where(present, 1.0 / self.sigma**2, 0.0)
-        m0 = np.where(present, self.num, 0.0)
-        c = np.where(present, -_LOG_SQRT_2PI - np.log(self.sigma) - self.log_mass, 0.0)
-        self._w = np.ascontiguousarray(
-            np.concatenate([-0.5 * a, m0 * a, c - 0.5 * m0 * m0 * a], axis=1).T
-        )
-
-    def log_per_task(self, q: _Encoded) -> np.ndarray:
-        """(tasks, queries) log density of each task's KDE at each query."""
-        n = len(q.num)
-        if len(self.layout.num_names):
-            has_q = np.isfinite(q.num)
-            x = np.where(has_q, q.num, 0.0)
-            total = np.concatenate([x * x, x, has_q.astype(float)], axis=1) @ self._w
-        else:
-            total = np.zeros((n, len(self.num)))
-        for j, choices in enumerate(self.layout.cat_choices):
-            x_cat = q.cat[:, j]
-            kk = len(choices)
-            lam = self.lam[:, j]
-            same = np.log1p(-lam)
-            other = np.log(lam / (kk - 1)) if kk > 1 else np.full_like(lam, -np.inf)
-            p = self.cat[:, j]
-            lk = np.where(x_cat[:, None] == p[None, :], same[None, :], other[None, :])
-            lk = np.where(p[None, :] >= 0, lk, -math.log(kk))
-            total += np.where((x_cat >= 0)[:, None], lk, 0.0)
-        # Log-sum-exp per task, in place: these arrays are queries x all past points.
-        top = np.maximum.reduceat(total, self.starts, axis=1)
-        top = np.where(np.isfinite(top), top, 0.0)
-        total -= np.repeat(top, self.sizes, axis=1)
-        np.exp(total, out=total)
-        s = np.add.reduceat(total, self.starts, axis=1)
-        with np.errstate(divide="ignore"):
-            return (np.log(s) + top - np.log(self.sizes)[None, :]).T
+WEIGHTINGS = ("learned", "flat", "uniform", "oracle")
+# Each past task offers its best few configurations to the portfolio.
+_PORTFOLIO_PER_TASK = 5
 
 
 class WarmStart:
-    """Initial design and BOHB prior from the similarity-weighted past.
+    """Weights, portfolio and proposals from the past for one target search.
 
     Args:
-        space: the current search space.
-        past_tasks: the knowledge base's past tasks.
-        similarity: a :class:`TaskSimilarity` over the same tasks (same names, same
-            order); default: built here with ``seed``.
-        meta_features: the current task's meta-features.
-        seed: seed of the object's own generator (completion of projected configs,
-            sampling); also seeds a default similarity model.
-        good_fraction: share of each past task's observations (best first) that form
-            its good set. 0.15 is BOHB's ``top_n_percent``, so prior and own densities
-            split at the same quantile.
-        max_points: at most this many good and this many bad points per task in the
-            densities (rank-stratified subsets), a speed knob.
-        uniform_weights: weigh every past task equally in the design and the prior (an
-            ablation of the similarity model); what the past is worth as a whole is
-            still the similarity model's ``prior_strength``.
+        space: the target's search space.
+        past_tasks: the knowledge base's past tasks (other tasks, or earlier searches).
+        meta_features: the target's meta-features.
+        seed: seed of the object's own generator and of the similarity's Monte Carlo.
+        good_fraction: share of each past task's observations (best first) that form its
+            good set; BOHB's ``top_n_percent`` / 100, so both sides split alike.
+        max_points: at most this many good and this many bad points per past model.
+        min_bandwidth: the past densities' smallest bandwidth (BOHB's).
+        weighting: one of :data:`WEIGHTINGS` (see the module docstring).
+        past_weight: the fixed pseudo-count of ``weighting="uniform"``.
+        oracle: ``weighting="oracle"`` only: ``(configs, values)``, a sample of the target
+            (values to minimise) that the search itself never sees.
+        max_compare: at most this many own observations are compared (rank-stratified).
+        pairwise: pairwise concordances of the past tasks measured earlier (see
+            :meth:`TaskSimilarity.pairwise_state`).
+        models: the past tasks' models, built earlier for this space and these tasks with
+            these options (shared, read only: e.g. by every seed of a benchmark).
+        similarity: the similarity model over ``models``, built earlier likewise.
+        max_tasks: at most this many past tasks are weighed (:func:`nearest_tasks`: the
+            ones that share the most parameters with the space, then the nearest by
+            meta-features, then the richest); a team's knowledge base of a thousand
+            tasks costs what 128 do.
 
     Raises:
-        ValueError: no past tasks, a similarity over other tasks, or a bad fraction.
+        ValueError: no past tasks, or an option out of range.
     """
 
     def __init__(
@@ -185,122 +96,410 @@ class WarmStart:
         *,
         space: SearchSpace,
         past_tasks: Sequence[PastTask],
-        similarity: TaskSimilarity | None = None,
         meta_features: Mapping[str, Any] | None = None,
         seed: int | None = None,
         good_fraction: float = 0.15,
         max_points: int = 256,
-        uniform_weights: bool = False,
+        min_bandwidth: float = 1e-3,
+        weighting: str = "learned",
+        past_weight: float = 10.0,
+        oracle: tuple[Sequence[Mapping[str, Any]], Sequence[float]] | None = None,
+        max_compare: int = 128,
+        pairwise: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+        models: PastModels | None = None,
+        similarity: TaskSimilarity | None = None,
+        max_tasks: int = 128,
     ) -> None:
         if not isinstance(space, SearchSpace):
             raise ValueError(f"space must be a SearchSpace, got {type(space).__name__}")
         if not past_tasks:
             raise ValueError("past_tasks is empty: give at least one PastTask (or cold-start)")
-        if not 0.0 < good_fraction < 1.0:
+        if not (isinstance(max_tasks, int) and max_tasks >= 1):
+            raise ValueError(f"max_tasks must be an int >= 1, got {max_tasks!r}; e.g. 128")
+        names = [t.name for t in past_tasks]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate task name(s) {dup}: give each past task one entry")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {list(WEIGHTINGS)}, got {weighting!r}")
+        if weighting == "oracle" and oracle is None:
             raise ValueError(
-                f"good_fraction must be in (0, 1), got {good_fraction}; BOHB uses 0.15"
+                "weighting='oracle' needs oracle= (a sample of the target: configs, values)"
             )
+        if not past_weight > 0:
+            raise ValueError(f"past_weight must be > 0, got {past_weight}; e.g. 10")
         if max_points < 1:
             raise ValueError(f"max_points must be >= 1, got {max_points}")
-        names = [t.name for t in past_tasks]
-        if similarity is None:
-            similarity = TaskSimilarity(past_tasks=past_tasks, seed=seed)
-        elif similarity.task_names != names:
-            raise ValueError(
-                "similarity was built over other past tasks "
-                f"({similarity.task_names[:5]}...) than past_tasks ({names[:5]}...); "
-                "build it from the same list"
-            )
         self.space = space
         self.seed = seed
         self.meta_features = dict(meta_features or {})
         self.good_fraction = float(good_fraction)
         self.max_points = int(max_points)
-        self.uniform_weights = bool(uniform_weights)
-        self.similarity = similarity
+        self.min_bandwidth = float(min_bandwidth)
+        self.weighting = weighting
+        self.past_weight = float(past_weight)
+        self.max_compare = int(max_compare)
+        self._oracle_sample = oracle
         self.rng = np.random.default_rng(seed)
-        self._tasks = list(past_tasks)
-        self._layout = _Layout.of(space)
-        goods, bads, self._top = [], [], []
-        self._measured: list[dict[str, float]] = []
-        for task in self._tasks:
-            final = task.final_indices()
-            values, budgets = task.values[final], task.budgets[final]
-            order = np.argsort(values, kind="stable")
-            n_good = max(1, int(math.ceil(self.good_fraction * len(final))))
-            good, bad = order[:n_good], order[n_good:]
-            good = good[_stratified(values[good], budgets[good], self.max_points)]
-            bad = bad[_stratified(values[bad], budgets[bad], self.max_points)]
-            raw = _Raw([task.configs[i] for i in final])
-            enc = self._layout.encode(raw, clip=True)
-            goods.append(enc.take(good))
-            bads.append(enc.take(bad) if len(bad) else enc.take(good))
-            ranks = _rank01(values)
-            # Best first, as (config, normalised rank on its own task): design candidates.
-            self._top.append([(task.configs[final[i]], float(ranks[i])) for i in order])
-            # Every measured rank by configuration: a candidate from another task that
-            # this one also evaluated is scored by measurement, not by its surrogate.
-            self._measured.append(
-                {json.dumps(task.configs[final[i]], sort_keys=True): float(ranks[i]) for i in order}
+        self.max_tasks = max_tasks
+        if models is None:
+            past_tasks = nearest_tasks(past_tasks, space, self.meta_features, max_tasks)
+            names = [t.name for t in past_tasks]
+        elif models.codec.space.signature() != space.signature() or not set(models.names) <= set(
+            names
+        ):
+            raise ValueError("models were built for other past tasks or another space")
+        self.models = models or PastModels(
+            space=space,
+            past_tasks=past_tasks,
+            good_fraction=good_fraction,
+            min_bandwidth=min_bandwidth,
+            max_points=max_points,
+        )
+        prior = "flat" if weighting == "flat" else "learned"
+        if similarity is not None and (
+            similarity.models is not self.models or similarity.prior_kind != prior
+        ):
+            raise ValueError(f"similarity must be built over models with prior={prior!r}")
+        self.similarity: TaskSimilarity | None = None
+        if weighting != "uniform":
+            self.similarity = similarity or TaskSimilarity(
+                models=self.models,
+                seed=seed,
+                max_compare=max_compare,
+                prior=prior,
+                pairwise=pairwise,
             )
-        self._good = _Kde(self._layout, goods)
-        self._bad = _Kde(self._layout, bads)
-        self._own: dict[str, list[Any]] = {"configs": [], "values": [], "budgets": []}
-        self._weights = self.similarity.weights(space=space, meta_features=self.meta_features)
+        self._oracle = None
+        if weighting == "oracle":
+            assert oracle is not None
+            configs, values = oracle
+            vals = np.asarray(values, dtype=float)
+            self._oracle = self.evidence(list(configs), vals, np.zeros(len(vals)), None)
+        self._portfolio: list[tuple[dict[str, Any], str]] | None = None
+        self._portfolio_ranks: np.ndarray | None = None
+        self._portfolio_costs = np.zeros((0, 0))
+        self._rank_cache: dict[str, np.ndarray] = {}
+        self._portfolio_origin = np.zeros(0, dtype=int)
+        self._objective: str | None = None
+        self._weights = self._weigh(Evidence.none(len(self.models)))
 
-    # -- evidence -----------------------------------------------------------------------
+    # Weights --------------------------------------------------------------------------
+    @property
+    def weights(self) -> TaskWeights:
+        """The current weights, with their explanations."""
+        return self._weights
+
+    @property
+    def task_names(self) -> list[str]:
+        return self.models.names
+
     def update(
         self,
         *,
         configs: Sequence[Mapping[str, Any]],
         values: Sequence[float] | np.ndarray,
-        budgets: Sequence[float] | np.ndarray | None = None,
+        budgets: Sequence[float] | np.ndarray,
+        own_scores: Sequence[float] | np.ndarray | None = None,
     ) -> TaskWeights:
-        """Re-weight the past on *all* own observations so far (not just the new ones).
+        """Re-weight on *all* own observations so far (not just the new ones).
+
+        Args:
+            configs: the target's evaluated configurations (its own space).
+            values: their values, to minimise; non-finite ones are ignored.
+            budgets: their budgets.
+            own_scores: the target's own ranking model's out-of-sample scores of each
+                observation (higher = better; ``NaN`` where it has no model; see
+                :func:`~warmtune.searchers.kernelreg.leave_one_out_scores`), or ``None``
+                while it has none.
 
         Returns:
             The new :class:`TaskWeights` (also :attr:`weights`).
         """
-        vals = [float(v) for v in np.asarray(values, dtype=float).reshape(-1)]
-        buds = (
-            [0.0] * len(vals)
-            if budgets is None
-            else [float(b) for b in np.asarray(budgets, dtype=float).reshape(-1)]
+        vals = np.asarray(values, dtype=float).reshape(-1)
+        buds = np.asarray(budgets, dtype=float).reshape(-1)
+        if not (len(configs) == len(vals) == len(buds)):
+            raise ValueError(
+                f"{len(configs)} configs, {len(vals)} values and {len(buds)} budgets: "
+                "give one value and one budget per config"
+            )
+        own = None if own_scores is None else np.asarray(own_scores, dtype=float).reshape(-1)
+        ok = np.flatnonzero(np.isfinite(vals))
+        evidence = self.evidence(
+            [configs[i] for i in ok], vals[ok], buds[ok], None if own is None else own[ok]
         )
-        self._weights = self.similarity.weights(
-            space=self.space,
-            meta_features=self.meta_features,
-            configs=configs,
-            values=vals,
-            budgets=buds,
-        )
-        self._own = {"configs": [dict(c) for c in configs], "values": vals, "budgets": buds}
+        self._weights = self._weigh(evidence)
         return self._weights
 
-    @property
-    def weights(self) -> TaskWeights:
-        """The current task weights, with their explanations."""
-        return self._weights
+    def evidence(
+        self,
+        configs: Sequence[Mapping[str, Any]],
+        values: np.ndarray,
+        budgets: np.ndarray,
+        own_scores: np.ndarray | None,
+    ) -> Evidence:
+        """How well each past model (and the own one) orders these observations."""
+        t = len(self.models)
+        n = len(values)
+        if n < 2:
+            return Evidence(concordant=np.zeros(t), pairs=0, own_concordant=None, n_own=n)
+        sub = stratified(values, budgets, self.max_compare)
+        rows = self.models.codec.encode([configs[i] for i in sub])
+        y, b = values[sub], budgets[sub]
+        agree = np.zeros(t)
+        own_agree = 0.0
+        pairs = 0
+        has_own = own_scores is not None and bool(np.isfinite(own_scores).any())
+        for level in np.unique(b):
+            at = np.flatnonzero(b == level)
+            if len(at) < 2:
+                continue
+            scores = self.models.rank_scores(rows[at], budget=float(level))
+            a, p = concordance(scores, y[at], b[at])
+            agree += a
+            pairs += p
+            if has_own and p:
+                mine = np.nan_to_num(np.asarray(own_scores)[sub][at], nan=0.0)
+                own_a, _ = concordance(mine[None, :], y[at], b[at])
+                own_agree += float(own_a[0])
+        return Evidence(
+            concordant=agree,
+            pairs=pairs,
+            own_concordant=own_agree if has_own else None,
+            n_own=n,
+        )
 
-    def weight_of_past(self, n_own: int) -> float:
-        """Mixture weight of the prior against ``n_own`` own observations (0 = cold start)."""
-        return self._weights.weight_of_past(n_own)
+    def _weigh(self, evidence: Evidence) -> TaskWeights:
+        if self.weighting == "uniform":
+            return self._uniform(evidence)
+        assert self.similarity is not None
+        return self.similarity.weights(
+            meta_features=self.meta_features, evidence=evidence, oracle=self._oracle
+        )
 
-    def _task_weights(self) -> np.ndarray:
-        w = np.array([self._weights.past[t.name] for t in self._tasks])
-        if self.uniform_weights and (w > 0).any():
-            return np.full(len(w), 1.0 / len(w))
-        return w
+    def _uniform(self, evidence: Evidence) -> TaskWeights:
+        """Every usable past task alike; the past worth a fixed pseudo-count of observations."""
+        usable = self.models.usable()
+        share = self.past_weight / (self.past_weight + evidence.n_own)
+        each = share / max(int(usable.sum()), 1)
+        rest = 1.0 - share if usable.any() else 1.0
+        has_own = evidence.own_concordant is not None
+        return TaskWeights(
+            past={n: (each if u else 0.0) for n, u in zip(self.models.names, usable, strict=True)},
+            own=rest if has_own else 0.0,
+            random=0.0 if has_own else rest,
+            n_own=evidence.n_own,
+        )
 
-    # -- initial design -----------------------------------------------------------------
+    def set_weights(self, weights: Mapping[str, Any]) -> None:
+        """Restore weights saved with :meth:`TaskWeights.to_dict` (their explanations are
+        recomputed at the next :meth:`update`)."""
+        past = {n: float(weights["past"].get(n, 0.0)) for n in self.models.names}
+        self._weights = TaskWeights(
+            past=past,
+            own=float(weights["own"]),
+            random=float(weights["random"]),
+            n_own=int(weights["n_own"]),
+        )
+
+    # Scores and proposals -------------------------------------------------------------
+    def past_weights(self) -> np.ndarray:
+        """The current weight of each past task, in :attr:`task_names` order."""
+        return np.array([self._weights.past[n] for n in self.models.names])
+
+    def log_odds(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """``(tasks, len(configs))``: each past task's log-odds that a config is good."""
+        return self.models.scores(self.models.codec.encode(configs))
+
+    def mixture_good(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """``sum_t w_t p_t(x)``: the past's part of the ensemble probability of being good."""
+        w = self.past_weights()
+        if not (w > 0).any() or not configs:
+            return np.zeros(len(configs))
+        # Sparse: a task holding less than a thousandth of the past's weight changes no
+        # decision, and skipping it keeps a suggestion's cost to the tasks that matter.
+        active = np.flatnonzero(w >= 1e-3 * w.sum())
+        rows = self.models.codec.encode(configs)
+        scores = self.models.scores(rows, tasks=active)[active]
+        return w[active] @ _sigmoid(scores)
+
+    def candidates(
+        self, counts: np.ndarray, rng: np.random.Generator, *, bandwidth_factor: float
+    ) -> list[dict[str, Any]]:
+        """Draws from the past tasks' good densities, ``counts[t]`` from task ``t``."""
+        return self.models.sample_good_many(counts, rng, bandwidth_factor=bandwidth_factor)
+
+    def sample(
+        self, n: int, rng: np.random.Generator | None = None, *, which: str = "good"
+    ) -> list[dict[str, Any]]:
+        """``n`` configurations from the weighted past's good densities (uniform draws when
+        the past has no weight). Only ``which="good"`` is offered."""
+        if which != "good":
+            raise ValueError(f"which must be 'good', got {which!r}")
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        rng = self.rng if rng is None else rng
+        w = self.past_weights()
+        if not (w > 0).any():
+            return [self.space.sample(rng) for _ in range(n)]
+        counts = rng.multinomial(n, w / w.sum())
+        drawn = self.candidates(counts, rng, bandwidth_factor=1.0)
+        return [self.space.validate(c) for c in drawn]
+
+    # Portfolio ------------------------------------------------------------------------
+    def _portfolio_table(self) -> tuple[list[tuple[dict[str, Any], str]], np.ndarray]:
+        """Candidates (projected config, key) and their rank on each past task: measured
+        where the task evaluated the configuration, else its model's estimate."""
+        if self._portfolio is None:
+            seen: dict[str, int] = {}
+            items: list[tuple[dict[str, Any], str]] = []
+            origin: list[tuple[int, float]] = []
+            for t, config, rank in self.models.best_configs(_PORTFOLIO_PER_TASK):
+                key = json.dumps(config, sort_keys=True)
+                if key in seen:
+                    continue
+                seen[key] = len(items)
+                items.append((config, key))
+                origin.append((t, rank))
+            rows = self.models.codec.encode([c for c, _ in items], foreign=True)
+            ranks = self.models.predicted_ranks(rows) if items else np.zeros((len(self.models), 0))
+            for c, (t, rank) in enumerate(origin):
+                ranks[t, c] = rank
+            for t, measured in enumerate(self.models.measured_ranks()):
+                for c, (_, key) in enumerate(items):
+                    r = measured.get(key)
+                    if r is not None:
+                        ranks[t, c] = r
+            costs = np.full((len(self.models), len(items)), np.nan)
+            for t, measured in enumerate(self.models.measured_log_costs()):
+                for c, (_, key) in enumerate(items):
+                    x = measured.get(key)
+                    if x is not None:
+                        costs[t, c] = x
+            self._portfolio, self._portfolio_ranks = items, ranks
+            self._portfolio_costs = costs
+            self._portfolio_origin = np.array([t for t, _ in origin], dtype=int)
+        assert self._portfolio_ranks is not None
+        return self._portfolio, self._portfolio_ranks
+
+    def _relative_costs(self, w: np.ndarray) -> np.ndarray:
+        """Each portfolio configuration's expected cost relative to a typical one: the
+        weighted geometric mean, over the past tasks that measured it, of its runtime over
+        that task's median runtime (1 where no task knows its runtime)."""
+        log = self._portfolio_costs
+        known = np.isfinite(log)
+        weight = np.where(known, w[:, None], 0.0)
+        total = weight.sum(axis=0)
+        # Where the weighted tasks never measured it, the unweighted mean of those that did.
+        fallback = known.sum(axis=0)
+        mean = np.where(
+            total > 0,
+            np.nansum(np.where(known, log, 0.0) * weight, axis=0) / np.maximum(total, 1e-300),
+            np.nansum(np.where(known, log, 0.0), axis=0) / np.maximum(fallback, 1),
+        )
+        return np.exp(mean)
+
+    def next_design(
+        self,
+        tried: Sequence[Mapping[str, Any]],
+        rng: np.random.Generator,
+        *,
+        weights: np.ndarray | None = None,
+        objective: str = "coverage",
+        cost_aware: bool = False,
+    ) -> dict[str, Any] | None:
+        """The next portfolio configuration not ``tried`` yet (``None``: no past task has
+        weight, or the portfolio is used up).
+
+        Args:
+            tried: configurations the target already evaluated or runs (its own space).
+            rng: completes parameters a past configuration lacks.
+            weights: past-task weights to use (default: the current ones).
+            objective: ``"average"``: the best weighted average rank over the past tasks
+                (zero-shot's order, with the weights of the moment); ``"coverage"``: the
+                one that most lowers the weighted best rank per task given what was tried
+                (a greedy portfolio, which hedges across tasks).
+            cost_aware: divide each configuration's gain by its expected relative cost
+                (expected improvement per second, Snoek et al. 2012) from the runtimes the
+                past measured, so cheap good configurations report first.
+        """
+        if objective not in ("average", "coverage"):
+            raise ValueError(f"objective must be 'average' or 'coverage', got {objective!r}")
+        w = self.past_weights() if weights is None else np.asarray(weights, dtype=float)
+        if not (w > 0).any():
+            return None
+        items, ranks = self._portfolio_table()
+        if not items:
+            return None
+        active = np.flatnonzero(w > 0)
+        keys = {json.dumps(dict(c), sort_keys=True) for c in tried}
+        free = np.array([key not in keys for _, key in items])
+        if not free.any():
+            return None
+        if objective == "average":
+            gain = w[active] @ (1.0 - ranks[active])  # positive, so a cost can divide it
+        else:
+            table = ranks[active]
+            best = np.full(len(active), np.inf)
+            if tried:
+                tried_ranks = self._tried_ranks(tried)
+                best = np.minimum(best, tried_ranks[active].min(axis=1))
+                # A tried portfolio configuration counts with its measured ranks.
+                for c, (_, key) in enumerate(items):
+                    if key in keys:
+                        best = np.minimum(best, table[:, c])
+            best = np.minimum(best, table.max(axis=1))
+            gain = w[active] @ (best[:, None] - np.minimum(best[:, None], table))
+        if cost_aware:
+            gain = gain / self._relative_costs(w)
+        gain[~free] = -np.inf
+        c = int(np.argmax(gain))
+        return self.space.validate(self.space.complete(items[c][0], rng))
+
+    def design_objective(self, picks: int = 5) -> str:
+        """The portfolio objective that held up on the past itself, leave one task out.
+
+        Each past task in turn is the target: the portfolio is built from the other
+        tasks' configurations with equal weights, ``picks`` configurations are chosen by
+        each objective, and the held-out task's rank of the best of the first ``k``
+        (``k = 1..picks``, measured where it evaluated them, else its model's estimate)
+        is averaged. ``"average"`` (the consensus order) wins when the past's tasks agree,
+        ``"coverage"`` (hedging across tasks) when they differ in ways that recur; ties go
+        to ``"coverage"``, the expected improvement under the weights.
+        """
+        if self._objective is not None:
+            return self._objective
+        items, ranks = self._portfolio_table()
+        usable = np.flatnonzero(self.models.usable())
+        score = {"average": 0.0, "coverage": 0.0}
+        if len(usable) >= 3 and items:
+            for j in usable:
+                others = np.array([t for t in usable if t != j])
+                free = self._portfolio_origin != j  # the target's own configurations are unknown
+                table = ranks[others][:, free]
+                for objective in score:
+                    chosen = _greedy(table, picks, objective)
+                    held = ranks[j][free][chosen]
+                    score[objective] += float(np.mean(np.minimum.accumulate(held)))
+        self._objective = "average" if score["average"] < score["coverage"] - 1e-12 else "coverage"
+        return self._objective
+
+    def _tried_ranks(self, tried: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """``(tasks, len(tried))`` predicted ranks, each configuration's computed once."""
+        keys = [json.dumps(dict(c), sort_keys=True) for c in tried]
+        new = [i for i, k in enumerate(keys) if k not in self._rank_cache]
+        if new:
+            rows = self.models.codec.encode([tried[i] for i in new], foreign=True)
+            ranks = self.models.predicted_ranks(rows)
+            for col, i in enumerate(new):
+                self._rank_cache[keys[i]] = ranks[:, col]
+        return np.stack([self._rank_cache[k] for k in keys], axis=1)
+
     def initial_design(
         self, k: int, rng: np.random.Generator | None = None
     ) -> list[dict[str, Any]]:
-        """Up to ``k`` distinct configurations of the current space, best portfolio first.
-
-        Empty when no past task has a positive weight (then the search starts cold);
-        fewer than ``k`` when the similar past offers fewer distinct compatible configs.
-        Parameters a past config lacks (or holds out of range) are sampled.
+        """``k`` portfolio configurations chosen with the current weights, in order (fewer
+        when the portfolio has fewer that help; none when the past has no weight).
 
         Raises:
             ValueError: ``k`` is negative.
@@ -308,137 +507,48 @@ class WarmStart:
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
         rng = self.rng if rng is None else rng
-        w = self._task_weights()
-        if k == 0 or not (w > 0).any():
-            return []
-        partials: list[dict[str, Any]] = []
-        keys: list[str] = []
-        origin: list[tuple[int, float]] = []
-        seen: set[str] = set()
-        for t in np.flatnonzero(w > 0):
-            taken = 0
-            for config, rank in self._top[t]:
-                if taken >= k:
-                    break
-                partial = self.space.project(config)
-                key = json.dumps(partial, sort_keys=True)
-                if not partial or key in seen:
-                    continue
-                seen.add(key)
-                keys.append(key)
-                partials.append(partial)
-                origin.append((int(t), rank))
-                taken += 1
-        if not partials:
-            return []
-        scores = self.similarity.predict_ranks(space=self.space, configs=partials)
-        for c, (t, rank) in enumerate(origin):
-            scores[t, c] = rank  # measured beats predicted
-        for t, measured in enumerate(self._measured):
-            for c, key in enumerate(keys):
-                rank = measured.get(key)
-                if rank is not None:
-                    scores[t, c] = rank
-        active = w > 0
-        scores, wa = scores[active], w[active]
-        best = np.ones(len(wa))
-        chosen: list[int] = []
-        free = np.ones(len(partials), dtype=bool)
-        for _ in range(min(k, len(partials))):
-            gain = wa @ (best[:, None] - np.minimum(best[:, None], scores))
-            gain[~free] = -np.inf
-            c = int(np.argmax(gain))
-            chosen.append(c)
-            free[c] = False
-            best = np.minimum(best, scores[:, c])
-        return [self.space.validate(self.space.complete(partials[c], rng)) for c in chosen]
-
-    # -- prior densities ----------------------------------------------------------------
-    def _log_density(self, kde: _Kde, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        if not configs:
-            return np.zeros(0)
-        w = self._task_weights()
-        q = self._layout.encode(_Raw(configs), clip=True)
-        if not (w > 0).any():
-            # No say for the past: the uniform density, so a mix with weight 0 is inert.
-            return np.zeros(len(configs))
-        per_task = kde.log_per_task(q)[w > 0]
-        lw = np.log(w[w > 0])[:, None]
-        top = np.max(per_task + lw, axis=0)
-        top = np.where(np.isfinite(top), top, 0.0)
-        return np.log(np.sum(np.exp(per_task + lw - top), axis=0)) + top
-
-    def good_log_density(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Log prior density of good configurations at each config (unit-scaled space)."""
-        return self._log_density(self._good, configs)
-
-    def bad_log_density(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Log prior density of the other (not good) configurations at each config."""
-        return self._log_density(self._bad, configs)
-
-    def sample(
-        self, n: int, rng: np.random.Generator | None = None, *, which: str = "good"
-    ) -> list[dict[str, Any]]:
-        """Draw ``n`` valid configurations from the good (or bad) prior density.
-
-        Raises:
-            ValueError: ``which`` is not ``"good"`` or ``"bad"``, or ``n`` is negative.
-        """
-        if which not in ("good", "bad"):
-            raise ValueError(f"which must be 'good' or 'bad', got {which!r}")
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        rng = self.rng if rng is None else rng
-        kde = self._good if which == "good" else self._bad
-        w = self._task_weights()
-        if not (w > 0).any():
-            return [self.space.sample(rng) for _ in range(n)]
-        out = []
-        for _ in range(n):
-            t = int(rng.choice(len(w), p=w / w.sum()))
-            i = kde.starts[t] + int(rng.integers(kde.sizes[t]))
-            num = kde.num[i].copy()
-            for j in range(len(num)):
-                if np.isfinite(num[j]):
-                    num[j] = _truncated_normal(num[j], kde.sigma[i, j], rng)
-            cat = kde.cat[i].copy()
-            for j, choices in enumerate(self._layout.cat_choices):
-                if cat[j] >= 0 and len(choices) > 1 and rng.random() < kde.lam[i, j]:
-                    others = [c for c in range(len(choices)) if c != cat[j]]
-                    cat[j] = others[int(rng.integers(len(others)))]
-            partial = self.space.project(self._layout.decode(num, cat))
-            out.append(self.space.validate(self.space.complete(partial, rng)))
+        out: list[dict[str, Any]] = []
+        for _ in range(k):
+            config = self.next_design(out, rng)
+            if config is None:
+                break
+            out.append(config)
         return out
 
-    # -- state --------------------------------------------------------------------------
+    # State ----------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        """JSON-able inputs: rebuild with :meth:`from_state` and the same past tasks."""
+        """JSON-able inputs and current weights: rebuild with :meth:`from_state`."""
         return {
             "space": self.space.to_dict(),
-            "past_tasks": [t.name for t in self._tasks],
+            "past_tasks": self.models.names,
             "meta_features": self.meta_features,
             "seed": self.seed,
             "good_fraction": self.good_fraction,
             "max_points": self.max_points,
-            "uniform_weights": self.uniform_weights,
-            "own": self._own,
+            "min_bandwidth": self.min_bandwidth,
+            "weighting": self.weighting,
+            "past_weight": self.past_weight,
+            "oracle": None
+            if self._oracle_sample is None
+            else [
+                list(map(dict, self._oracle_sample[0])),
+                list(map(float, self._oracle_sample[1])),
+            ],
+            "max_compare": self.max_compare,
+            "max_tasks": self.max_tasks,
+            "weights": self._weights.to_dict(),
             "rng": dict(self.rng.bit_generator.state),
         }
 
     @classmethod
-    def from_state(
-        cls,
-        state: Mapping[str, Any],
-        *,
-        past_tasks: Sequence[PastTask],
-        similarity: TaskSimilarity | None = None,
-    ) -> WarmStart:
+    def from_state(cls, state: Mapping[str, Any], *, past_tasks: Sequence[PastTask]) -> WarmStart:
         """Rebuild from :meth:`state` and the knowledge base's past tasks.
 
         Raises:
             ValueError: the past tasks are not the ones the state was made with.
         """
-        names = [t.name for t in past_tasks]
+        chosen = set(state["past_tasks"])
+        names = [t.name for t in past_tasks if t.name in chosen]
         if names != list(state["past_tasks"]):
             raise ValueError(
                 "the knowledge base changed since this state was saved: tasks "
@@ -447,26 +557,71 @@ class WarmStart:
             )
         warm = cls(
             space=SearchSpace(state["space"]),
-            past_tasks=past_tasks,
-            similarity=similarity,
+            past_tasks=[t for t in past_tasks if t.name in chosen],
             meta_features=state["meta_features"],
             seed=state["seed"],
             good_fraction=state["good_fraction"],
             max_points=state["max_points"],
-            uniform_weights=state.get("uniform_weights", False),
+            min_bandwidth=state.get("min_bandwidth", 1e-3),
+            weighting=state.get("weighting", "learned"),
+            past_weight=state.get("past_weight", 10.0),
+            oracle=state.get("oracle"),
+            max_compare=state.get("max_compare", 128),
+            max_tasks=state.get("max_tasks", 128),
         )
-        own = state["own"]
-        if own["configs"]:
-            warm.update(configs=own["configs"], values=own["values"], budgets=own["budgets"])
+        warm.set_weights(state["weights"])
         warm.rng.bit_generator.state = state["rng"]
         return warm
 
 
-def _truncated_normal(mu: float, sigma: float, rng: np.random.Generator) -> float:
-    """One draw of a normal truncated to [0, 1], by rejection (the kernel keeps at least
-    a few percent of its mass inside, as its centre lies in [0, 1])."""
-    for _ in range(100):
-        x = rng.normal(mu, sigma)
-        if 0.0 <= x <= 1.0:
-            return float(x)
-    return float(min(max(mu, 0.0), 1.0))
+def _greedy(table: np.ndarray, picks: int, objective: str) -> list[int]:
+    """Column indices of ``table`` (tasks x candidates of ranks) chosen one at a time by
+    ``objective`` with equal task weights (as :meth:`WarmStart.next_design` does)."""
+    best = table.max(axis=1)
+    chosen: list[int] = []
+    free = np.ones(table.shape[1], dtype=bool)
+    for _ in range(min(picks, table.shape[1])):
+        if objective == "average":
+            gain = (1.0 - table).mean(axis=0)
+        else:
+            gain = (best[:, None] - np.minimum(best[:, None], table)).mean(axis=0)
+        gain[~free] = -np.inf
+        c = int(np.argmax(gain))
+        chosen.append(c)
+        free[c] = False
+        best = np.minimum(best, table[:, c])
+    return chosen
+
+
+def nearest_tasks(
+    past_tasks: Sequence[PastTask],
+    space: SearchSpace,
+    meta_features: Mapping[str, Any],
+    k: int,
+) -> list[PastTask]:
+    """The ``k`` past tasks a warm start weighs, in their original order: those sharing
+    the most parameters with ``space``, then the nearest by meta-features (standardised
+    numbers, label mismatches), then those with the most observations. All of them when
+    there are ``k`` or fewer.
+    """
+    if len(past_tasks) <= k:
+        return list(past_tasks)
+    from warmtune.searchers.similarity import meta_distances
+
+    shared = [sum(1 for n in space if n in t.space) for t in past_tasks]
+    d2, mismatches = meta_distances([t.meta_features for t in past_tasks], meta_features)
+    order = sorted(
+        range(len(past_tasks)),
+        key=lambda i: (-shared[i], mismatches[i], d2[i], -len(past_tasks[i]), past_tasks[i].name),
+    )
+    keep = set(order[:k])
+    return [t for i, t in enumerate(past_tasks) if i in keep]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def log_odds_of(probability: float) -> float:
+    """``log(p / (1 - p))``."""
+    return math.log(probability / (1.0 - probability))

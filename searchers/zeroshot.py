@@ -82,26 +82,30 @@ def _average_rank_order(past_tasks: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def _predicted_rank_order(space: SearchSpace, past_tasks: Sequence[Any]) -> list[dict[str, Any]]:
-    """Every task's full-fidelity configurations, best average (measured or predicted) rank
-    first."""
-    from warmtune.searchers.similarity import TaskSimilarity
+    """Every task's configurations at its top budget, best average rank first: measured on
+    the tasks that evaluated them, else estimated by the task's model."""
+    from warmtune.searchers.pastmodels import PastModels
 
+    models = PastModels(space=space, past_tasks=past_tasks)
     candidates: list[dict[str, Any]] = []
-    origin: list[tuple[int, float]] = []
+    keys: list[str] = []
     seen: set[str] = set()
     for t, task in enumerate(past_tasks):
-        final = task.final_indices()
-        ranks = _rank01(task.values[final])
-        for i, r in zip(final, ranks, strict=True):
+        top = models.top[t]
+        if top is None:
+            continue
+        for i in task.at_budget(top.budget):
             key = json.dumps(task.configs[i], sort_keys=True)
             if key not in seen:
                 seen.add(key)
                 candidates.append(dict(task.configs[i]))
-                origin.append((t, float(r)))
-    scores = TaskSimilarity(past_tasks=list(past_tasks), seed=0).predict_ranks(
-        space=space, configs=candidates
-    )
-    for c, (t, r) in enumerate(origin):
-        scores[t, c] = r  # measured beats predicted
-    order = np.argsort(scores.mean(axis=0), kind="stable")
-    return [candidates[i] for i in order]
+                keys.append(key)
+    scores = models.predicted_ranks(models.codec.encode(candidates, foreign=True))
+    for t, measured in enumerate(models.measured_ranks()):
+        for c, key in enumerate(keys):
+            rank = measured.get(key)
+            if rank is not None:
+                scores[t, c] = rank  # measured beats predicted
+    usable = models.usable()
+    order = np.argsort(scores[usable].mean(axis=0), kind="stable")
+    return [space.complete(space.project(candidates[i]), np.random.default_rng(0)) for i in order]

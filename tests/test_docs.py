@@ -106,7 +106,7 @@ def test_user_facing_text_has_no_workplace_paths():
     # The reference data beside the checkout is the build machines' affair
     # (docs/development.md), not a user's; recorded commands in the benchmark pages and
     # the README's headline table say which data directory produced their numbers.
-    allowed = {"development.md", "benchmarks.md", "benchmarks-fidelity.md", "README.md"}
+    allowed = {"development.md", "benchmarks.md", "README.md"}
     for page in PAGES:
         if page.name not in allowed:
             assert "../shared" not in page.read_text(), page

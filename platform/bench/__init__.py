@@ -11,7 +11,14 @@ tables and plots (:mod:`~warmtune.bench.summary`) and their task-level statistic
 
 from warmtune.bench.backends import NB201Backend, YahpoBackend, YahpoFloatBackend
 from warmtune.bench.benchmarks import Benchmark, load_benchmark
-from warmtune.bench.methods import ALL_METHODS, WARM_METHODS, make_method
+from warmtune.bench.methods import (
+    ABLATIONS,
+    ALL_METHODS,
+    DEFAULT_METHODS,
+    WARM_METHODS,
+    expand_methods,
+    make_method,
+)
 from warmtune.bench.pasts import KB_CONFIGS, KB_SEED, PASTS, knowledge_base, past_search
 from warmtune.bench.protocol import BUDGET_GRID, budget_grid, run_bench, run_one
 from warmtune.bench.reference import REFERENCE_CONFIGS, normalized_regret, reference
@@ -19,7 +26,10 @@ from warmtune.bench.summary import markdown_table, plot_regret
 from warmtune.searchers.zeroshot import ZeroShot
 
 __all__ = [
+    "ABLATIONS",
     "ALL_METHODS",
+    "DEFAULT_METHODS",
+    "expand_methods",
     "BUDGET_GRID",
     "KB_CONFIGS",
     "KB_SEED",

@@ -2,7 +2,8 @@
 
 * ``lcbench``: the YAHPO Gym scenario folder ``DATA/yahpo/lcbench``; tasks are its
   OpenML instances, fidelity ``epoch`` (1..52), metric ``val_accuracy`` (max).
-* ``yahpo:PATH``: any YAHPO scenario folder; metric and fidelity default to the
+* ``yahpo:NAME`` or ``yahpo:PATH``: any YAHPO scenario, by its name in the data
+  directory (``yahpo:iaml_glmnet``) or its folder; metric and fidelity default to the
   scenario's first non-runtime output and its first integer fidelity (else its
   first fidelity). An integer fidelity is simulated as training iterations, a float
   one (``trainsize``) as fits from scratch whose budgets are the fidelity values
@@ -17,7 +18,6 @@ unit of the regret-against-time tables (:mod:`warmtune.bench.wallclock`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +56,10 @@ class Benchmark:
             fidelity from scratch, from the backend's cost model (the surrogate's
             runtime output at the top fidelity; nb201: ``evaluation_cost``); ``None``
             when the benchmark has no clock.
+        meta_features: task -> what a user knows of the task before searching it
+            (numbers or labels): YAHPO tasks carry their scenario and task id as labels,
+            nb201's datasets their class count, image size and training-set size. None
+            is ever computed from a task's results.
     """
 
     name: str
@@ -72,6 +76,7 @@ class Benchmark:
     source: dict[str, Any] = field(default_factory=dict)
     min_budget: float = 1
     full_costs: Callable[[str, Sequence[Mapping[str, Any]]], np.ndarray] | None = None
+    meta_features: Callable[[str], dict[str, Any]] = field(default=lambda task: {})
 
     def minimised(self, values: np.ndarray) -> np.ndarray:
         """Values in the direction the searchers minimise."""
@@ -85,8 +90,12 @@ def load_benchmark(
     metric: str | None = None,
     mode: str | None = None,
     fidelity: str | None = None,
+    target_gap: float | None = None,
 ) -> Benchmark:
     """Build a :class:`Benchmark` from ``lcbench``, ``yahpo:PATH`` or ``nb201:DATASET``.
+
+    ``target_gap`` overrides the benchmark's ``evals_to_target`` tolerance; it is part of
+    the source, so worker processes rebuild the benchmark with it.
 
     Raises:
         ValueError: an unknown benchmark, missing data, or a bad metric/fidelity.
@@ -97,8 +106,11 @@ def load_benchmark(
         "metric": metric,
         "mode": mode,
         "fidelity": fidelity,
+        "target_gap": target_gap,
     }
     bench = _load(spec, data_dir=data_dir, metric=metric, mode=mode, fidelity=fidelity)
+    if target_gap is not None:
+        bench.target_gap = target_gap
     bench.source = source
     return bench
 
@@ -114,28 +126,38 @@ def _load(
     if mode is not None and mode not in ("min", "max"):
         raise ValueError(f"--mode must be 'min' or 'max', got {mode!r}")
     if spec == "lcbench":
-        return _yahpo(_data_dir(data_dir) / "yahpo" / "lcbench", metric, mode, fidelity)
+        return _yahpo(_dataset("lcbench", data_dir), metric, mode, fidelity)
     if spec.startswith("yahpo:"):
-        return _yahpo(Path(spec.partition(":")[2]).expanduser(), metric, mode, fidelity)
+        # A scenario by name (yahpo:iaml_glmnet) or a scenario folder by path.
+        from warmtune import data
+
+        target = spec.partition(":")[2]
+        path = (
+            _dataset(target, data_dir)
+            if data.is_dataset_name(target)
+            else Path(target).expanduser()
+        )
+        return _yahpo(path, metric, mode, fidelity)
     if spec.startswith("nb201:"):
         if metric is not None or fidelity is not None:
             raise ValueError("nb201 has one metric (test accuracy) and no fidelity; drop them")
-        return _nb201(_data_dir(data_dir), spec.partition(":")[2])
+        return _nb201(_dataset("nb201", data_dir), spec.partition(":")[2])
     raise ValueError(
-        f"unknown benchmark {spec!r}; use lcbench, yahpo:PATH (a YAHPO scenario folder) "
+        f"unknown benchmark {spec!r}; use lcbench, yahpo:NAME or yahpo:PATH (a YAHPO "
+        "scenario by name, e.g. yahpo:iaml_glmnet, or its folder) "
         f"or nb201:DATASET with DATASET one of {list(NB201_DATASETS)}"
     )
 
 
-def _data_dir(data_dir: str | Path | None) -> Path:
-    raw = data_dir if data_dir is not None else os.environ.get("WARMTUNE_DATA")
-    if raw is None or not Path(raw).is_dir():
-        raise ValueError(
-            f"benchmark data not found (--data-dir={data_dir and str(data_dir)!r}, "
-            f"$WARMTUNE_DATA={os.environ.get('WARMTUNE_DATA')!r}); pass --data-dir or set "
-            "WARMTUNE_DATA to the folder holding yahpo/ and nas-bench-201/"
-        )
-    return Path(raw)
+def _dataset(name: str, data_dir: str | Path | None) -> Path:
+    """A dataset's folder by name, from ``--data-dir`` or the data directory
+    (:func:`warmtune.data.data_dir`); missing data names the command that fetches it."""
+    from warmtune import data
+
+    try:
+        return data.require(name, root=data_dir)
+    except data.DatasetMissingError as e:
+        raise ValueError(str(e)) from None
 
 
 def _yahpo(path: Path, metric: str | None, mode: str | None, fidelity: str | None) -> Benchmark:
@@ -203,7 +225,19 @@ def _yahpo(path: Path, metric: str | None, mode: str | None, fidelity: str | Non
         backend=backend,
         full_values=full_values,
         default_tasks=tasks,
+        # Labels only: a scenario's instances are OpenML tasks whose dataset properties
+        # the scenario folder does not hold, and none is invented from results.
+        meta_features=lambda task: {"scenario": scenario.name, "task_id": str(task)},
     )
+
+
+#: What a user knows of each NAS-Bench-201 dataset before searching it, as the datasets
+#: are published: classes, image side in pixels, training images.
+NB201_META_FEATURES: dict[str, dict[str, Any]] = {
+    "cifar10": {"classes": 10, "image_size": 32, "train_images": 50_000},
+    "cifar100": {"classes": 100, "image_size": 32, "train_images": 50_000},
+    "imagenet16-120": {"classes": 120, "image_size": 16, "train_images": 151_700},
+}
 
 
 def _nb201(data_dir: Path, dataset: str) -> Benchmark:
@@ -216,7 +250,7 @@ def _nb201(data_dir: Path, dataset: str) -> Benchmark:
 
     if dataset not in NB201_DATASETS:
         raise ValueError(f"unknown nb201 dataset {dataset!r}; use one of {list(NB201_DATASETS)}")
-    table = NB201Table(data_dir / "nas-bench-201")
+    table = NB201Table(data_dir)
     return Benchmark(
         name="nb201",
         tasks=list(NB201_DATASETS),
@@ -230,4 +264,5 @@ def _nb201(data_dir: Path, dataset: str) -> Benchmark:
         reference_configs=all_archs(),
         # The same cost on every dataset: the proxy counts a cell's operations.
         full_costs=lambda task, configs: np.array([evaluation_cost(c) for c in configs]),
+        meta_features=lambda task: dict(NB201_META_FEATURES[task]),
     )

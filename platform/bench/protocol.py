@@ -34,9 +34,17 @@ import pandas as pd
 
 from warmtune.bench.benchmarks import Benchmark, load_benchmark
 from warmtune.bench.methods import ALL_METHODS, WARM_METHODS, make_method
-from warmtune.bench.pasts import KB_CONFIGS, KB_SEED, PASTS, knowledge_base, past_search
+from warmtune.bench.pasts import (
+    KB_CONFIGS,
+    PASTS,
+    knowledge_base,
+    parse_mix,
+    past_search,
+    random_past,
+)
 from warmtune.bench.reference import (
     REFERENCE_CONFIGS,
+    REFERENCE_SEED,
     normalized_regret,
     reference,
     task_values,
@@ -67,9 +75,20 @@ def run_one(
     workers: int,
     past_tasks: Sequence[Any],
     ref: tuple[float, float],
+    oracle: tuple[list[dict[str, Any]], np.ndarray] | None = None,
 ) -> tuple[pd.DataFrame, list[dict[str, Any]], dict[str, Any]]:
-    """One (task, method, seed): its evaluations, its summary rows and its run row."""
-    searcher = make_method(method, bench=bench, seed=seed, past_tasks=past_tasks)
+    """One (task, method, seed): its evaluations, its summary rows and its run row.
+
+    ``oracle`` is the target's sample for ``bohb-warm-oracle`` (see :func:`oracle_sample`).
+    """
+    searcher = make_method(
+        method,
+        bench=bench,
+        seed=seed,
+        past_tasks=past_tasks,
+        meta_features=bench.meta_features(task),
+        oracle=oracle if method == "bohb-warm-oracle" else None,
+    )
     result: SimulationResult = simulate(
         searcher, bench.backend(task), workers=workers, budget_ffe=budget, seed=seed
     )
@@ -127,30 +146,60 @@ def _reference_of(source: dict[str, Any], task: str, options: dict[str, Any]) ->
         time_unit(bench, task, n=options["reference_configs"], cache_dir=options["cache_dir"])
 
 
-# The last task's reference and knowledge base: units arrive in task order, so a
-# process reuses them for every method of the task instead of rereading the cache.
-_TASK_INPUTS: dict[str, tuple[tuple[float, float], list[Any]]] = {}
+#: Configurations of the target the oracle ablation sees (a seeded subset of the reference).
+ORACLE_SAMPLE = 2000
+
+
+def oracle_sample(
+    bench: Benchmark, task: str, *, n: int, cache_dir: Path | None
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """The target's own sample behind ``bohb-warm-oracle``'s weights: up to
+    :data:`ORACLE_SAMPLE` configurations of its reference sample and their full-fidelity
+    values (minimised). Only that ablation, an upper bound, ever sees it."""
+    if bench.reference_configs is not None:
+        pick = np.random.default_rng(REFERENCE_SEED).permutation(len(bench.reference_configs))
+        configs = [bench.reference_configs[i] for i in pick[:ORACLE_SAMPLE]]
+        values = np.asarray(bench.full_values(task, configs), dtype=float)
+    else:
+        configs, values = task_values(bench, task, n=n, seed=REFERENCE_SEED, cache_dir=cache_dir)
+        configs, values = configs[:ORACLE_SAMPLE], values[:ORACLE_SAMPLE]
+    ok = np.isfinite(values)
+    return [c for c, k in zip(configs, ok, strict=True) if k], bench.minimised(values[ok])
+
+
+# The last task's reference, knowledge base and oracle sample: units arrive in task
+# order, so a process reuses them for every method of the task instead of rereading the
+# cache.
+_TASK_INPUTS: dict[str, tuple[tuple[float, float], list[Any], Any]] = {}
 
 
 def _task_inputs(
-    bench: Benchmark, task: str, options: dict[str, Any]
-) -> tuple[tuple[float, float], list[Any]]:
+    bench: Benchmark, task: str, options: dict[str, Any], method: str
+) -> tuple[tuple[float, float], list[Any], Any]:
     key = json.dumps(
-        [bench.source, bench.name, task, options["past"], options["reference_configs"],
-         options["cache_dir"]],
+        [bench.source, bench.name, task, options["past"], options["mix"],
+         options["reference_configs"], options["cache_dir"]],
         sort_keys=True, default=str,
     )  # fmt: skip
     if key not in _TASK_INPUTS:
         cache_dir = options["cache_dir"]
         ref = reference(bench, task, n=options["reference_configs"], cache_dir=cache_dir)
         past = (
-            knowledge_base(bench, task, cache_dir=cache_dir, past=options["past"])
+            knowledge_base(
+                bench, task, cache_dir=cache_dir, past=options["past"], mix=options["mix"]
+            )
             if len(bench.tasks) > 1
             else []
         )
         _TASK_INPUTS.clear()
-        _TASK_INPUTS[key] = (ref, past)
-    return _TASK_INPUTS[key]
+        _TASK_INPUTS[key] = (ref, past, None)
+    ref, past, oracle = _TASK_INPUTS[key]
+    if method == "bohb-warm-oracle" and oracle is None:
+        oracle = oracle_sample(
+            bench, task, n=options["reference_configs"], cache_dir=options["cache_dir"]
+        )
+        _TASK_INPUTS[key] = (ref, past, oracle)
+    return ref, past, oracle
 
 
 def _run_unit(
@@ -164,12 +213,13 @@ def _run_unit(
     """Every seed of one (task, method); in a worker process ``bench`` is rebuilt."""
     if bench is None:
         bench = _worker_bench(source)
-    ref, past = _task_inputs(bench, task, options)
+    ref, past, oracle = _task_inputs(bench, task, options, method)
     evaluations, summary, runs = [], [], []
     for seed in seeds:
         evals, rows, run = run_one(
             bench, task, method, seed,
             budget=options["budget"], workers=options["workers"], past_tasks=past, ref=ref,
+            oracle=oracle,
         )  # fmt: skip
         evaluations.append(evals)
         summary.extend(rows)
@@ -189,6 +239,7 @@ def run_bench(
     cache_dir: Path | None = None,
     reference_configs: int = REFERENCE_CONFIGS,
     past: str = "random",
+    past_mix: str | None = None,
     jobs: int = 1,
     progress: TextIO | None = sys.stderr,
 ) -> pd.DataFrame:
@@ -201,6 +252,9 @@ def run_bench(
     ``regret_time.png`` and a section of ``summary.md`` (:mod:`warmtune.bench.wallclock`).
 
     Args:
+        past: the kind of past (:data:`~warmtune.bench.pasts.PASTS`).
+        past_mix: distractors per past task, ``"K:KIND[,K:KIND]"``
+            (:func:`~warmtune.bench.pasts.parse_mix`).
         jobs: processes to run (task, method) units in; 1 runs everything here.
 
     Returns:
@@ -223,6 +277,7 @@ def run_bench(
         raise ValueError(f"--jobs must be an int >= 1, got {jobs!r}")
     if past not in PASTS:
         raise ValueError(f"--past must be one of {list(PASTS)}, got {past!r}")
+    mix = parse_mix(past_mix)
     if len(bench.tasks) < 2 and any(m in WARM_METHODS for m in methods):
         raise ValueError("warm methods need a benchmark with 2+ tasks (leave-one-task-out)")
     if jobs > 1 and not bench.source:
@@ -233,6 +288,7 @@ def run_bench(
         "cache_dir": cache_dir,
         "reference_configs": reference_configs,
         "past": past,
+        "mix": mix,
         "budget": budget,
         "workers": workers,
     }
@@ -241,7 +297,7 @@ def run_bench(
     if len(bench.tasks) > 1 and any(m in WARM_METHODS for m in methods):
         for task in bench.tasks:
             if past == "random":
-                task_values(bench, task, n=KB_CONFIGS, seed=KB_SEED, cache_dir=cache_dir)
+                random_past(bench, task, n=KB_CONFIGS, cache_dir=cache_dir)
             else:
                 past_search(bench, task, cache_dir=cache_dir)
     units = [(task, method) for task in tasks for method in methods]

@@ -99,7 +99,7 @@ def tiny_lcbench(tmp_path_factory, data_dir, lcbench_tasks):
         "--tasks",
         ",".join(lcbench_tasks),
         "--methods",
-        "random,bohb,bohb-warm,bohb-warm-design,bohb-warm-prior,bohb-warm-uniform,zeroshot",
+        "random,bohb,bohb-warm,bohb-warm-nodesign,bohb-warm-nomodel,bohb-warm-uniform,zeroshot",
         "--budget",
         "2",
         "--workers",
@@ -116,7 +116,7 @@ def test_tiny_lcbench_writes_every_output(tiny_lcbench, lcbench_tasks):
     assert list(summary.columns) == SUMMARY_COLUMNS
     assert set(summary["task"]) == set(lcbench_tasks)
     methods = {"random", "bohb", "bohb-warm", "zeroshot"}
-    methods |= {"bohb-warm-design", "bohb-warm-prior", "bohb-warm-uniform"}
+    methods |= {"bohb-warm-nodesign", "bohb-warm-nomodel", "bohb-warm-uniform"}
     assert set(summary["method"]) == methods
     assert sorted(summary["budget_ffe"].unique()) == [1.0, 2.0]
     assert len(summary) == 2 * 7 * 1 * 2
@@ -177,9 +177,9 @@ def test_warm_design_runs_at_full_fidelity(tiny_lcbench):
     evaluations = pd.read_parquet(out / "evaluations.parquet")
     for method, design in [
         ("bohb-warm", True),
-        ("bohb-warm-design", True),
+        ("bohb-warm-nomodel", True),
         ("bohb-warm-uniform", True),
-        ("bohb-warm-prior", False),
+        ("bohb-warm-nodesign", False),
         ("bohb", False),
     ]:
         runs = evaluations[evaluations["method"] == method]
@@ -278,8 +278,11 @@ def test_helpers_and_errors(tmp_path, monkeypatch):
     assert normalized_regret(5.0, 10.0, 5.0) == 1.0
     assert math.isnan(normalized_regret(math.nan, 10.0, 5.0))
     monkeypatch.delenv("WARMTUNE_DATA", raising=False)
-    with pytest.raises(ValueError, match="WARMTUNE_DATA"):
+    # Missing data names the command that fetches it.
+    with pytest.raises(ValueError, match="warmtune data fetch lcbench"):
         load_benchmark("lcbench", data_dir=tmp_path / "missing")
+    with pytest.raises(ValueError, match="nb201"):
+        load_benchmark("nb201:cifar10", data_dir=tmp_path / "missing")
     with pytest.raises(ValueError, match="nb201:DATASET"):
         load_benchmark("nope")
     result = CliRunner().invoke(bench, ["nope", "--out", str(tmp_path / "o")])
@@ -322,7 +325,8 @@ def test_iaml_glmnet_runs_every_method_through_the_cli(tmp_path, data_dir, need_
     path = need_data("iaml_glmnet")
     summary = _run(
         [f"yahpo:{path}", "--fidelity", "trainsize", "--metric", "mmce", "--mode", "min"]
-        + ["--tasks", "1489", "--budget", "5", "--workers", "2", "--seeds", "1"],
+        + ["--tasks", "1489", "--budget", "5", "--workers", "2", "--seeds", "1"]
+        + ["--methods", "all"],
         tmp_path,
         data_dir,
     )
@@ -416,3 +420,15 @@ def test_tiny_lcbench_writes_regret_against_time(tiny_lcbench, data_dir, lcbench
     assert (grid["normalized_regret"][~grid["has_incumbent"]] == 1.0).all()
     assert "simulated wall-clock time" in (out / "summary.md").read_text()
     assert (out / "regret_time.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_target_gap_reaches_worker_processes(data_dir, need_data):
+    # Worker processes rebuild the benchmark from its source: --target-gap must be in it,
+    # or runs.csv's evals_to_target silently falls back to the default with --jobs > 1.
+    need_data("lcbench")
+    from warmtune.bench.protocol import _worker_bench
+
+    spec = load_benchmark("lcbench", data_dir=data_dir, target_gap=0.01)
+    assert spec.target_gap == 0.01
+    assert _worker_bench(dict(spec.source)).target_gap == 0.01
+    assert load_benchmark("lcbench", data_dir=data_dir).target_gap == 0.5

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from warmtune.cli import main
@@ -52,10 +53,35 @@ def test_similar_ranks_the_alike_task_first_and_explains(tmp_path):
     ranked = [r["task"] for r in doc["similar"]]
     assert ranked[0] == "alike"
     weights = {r["task"]: r["weight"] for r in doc["similar"]}
-    assert weights["opposite"] == 0.0
-    assert all("performance_similarity" in r for r in doc["similar"])
+    # 60 results of the target: the task that orders them the wrong way round has lost
+    # its weight entirely, and the alike one holds nearly all of the past's.
+    assert weights["opposite"] < 1e-6
+    assert weights["alike"] > 0.9 * doc["past_share"]
+    assert doc["past_share"] + doc["own"] + doc["random"] == pytest.approx(1.0)
+    alike = next(r for r in doc["similar"] if r["task"] == "alike")
+    opposite = next(r for r in doc["similar"] if r["task"] == "opposite")
+    assert alike["measured"] > 0.8 and opposite["measured"] < 0.2
+    assert {"prior_mean", "prior_sd", "pairs", "meta_distance"} <= set(alike)
+    assert doc["history"]["observations"] == 60
     table = CliRunner().invoke(main, ["kb", "similar", "target", "--kb", str(tmp_path / "kb")])
-    assert table.exit_code == 0 and "alike" in table.output and "perf sim" in table.output
+    assert table.exit_code == 0 and "alike" in table.output and "measured" in table.output
+
+
+def test_similar_on_the_only_task_shows_its_history(tmp_path):
+    # The sinusoid example's second run: the task is alone in the knowledge base, and its
+    # own history is what a new search of it continues from.
+    kb_dir = str(tmp_path / "kb")
+    add_task(KnowledgeBase(kb_dir), "only", (0.5, 0.5))
+    alone = CliRunner().invoke(main, ["kb", "similar", "only", "--kb", kb_dir])
+    assert alone.exit_code == 0, alone.output
+    assert "60 observations from 1 job(s)" in alone.output
+    assert "continues from this history alone" in alone.output
+    doc = json.loads(
+        CliRunner()
+        .invoke(main, ["kb", "similar", "only", "--kb", kb_dir, "--format", "json"])
+        .output
+    )
+    assert doc["history"]["observations"] == 60 and doc["similar"] == []
 
 
 def test_similar_errors_name_the_fix(tmp_path):
@@ -63,7 +89,5 @@ def test_similar_errors_name_the_fix(tmp_path):
     empty = CliRunner().invoke(main, ["kb", "similar", "x", "--kb", kb_dir])
     assert empty.exit_code == 2 and "empty" in empty.output
     add_task(KnowledgeBase(kb_dir), "only", (0.5, 0.5))
-    alone = CliRunner().invoke(main, ["kb", "similar", "only", "--kb", kb_dir])
-    assert alone.exit_code == 2 and "only task" in alone.output
     missing = CliRunner().invoke(main, ["kb", "similar", "nope", "--kb", kb_dir])
     assert missing.exit_code == 2 and "known tasks: only" in missing.output

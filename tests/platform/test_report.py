@@ -213,7 +213,7 @@ def drive_searcher(spec: Any, jobdir: JobDir, n: int) -> dict[str, Any]:
     from warmtune.searchers.ray_adapter import TuneSearcher
     from warmtune.warm import warm_start_for
 
-    warm, source = warm_start_for(spec)
+    warm, history, source = warm_start_for(spec)
     searcher = make_searcher(
         spec.searcher.name,
         space=spec.search_space,
@@ -221,6 +221,7 @@ def drive_searcher(spec: Any, jobdir: JobDir, n: int) -> dict[str, Any]:
         options=spec.searcher.options,
         max_budget=spec.budget.max_iterations,
         warm_start=warm,
+        history=history,
     )
     adapter = TuneSearcher(searcher, metric="loss", mode="min", rebuild=source)
     store = ResultStore(jobdir.results)
@@ -273,18 +274,20 @@ def test_the_adapter_logs_warm_start_weights_and_the_report_draws_them(warm_job)
     assert log[0]["n_own"] == 0 and log[-1]["n_own"] > 0
     for e in log:
         assert set(e["past"]) == {"bowl-a", "bowl-b"}
-        total = sum(e["past"].values())
-        assert total == pytest.approx(1.0) or total == 0.0
-        assert 0.0 <= e["weight_of_past"] <= 1.0
+        # The past's tasks, the own model and chance share the weight.
+        assert sum(e["past"].values()) == pytest.approx(e["past_share"])
+        assert e["past_share"] + e["own"] + e["random"] == pytest.approx(1.0)
     report = load_report(jobdir)
     assert report.warm.status == "warm" and report.warm.log == log
-    assert len(report.warm.design) == 3
+    assert 1 <= len(report.warm.design) <= 3
     page = assert_self_contained(build_report(jobdir))
     assert page.svgs == 5  # the four of every report, and the weights
     words = " ".join(page.text)
     assert "started warm from 2 past task(s)" in words
     assert "bowl-a" in words and "bowl-b" in words
-    assert "Initial design" in words and "not started" not in words
+    assert "Warm design" in words and "not started" not in words
+    # Why: the learned prior and the measured concordance of the heaviest tasks.
+    assert "prior concordance" in words and set(log[-1]["why"]) <= {"bowl-a", "bowl-b"}
 
 
 def test_a_cold_or_switched_off_warm_start_says_so(tmp_path):

@@ -180,9 +180,37 @@ def searcher_options(name: str) -> dict[str, Any]:
 
 
 def build(name: str, space: SearchSpace, seed: int, **options: Any) -> Searcher:
+    extras = {k: options.pop(k) for k in ("warm_start", "history") if k in options}
     return make_searcher(
-        name, space=space, seed=seed, options={**searcher_options(name), **options}
+        name, space=space, seed=seed, options={**searcher_options(name), **options}, **extras
     )
+
+
+def warm_extras(space: SearchSpace, kind: str) -> dict[str, Any]:
+    """A warm start over past tasks shaped like :func:`quadratic` with shifted optima
+    (``kind="past"``), or a history of the task itself (``kind="history"``)."""
+    from warmtune.searchers import History
+    from warmtune.searchers.pasttask import PastTask
+    from warmtune.searchers.warmstart import WarmStart
+
+    rng = np.random.default_rng(42)
+    if kind == "history":
+        configs = [space.sample(rng) for _ in range(40)]
+        observations = tuple(
+            Observation.of(f"old{i}", c, MAX_BUDGET, quadratic(c, MAX_BUDGET))
+            for i, c in enumerate(configs)
+        )
+        return {"history": History(observations=observations)}
+    tasks = []
+    for k in range(4):
+        configs = [space.sample(rng) for _ in range(60)]
+        values = [quadratic(c, MAX_BUDGET) + 0.05 * k * c["dropout"] for c in configs]
+        tasks.append(
+            PastTask(
+                name=f"past{k}", meta_features={"k": k}, space=space, configs=configs, values=values
+            )
+        )
+    return {"warm_start": WarmStart(space=space, past_tasks=tasks, seed=0)}
 
 
 @pytest.fixture
@@ -203,3 +231,8 @@ def objectives() -> dict[str, Objective]:
 @pytest.fixture
 def build_searcher() -> Callable[..., Searcher]:
     return build
+
+
+@pytest.fixture
+def warm_extras_fn() -> Callable[..., dict[str, Any]]:
+    return warm_extras

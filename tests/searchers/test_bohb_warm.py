@@ -1,5 +1,6 @@
-"""BOHB warm-started from past tasks: a similar past helps at once, an adversarial one
-does not hold the search back, and the state still round-trips."""
+"""BOHB warm-started from past tasks: an aligned past helps at once, a misleading one loses
+its say and the search goes on as cold BOHB would, the design stops when it stops
+winning, and a task's own history is continued rather than replayed."""
 
 from __future__ import annotations
 
@@ -8,39 +9,16 @@ import json
 import numpy as np
 import pytest
 
+from warmtune.searchers import History, Observation, make_searcher
 from warmtune.searchers.bohb import BOHB
-from warmtune.searchers.similarity import PastTask, TaskSimilarity
+from warmtune.searchers.pasttask import PastTask
 from warmtune.searchers.warmstart import WarmStart
 from warmtune.space import SearchSpace
 
 NAMES = ("x0", "x1", "x2")
 SPACE = SearchSpace({n: {"type": "float", "low": 0.0, "high": 1.0} for n in NAMES})
 MAX_BUDGET = 9
-
-
-def center(s: float) -> np.ndarray:
-    return np.array([0.1 + 0.8 * s, 0.9 - 0.8 * s, 0.5])
-
-
-def past(sign: float = 1.0, spread: float = 1.0) -> list[PastTask]:
-    tasks = []
-    for k, s in enumerate(0.3 + spread * (np.linspace(0, 1, 6) - 0.3)):
-        x = np.random.default_rng(100 + k).uniform(size=(100, 3))
-        values = sign * ((x - center(s)) ** 2).sum(axis=1)
-        configs = [dict(zip(NAMES, map(float, row), strict=True)) for row in x]
-        tasks.append(
-            PastTask(
-                name=f"s{k}",
-                meta_features={"s": float(s)},
-                space=SPACE,
-                configs=configs,
-                values=values,
-            )
-        )
-    return tasks
-
-
-TARGET = center(0.3)
+TARGET = np.array([0.3, 0.7, 0.5])
 
 
 def objective(config, budget):
@@ -48,116 +26,138 @@ def objective(config, budget):
     return float(((x - TARGET) ** 2).sum() + 0.05 / budget)
 
 
-@pytest.fixture(scope="module")
-def similar():
-    tasks = past()
-    return tasks, TaskSimilarity(past_tasks=tasks, seed=0)
-
-
-@pytest.fixture(scope="module")
-def adversarial():
-    # The target's own objective turned upside down: the past's best is its worst.
-    tasks = past(sign=-1.0, spread=0.1)
-    return tasks, TaskSimilarity(past_tasks=tasks, seed=0)
-
-
-def bohb(seed, tasks=None, sim=None):
-    warm = None
-    if tasks is not None:
-        warm = WarmStart(
-            space=SPACE, past_tasks=tasks, similarity=sim, meta_features={"s": 0.3}, seed=seed
+def past(sign=1.0, n_tasks=5, shift=0.05):
+    tasks = []
+    for k in range(n_tasks):
+        center = TARGET + shift * (k - n_tasks // 2)
+        x = np.random.default_rng(100 + k).uniform(size=(100, 3))
+        values = sign * ((x - center) ** 2).sum(axis=1)
+        configs = [dict(zip(NAMES, map(float, row), strict=True)) for row in x]
+        tasks.append(
+            PastTask(name=f"s{k}", meta_features={}, space=SPACE, configs=configs, values=values)
         )
-    return BOHB(space=SPACE, seed=seed, max_budget=MAX_BUDGET, warm_start=warm)
+    return tasks
 
 
-def test_first_suggestions_come_from_the_good_region(similar):
-    searcher = bohb(0, *similar)
-    first = [searcher.ask(f"t{i}").config for i in range(5)]
-    values = [objective(c, MAX_BUDGET) for c in first]
-    random = [objective(SPACE.sample(np.random.default_rng(i)), MAX_BUDGET) for i in range(500)]
-    # The first is the zero-shot pick; the rest of the portfolio covers other tasks.
-    assert values[0] < np.quantile(random, 0.05)
-    assert np.mean(values) < np.quantile(random, 0.25)
+def run(searcher, n_trials, workers=1):
+    """A sequential engine: every iteration reported; returns the full-budget values."""
+    full, running, next_id = [], {}, 0
+    for _ in range(n_trials):
+        s = searcher.ask(f"t{next_id}")
+        assert s is not None
+        if s.trial_id == f"t{next_id}":
+            next_id += 1
+        start = running.get(s.trial_id, 0)
+        target = int(round(s.budget or MAX_BUDGET))
+        for it in range(start + 1, target + 1):
+            searcher.tell(Observation.of(s.trial_id, s.config, it, objective(s.config, it)))
+        running[s.trial_id] = target
+        if target >= MAX_BUDGET:
+            full.append(objective(s.config, MAX_BUDGET))
+            searcher.on_trial_end(s.trial_id)
+    return full
 
 
-def best_after(searcher, driver_cls, n):
-    """The full-budget value of the best configuration evaluated in ``n`` suggestions."""
-    driver = driver_cls(searcher, objective=objective, workers=2, max_budget=MAX_BUDGET)
-    driver.run(n)
-    assert not driver.violations
-    return min(objective(o.config, MAX_BUDGET) for o in driver.results)
-
-
-def test_similar_past_beats_cold_start_early(similar, driver_cls):
-    warm = np.mean([best_after(bohb(s, *similar), driver_cls, 15) for s in range(4)])
-    cold = np.mean([best_after(bohb(s), driver_cls, 15) for s in range(4)])
-    assert warm < 0.5 * cold
-
-
-def test_adversarial_past_gets_no_weight_and_the_search_still_converges(adversarial, driver_cls):
-    searchers = [bohb(s, *adversarial) for s in range(4)]
-    warm = np.mean([best_after(s, driver_cls, 80) for s in searchers])
-    cold = np.mean([best_after(bohb(s), driver_cls, 80) for s in range(4)])
-    # The similarity model learned that this past points the wrong way.
-    assert all(s.warm_start.weight_of_past(50) < 0.05 for s in searchers)
-    assert warm < cold + 0.02, (warm, cold)
-
-
-def test_state_round_trip_with_a_warm_start(similar, driver_cls):
-    tasks, sim = similar
-    a = bohb(1, tasks, sim)
-    driver_cls(a, objective=objective, workers=2, max_budget=MAX_BUDGET).run(12)
-    state = json.loads(json.dumps(a.state()))
-    warm = WarmStart(
-        space=SPACE, past_tasks=tasks, similarity=sim, meta_features={"s": 0.3}, seed=1
+def warm_bohb(tasks, seed=0, **options):
+    warm = WarmStart(space=SPACE, past_tasks=tasks, seed=seed)
+    return make_searcher(
+        "bohb", space=SPACE, seed=seed, max_budget=MAX_BUDGET, warm_start=warm, options=options
     )
-    b = BOHB.from_state(state, SPACE, warm_start=warm)
-    assert [a.ask(f"n{i}") for i in range(6)] == [b.ask(f"n{i}") for i in range(6)]
 
 
-def test_a_single_past_task_earns_its_weight_from_evidence(driver_cls):
-    # One past task cannot calibrate the meta-feature kernel, so the past starts
-    # with no weight; the target's own results then show it is the same problem.
-    (same,) = [t for t in past(spread=0.0)][:1]
-    warm = WarmStart(space=SPACE, past_tasks=[same], meta_features={"s": 0.3}, seed=0)
-    searcher = BOHB(space=SPACE, seed=0, max_budget=MAX_BUDGET, warm_start=warm)
-    assert searcher.warm_start.weights.past[same.name] == 0.0
-    driver_cls(searcher, objective=objective, workers=2, max_budget=MAX_BUDGET).run(30)
-    assert searcher.warm_start.weights.past[same.name] > 0.5
-    assert searcher.state()["design"], "the design was drawn once the past had weight"
+def test_an_aligned_past_gives_a_good_first_result_and_stays_ahead():
+    warm_first, cold_best, warm_best = [], [], []
+    for seed in range(4):
+        w = run(warm_bohb(past(), seed), 40)
+        c = run(make_searcher("bohb", space=SPACE, seed=seed, max_budget=MAX_BUDGET), 40)
+        warm_first.append(w[0])
+        warm_best.append(min(w))
+        cold_best.append(min(c, default=np.inf))
+    # The first trial is a portfolio configuration at the full budget, near the optimum.
+    assert max(warm_first) < 0.05 + 0.05 / MAX_BUDGET
+    assert np.mean(warm_best) < np.mean(cold_best)
 
 
-def test_the_design_runs_straight_to_the_full_budget(similar):
-    searcher = bohb(0, *similar)
-    asks = [searcher.ask(f"t{i}") for i in range(searcher.initial_design + 2)]
-    design = asks[: searcher.initial_design]
-    assert [a.budget for a in design] == [MAX_BUDGET] * len(design)
-    assert [a.config for a in design] == searcher.state()["design"]
-    # After the design, new configurations start at the lowest rung again.
-    assert all(a.budget < MAX_BUDGET for a in asks[searcher.initial_design :])
-    # Synchronous brackets keep Hyperband's shape: the design starts at a bracket's rung.
-    sync = BOHB(
-        space=SPACE, seed=0, max_budget=MAX_BUDGET, mode="sync",
-        warm_start=WarmStart(space=SPACE, past_tasks=similar[0], similarity=similar[1],
-                             meta_features={"s": 0.3}, seed=0),
-    )  # fmt: skip
-    assert sync.ask("s0").budget < MAX_BUDGET
+def test_a_mirrored_past_loses_its_say_and_the_design_stops():
+    searcher = warm_bohb(past(sign=-1.0), seed=1)
+    run(searcher, 60)
+    weights = searcher.warm_start.weights
+    # The past ordered the results the wrong way round: it has lost its weight to the
+    # own model and chance, and the design is over (the portfolio is the worst region).
+    assert weights.past_share < 0.01
+    assert searcher._design_stopped
+    assert len(searcher._design_keys) <= searcher._patience()
 
 
-def test_ablation_switches(similar):
-    tasks, sim = similar
+def test_the_design_keeps_going_while_it_wins_and_holds_eta_credits():
+    searcher = warm_bohb(past(), seed=2)
+    run(searcher, 30)
+    losses, running = searcher._design_record()
+    assert losses <= searcher._patience() and running == 0
+    # An aligned past keeps winning for a while: more than eta portfolio configurations.
+    assert len(searcher._design_keys) > searcher._patience()
+    capped = warm_bohb(past(), seed=2, initial_design=2)
+    run(capped, 30)
+    assert len(capped._design_keys) == 2
 
-    def make(**options):
-        warm = WarmStart(
-            space=SPACE, past_tasks=tasks, similarity=sim, meta_features={"s": 0.3}, seed=0
-        )
-        return BOHB(space=SPACE, seed=0, max_budget=MAX_BUDGET, warm_start=warm, **options)
 
-    prior_only = make(warm_design=False)
-    assert prior_only.ask("t0").budget < MAX_BUDGET
-    assert prior_only.state()["design"] in (None, [])
-    design_only = make(warm_prior=False)
-    assert design_only.ask("t0").budget == MAX_BUDGET
-    assert design_only._prior() == (None, 0.0)  # noqa: SLF001 - the switch's whole effect
-    state = json.loads(json.dumps(design_only.state()))
-    assert state["options"]["warm_prior"] is False and state["options"]["warm_design"] is True
+def test_ablation_switches_remove_their_mechanism():
+    no_design = warm_bohb(past(), seed=0, warm_design=False)
+    run(no_design, 20)
+    assert no_design._design_keys == []
+    options = no_design.state()["options"]
+    assert options["warm_design"] is False and options["warm_model"] is True
+    no_model = warm_bohb(past(), seed=0, warm_model=False)
+    assert no_model.state()["options"]["warm_model"] is False
+    with pytest.raises(ValueError, match="design_cost"):
+        warm_bohb(past(), design_cost="sometimes")
+
+
+def test_warm_state_round_trips_and_continues_identically():
+    tasks = past()
+    original = warm_bohb(tasks, seed=4)
+    run(original, 15)
+    state = json.loads(json.dumps(original.state()))
+    again = BOHB.from_state(
+        state, SPACE, warm_start=WarmStart(space=SPACE, past_tasks=tasks, seed=4)
+    )
+    assert state["warm"]["weights"] == again.state()["warm"]["weights"]
+    for k in range(10):
+        a, b = original.ask(f"n{k}"), again.ask(f"n{k}")
+        assert a == b
+        if a is not None and a.resume_from is None:
+            for s in (original, again):
+                s.tell(
+                    Observation.of(
+                        a.trial_id, a.config, a.budget, objective(a.config, int(a.budget))
+                    )
+                )
+
+
+def test_a_task_history_is_continued_not_replayed():
+    # A discrete space, so a proposal could repeat a configuration exactly.
+    space = SearchSpace({n: {"type": "int", "low": 0, "high": 3} for n in NAMES})
+    rng = np.random.default_rng(0)
+    earlier = [space.sample(rng) for _ in range(30)]
+
+    def value(c):
+        return float(sum((c[n] - 1) ** 2 for n in NAMES))
+
+    observations = tuple(
+        Observation.of(f"old{i}", c, MAX_BUDGET, value(c)) for i, c in enumerate(earlier)
+    )
+    known = frozenset(json.dumps(space.validate(c), sort_keys=True) for c in earlier)
+    history = History(observations=observations, known=known)
+    searcher = make_searcher("bohb", space=space, seed=0, max_budget=MAX_BUDGET, history=history)
+    # The model exists before the first own result: the history is its evidence.
+    assert searcher.model() is not None
+    for k in range(30):
+        s = searcher.ask(f"t{k}")
+        if s.resume_from is None:
+            assert json.dumps(s.config, sort_keys=True) not in known
+        searcher.tell(Observation.of(s.trial_id, s.config, s.budget, value(s.config)))
+    # A searcher that takes no history starts as it always does.
+    plain = make_searcher("random", space=space, seed=0, history=history)
+    assert plain.ask("t0") is not None
+    with pytest.raises(ValueError, match="History"):
+        BOHB(space=space, max_budget=MAX_BUDGET, history=[1, 2])

@@ -24,10 +24,16 @@ for _module in pkgutil.iter_modules(warmtune.searchers.__path__):
     if _module.name != "ray_adapter":
         importlib.import_module(f"warmtune.searchers.{_module.name}")
 
-# Every registered searcher with its defaults, plus the variants that take another path.
+# Every registered searcher with its defaults, plus the variants that take another path:
+# warm BOHB (a WarmStart over past tasks, and a History of the task itself) is a
+# searcher of its own as far as the contract goes.
 VARIANTS = [(name, {}) for name in registered_searchers()] + [
     ("bohb", {"mode": "sync"}),
     ("hyperband", {"max_concurrent_brackets": 1}),
+    ("bohb", {"warm": "past"}),
+    ("bohb", {"warm": "past", "mode": "sync"}),
+    ("bohb", {"warm": "history"}),
+    ("pbt", {"warm": "past"}),
 ]
 
 
@@ -42,9 +48,19 @@ def variant(request):
 
 
 @pytest.fixture
-def make(variant, mixed_space, build_searcher):
+def extras(variant, mixed_space, warm_extras_fn):
+    """What a warm variant takes besides its options (again on restore), built fresh
+    each time: a warm start holds weights, and two searchers never share one."""
+    _, options = variant
+    kind = options.get("warm")
+    return lambda: warm_extras_fn(mixed_space, kind) if kind else {}
+
+
+@pytest.fixture
+def make(variant, mixed_space, build_searcher, extras):
     name, options = variant
-    return lambda seed: build_searcher(name, mixed_space, seed, **options)
+    options = {k: v for k, v in options.items() if k != "warm"}
+    return lambda seed: build_searcher(name, mixed_space, seed, **options, **extras())
 
 
 def test_same_seed_gives_the_same_suggestions(make, driver_cls):
@@ -53,12 +69,12 @@ def test_same_seed_gives_the_same_suggestions(make, driver_cls):
     assert first == second
 
 
-def test_state_round_trip_continues_identically(make, mixed_space, driver_cls):
+def test_state_round_trip_continues_identically(make, mixed_space, driver_cls, extras):
     original = driver_cls(make(3), workers=3, stop_probability=0.1)
     original.run(30)
     state = json.loads(json.dumps(original.searcher.state(), allow_nan=False))
     resumed = copy.deepcopy(original)
-    resumed.searcher = searcher_from_state(state, mixed_space)
+    resumed.searcher = searcher_from_state(state, mixed_space, **extras())
     assert type(resumed.searcher) is type(original.searcher)
     assert resumed.run(20) == original.run(20)
 

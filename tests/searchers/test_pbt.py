@@ -74,7 +74,7 @@ def test_population_is_uniform():
 
 
 def test_warm_population_starts_in_the_past_good_region():
-    from warmtune.searchers.similarity import PastTask
+    from warmtune.searchers.pasttask import PastTask
     from warmtune.searchers.warmstart import WarmStart
 
     space = SearchSpace({n: {"type": "float", "low": 0.0, "high": 1.0} for n in ("a", "b")})
