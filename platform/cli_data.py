@@ -157,7 +157,7 @@ def fetch(names: tuple[str, ...], mirror: str | None, quiet: bool, root: Path | 
 )
 @data_dir_option
 def import_(names: tuple[str, ...], source: Path, root: Path | None) -> None:
-    """Copy datasets from a folder (a shared drive, ../shared/data), checking each file."""
+    """Copy datasets from a folder (a shared drive, another data directory), checking each file."""
     from warmtune.data import DataError, import_dataset
 
     _check_names(names)

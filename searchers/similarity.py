@@ -57,7 +57,6 @@ knowledge base store them and pass them back, so a big knowledge base pays once)
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +65,7 @@ from typing import Any
 import numpy as np
 from scipy.special import betaincc, betaln
 
+from warmtune.searchers.metafeatures import MetaTable, meta_kernel
 from warmtune.searchers.pastmodels import PastModels
 from warmtune.searchers.pasttask import PastTask
 from warmtune.searchers.ranks import concordance, concordance_variance, stratified
@@ -189,7 +189,7 @@ class TaskSimilarity:
         self.max_compare = int(max_compare)
         self.prior_kind = prior
         names = models.names
-        self._meta = _MetaTable([t.meta_features for t in models.tasks])
+        self._meta = MetaTable([t.meta_features for t in models.tasks])
         self._meta_codes = [self._meta.encode(t.meta_features) for t in models.tasks]
         t = len(names)
         self.meta_bandwidth, self.meta_mismatch, self.meta_slope = math.inf, 1.0, 0.0
@@ -251,7 +251,7 @@ class TaskSimilarity:
         t = len(conc)
         for i in range(t):
             for j in range(t):
-                self._d2[i, j], self._mism[i, j] = _MetaTable.distance(
+                self._d2[i, j], self._mism[i, j] = MetaTable.distance(
                     *self._meta_codes[i], *self._meta_codes[j]
                 )
         known = np.isfinite(conc)
@@ -277,7 +277,7 @@ class TaskSimilarity:
         if (self._meta.num or self._meta.cat) and t >= _MIN_META_TASKS:
             for bw in _META_BANDWIDTHS[:-1]:
                 for lam in _META_MISMATCH if self._meta.cat else (1.0,):
-                    k = _meta_kernel(self._d2, self._mism, bw, lam)
+                    k = meta_kernel(self._d2, self._mism, bw, lam)
                     k_known = np.where(known, k, np.nan)
                     loo_k = (np.nansum(k_known, axis=1)[:, None] - np.where(known, k, 0.0)) / (
                         np.maximum(count[:, None] - known, 1)
@@ -287,7 +287,7 @@ class TaskSimilarity:
                     if err < best[0] - 1e-12:
                         best = (err, bw, lam, 0.0)
             if math.isfinite(best[1]):
-                k = _meta_kernel(self._d2, self._mism, best[1], best[2])
+                k = meta_kernel(self._d2, self._mism, best[1], best[2])
                 kc = np.where(
                     known, k - np.nanmean(np.where(known, k, np.nan), axis=1)[:, None], 0.0
                 )
@@ -299,7 +299,7 @@ class TaskSimilarity:
         # towards the pooled one by one pseudo-residual, less the noise the measured
         # concordances carry themselves.
         if math.isfinite(self.meta_bandwidth):
-            k = _meta_kernel(self._d2, self._mism, self.meta_bandwidth, self.meta_mismatch)
+            k = meta_kernel(self._d2, self._mism, self.meta_bandwidth, self.meta_mismatch)
             k_known = np.where(known, k, np.nan)
             loo_k = (np.nansum(k_known, axis=1)[:, None] - np.where(known, k, 0.0)) / (
                 np.maximum(count[:, None] - known, 1)
@@ -373,9 +373,9 @@ class TaskSimilarity:
         mean = self._typical.copy()
         if self.meta_slope and math.isfinite(self.meta_bandwidth):
             d2, mism = self._meta_distances(meta_features or {})
-            k = _meta_kernel(d2, mism, self.meta_bandwidth, self.meta_mismatch)
+            k = meta_kernel(d2, mism, self.meta_bandwidth, self.meta_mismatch)
             known = np.isfinite(self.pairwise)
-            k_past = _meta_kernel(self._d2, self._mism, self.meta_bandwidth, self.meta_mismatch)
+            k_past = meta_kernel(self._d2, self._mism, self.meta_bandwidth, self.meta_mismatch)
             mean_k = np.nanmean(np.where(known, k_past, np.nan), axis=1)
             mean = mean + self.meta_slope * (k - np.nan_to_num(mean_k))
         mean = np.where(self.models.usable(), np.clip(mean, 0.0, 1.0), 0.5)
@@ -473,7 +473,7 @@ class TaskSimilarity:
         t = len(self._meta_codes)
         d2, mism = np.zeros(t), np.zeros(t)
         for i, (zi, li) in enumerate(self._meta_codes):
-            d2[i], mism[i] = _MetaTable.distance(zt, lt, zi, li)
+            d2[i], mism[i] = MetaTable.distance(zt, lt, zi, li)
         return d2, mism
 
 
@@ -577,87 +577,3 @@ def _normalise(log_weights: np.ndarray) -> np.ndarray:
 def _slope(x: np.ndarray, y: np.ndarray) -> float:
     den = float(x @ x)
     return float(x @ y) / den if den > 1e-12 else 0.0
-
-
-# Meta-features --------------------------------------------------------------------------
-def meta_distances(
-    metas: Sequence[Mapping[str, Any]], target: Mapping[str, Any]
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(squared distance, label mismatches)`` of each of ``metas`` to ``target``: the
-    numeric meta-features standardised over ``metas``, labels compared as they are."""
-    table = _MetaTable(metas)
-    zt, lt = table.encode(target)
-    d2, mism = np.zeros(len(metas)), np.zeros(len(metas))
-    for i, m in enumerate(metas):
-        d2[i], mism[i] = _MetaTable.distance(zt, lt, *table.encode(m))
-    return d2, mism
-
-
-class _MetaTable:
-    """Numeric meta-features standardised over the past tasks, plus labels."""
-
-    def __init__(self, metas: Sequence[Mapping[str, Any]]) -> None:
-        names: dict[str, None] = {}
-        for m in metas:
-            names.update(dict.fromkeys(m))
-        self.num: list[str] = []
-        self.cat: list[str] = []
-        for name in names:
-            vals = [m[name] for m in metas if name in m]
-            if all(_is_number(v) for v in vals):
-                self.num.append(name)
-            else:
-                self.cat.append(name)
-        cols = np.array([[_num(m.get(n)) for n in self.num] for m in metas], dtype=float)
-        cols = cols.reshape(len(metas), len(self.num))
-        with np.errstate(invalid="ignore"):
-            self.mean = np.nanmean(cols, axis=0) if len(metas) else np.zeros(len(self.num))
-            std = np.nanstd(cols, axis=0) if len(metas) else np.ones(len(self.num))
-        # A feature constant over the past cannot tell past tasks apart: drop it.
-        keep = np.isfinite(std) & (std > 0)
-        self.num = [n for n, k in zip(self.num, keep, strict=True) if k]
-        self.mean, self.std = self.mean[keep], std[keep]
-        # A label every past task shares, or that no two share, cannot either.
-        self.cat = [
-            n
-            for n in self.cat
-            if 1 < len({_key(m[n]) for m in metas if n in m}) < sum(n in m for m in metas)
-        ]
-
-    def encode(self, meta: Mapping[str, Any]) -> tuple[np.ndarray, list[str | None]]:
-        z = np.array([_num(meta.get(n)) for n in self.num], dtype=float)
-        z = (z - self.mean) / self.std
-        labels = [None if n not in meta else _key(meta[n]) for n in self.cat]
-        return z, labels
-
-    @staticmethod
-    def distance(
-        za: np.ndarray, la: list[str | None], zb: np.ndarray, lb: list[str | None]
-    ) -> tuple[float, int]:
-        """(mean squared standardised difference over shared numeric features, label
-        mismatches over shared labels)."""
-        both = np.isfinite(za) & np.isfinite(zb)
-        d2 = float(np.mean((za[both] - zb[both]) ** 2)) if both.any() else 0.0
-        mism = sum(
-            1 for a, b in zip(la, lb, strict=True) if a is not None and b is not None and a != b
-        )
-        return d2, mism
-
-
-def _key(value: Any) -> str:
-    return json.dumps(value)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
-        v, (bool, np.bool_)
-    )
-
-
-def _num(v: Any) -> float:
-    return float(v) if _is_number(v) else math.nan
-
-
-def _meta_kernel(d2: np.ndarray, mism: np.ndarray, bandwidth: float, mismatch: float) -> np.ndarray:
-    k = np.ones_like(d2) if math.isinf(bandwidth) else np.exp(-d2 / (2.0 * bandwidth**2))
-    return k * np.power(mismatch, mism)

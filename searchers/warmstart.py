@@ -606,7 +606,7 @@ def nearest_tasks(
     """
     if len(past_tasks) <= k:
         return list(past_tasks)
-    from warmtune.searchers.similarity import meta_distances
+    from warmtune.searchers.metafeatures import meta_distances
 
     shared = [sum(1 for n in space if n in t.space) for t in past_tasks]
     d2, mismatches = meta_distances([t.meta_features for t in past_tasks], meta_features)
