@@ -52,7 +52,7 @@ def test_settings_name_the_bad_field(omniglot, tmp_path, monkeypatch):
     with pytest.raises(pydantic.ValidationError, match="inner_lr"):
         OmniglotSettings(data=omniglot, inner_lr=-0.1)
     with pytest.raises(pydantic.ValidationError, match="algorithm"):
-        OmniglotSettings(data=omniglot, algorithm="protonet")
+        OmniglotSettings(data=omniglot, algorithm="protonets")
     with pytest.raises(pydantic.ValidationError, match="meta_batch_size"):
         OmniglotSettings(data=omniglot, meta_batch_size=0)
     with pytest.raises(pydantic.ValidationError, match="lower q_query"):

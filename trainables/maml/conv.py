@@ -86,10 +86,12 @@ class ConvNet(nn.Module):
     """The MAML Omniglot classifier: conv blocks, spatial mean, linear head.
 
     Parameter names are ``blocks.{i}.weight``, ``blocks.{i}.scale``, ``blocks.{i}.shift``,
-    ``head.weight`` and ``head.bias`` (ANIL adapts the ``head.`` ones only).
+    ``head.weight`` and ``head.bias`` (ANIL adapts the ``head.`` ones only). Without a head
+    (``n_way=None``) it is an embedding network: images to ``filters``-wide embeddings, what
+    the metric-based learners of :mod:`.metric` compare.
 
     Args:
-        n_way: Output classes.
+        n_way: Output classes; None for no head.
         filters: Channels of every block (64 in the paper).
         blocks: Number of conv blocks (4 in the paper).
         in_channels: Input channels (1 for Omniglot).
@@ -103,7 +105,7 @@ class ConvNet(nn.Module):
     def __init__(
         self,
         *,
-        n_way: int,
+        n_way: int | None,
         filters: int = 64,
         blocks: int = 4,
         in_channels: int = 1,
@@ -111,7 +113,7 @@ class ConvNet(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         for name, value in (
-            ("n_way", n_way),
+            ("n_way", 1 if n_way is None else n_way),
             ("filters", filters),
             ("blocks", blocks),
             ("in_channels", in_channels),
@@ -129,12 +131,15 @@ class ConvNet(nn.Module):
                 for i in range(blocks)
             )
         )
-        self.head = nn.Linear(filters, n_way, dtype=dtype)
+        self.head = nn.Linear(filters, n_way, dtype=dtype) if n_way is not None else None
+        self.embedding_dim = filters
         self.reset_parameters(generator=generator)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``[B, in_channels, H, W]`` images -> ``[B, n_way]`` logits."""
-        return self.head(self.blocks(x).mean(dim=(2, 3)))
+        """``[B, in_channels, H, W]`` images -> ``[B, n_way]`` logits (``[B, filters]``
+        embeddings without a head)."""
+        features = self.blocks(x).mean(dim=(2, 3))
+        return features if self.head is None else self.head(features)
 
     @torch.no_grad()
     def reset_parameters(self, *, generator: torch.Generator | None = None) -> None:
@@ -152,6 +157,8 @@ class ConvNet(nn.Module):
             nn.init.kaiming_uniform_(block.weight, a=math.sqrt(5), generator=generator)
             block.scale.fill_(1.0)
             block.shift.fill_(0.0)
+        if self.head is None:
+            return
         nn.init.kaiming_uniform_(self.head.weight, a=math.sqrt(5), generator=generator)
         bound = 1.0 / math.sqrt(self.head.weight.shape[1])
         nn.init.uniform_(self.head.bias, -bound, bound, generator=generator)

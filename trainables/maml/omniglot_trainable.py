@@ -1,4 +1,9 @@
-"""MAML-style meta-learning on Omniglot few-shot classification as a Ray Tune trainable.
+"""Few-shot meta-learning on Omniglot classification as a Ray Tune trainable.
+
+Two families share the data protocol, backbone, episodes, checkpoints and metrics:
+optimisation-based learners (MAML, first-order MAML, ANIL, Reptile, Meta-SGD; see
+:mod:`.algorithms`) and metric-based ones (Prototypical and Matching Networks; see
+:mod:`.metric`), so one search can range over ``algorithm`` across both.
 
 Three layers, each usable without the next (as :mod:`.trainable` for sinusoids):
 
@@ -29,6 +34,7 @@ from warmtune.trainables.nas.settings import CellFields
 from . import algorithms as AL
 from .conv import HEAD_PREFIX, ConvNet
 from .functional import InnerLR
+from .metric import METRIC_ALGORITHMS, MetricLearner
 from .omniglot import (
     DEFAULT_VAL_CHARACTERS,
     DRAWERS,
@@ -68,9 +74,9 @@ slower (measured by :mod:`.throughput`); on a GPU every task goes in one call.""
 
 CHECKPOINT_FILE = "maml_omniglot_state.pt"
 _STATE_FORMAT = 1
-_ARCHITECTURE = ("n_way", "backbone", "filters", "blocks", "cells_per_stage")
+_ARCHITECTURE = ("n_way", "backbone", "filters", "blocks", "cells_per_stage", "fce")
 
-Algorithm = Literal["maml", "fomaml", "anil", "reptile", "metasgd"]
+Algorithm = Literal["maml", "fomaml", "anil", "reptile", "metasgd", "protonet", "matching"]
 Device = Literal["auto", "cpu", "cuda"]
 Backbone = Literal["conv4", "nb201"]
 
@@ -80,7 +86,12 @@ class OmniglotSettings(CellFields):
 
     Defaults follow the MAML paper's 5-way 1-shot setup (Finn et al. 2017): 64 filters,
     4 blocks, inner step 0.4, one inner step in training and three at evaluation, meta-batch
-    32. The platform validates a job's fixed params merged with the searched config against
+    32. ``n_way``, ``k_shot`` and ``q_query`` are the shape of the validation and test
+    episodes, and of the training ones unless ``train_*`` says otherwise. The inner-loop
+    settings apply to the optimisation-based algorithms only, ``cosine_scale`` and ``fce``
+    to Matching Networks only.
+
+    The platform validates a job's fixed params merged with the searched config against
     this model, so an unknown key or a bad value fails with an error naming the field.
     """
 
@@ -94,10 +105,24 @@ class OmniglotSettings(CellFields):
     n_way: int = Field(5, ge=2, description="Classes per task.")
     k_shot: int = Field(1, ge=1, description="Support images per class.")
     q_query: int = Field(15, ge=1, description="Query images per class.")
+    train_n_way: int | None = Field(
+        None,
+        ge=2,
+        description="Classes per meta-training task, when it differs from n_way (Snell et "
+        "al. train Prototypical Networks 60-way); protonet and matching only, since the "
+        "other algorithms' linear head has n_way outputs.",
+    )
+    train_k_shot: int | None = Field(
+        None, ge=1, description="Support images per class in meta-training (default k_shot)."
+    )
+    train_q_query: int | None = Field(
+        None, ge=1, description="Query images per class in meta-training (default q_query)."
+    )
     algorithm: Algorithm = Field(
         "maml",
         description="maml, fomaml, anil, reptile or metasgd (Meta-SGD: MAML with learned "
-        "per-parameter inner step sizes).",
+        "per-parameter inner step sizes), or the metric-based protonet (Prototypical "
+        "Networks) or matching (Matching Networks).",
     )
     inner_lr: float = Field(
         0.4,
@@ -110,7 +135,27 @@ class OmniglotSettings(CellFields):
         3, ge=0, description="Adaptation steps (at inner_lr) on validation and test tasks."
     )
     meta_lr: float = Field(0.001, gt=0, description="Adam learning rate of the meta-update.")
+    meta_lr_halving: int = Field(
+        0,
+        ge=0,
+        description="Halve meta_lr every this many meta-updates (0: constant). Snell et al. "
+        "halve it every 2,000 episodes.",
+    )
     meta_batch_size: int = Field(32, ge=1, description="Tasks per meta-update.")
+    cosine_scale: float = Field(
+        1.0,
+        gt=0,
+        description="matching: cosine similarities are multiplied by it before the softmax "
+        "attention (an inverse temperature; 1 is the paper's).",
+    )
+    fce: bool = Field(
+        False,
+        description="matching: full-context embeddings (a bidirectional LSTM over the "
+        "support set, an attention LSTM for each query; Vinyals et al. 2016, appendix).",
+    )
+    fce_steps: int = Field(
+        5, ge=1, description="matching with fce: attention read steps per query."
+    )
     backbone: Backbone = Field(
         "conv4",
         description="conv4 (the MAML paper's conv blocks) or nb201 (a NAS-Bench-201 cell "
@@ -169,7 +214,38 @@ class OmniglotSettings(CellFields):
                 f"k_shot + q_query = {self.k_shot + self.q_query} exceeds the {DRAWERS} "
                 "drawings per character; lower q_query"
             )
+        _, k_shot, q_query = self.train_shape()
+        if k_shot + q_query > DRAWERS:
+            raise ValueError(
+                f"train_k_shot + train_q_query = {k_shot + q_query} (unset ones default to "
+                f"k_shot and q_query) exceeds the {DRAWERS} drawings per character; lower "
+                "train_q_query"
+            )
         return self
+
+    @model_validator(mode="after")
+    def _family_settings(self) -> OmniglotSettings:
+        metric = self.algorithm in METRIC_ALGORITHMS
+        if not metric and self.train_n_way not in (None, self.n_way):
+            raise ValueError(
+                f"train_n_way={self.train_n_way} differs from n_way={self.n_way}, but "
+                f"{self.algorithm}'s linear head has n_way outputs; drop train_n_way or use "
+                "protonet or matching, which have no head"
+            )
+        if self.fce and self.algorithm != "matching":
+            raise ValueError(
+                f"fce (full-context embeddings) is a Matching Networks option and algorithm "
+                f"is {self.algorithm}; set fce: false or algorithm: matching"
+            )
+        return self
+
+    def train_shape(self) -> tuple[int, int, int]:
+        """``(way, shot, query)`` of the meta-training episodes."""
+        return (
+            self.train_n_way or self.n_way,
+            self.train_k_shot or self.k_shot,
+            self.train_q_query or self.q_query,
+        )
 
 
 def resolve_device(device: Device) -> torch.device:
@@ -216,11 +292,13 @@ def build_backbone(
     settings: OmniglotSettings, *, generator: torch.Generator
 ) -> ConvNet | CellNetwork:
     """The network a trial meta-learns: the conv blocks, or a NAS-Bench-201 cell network
-    with stateless batch-statistics norm (what MAML needs under ``vmap``)."""
+    with stateless batch-statistics norm (what MAML needs under ``vmap``). The metric-based
+    algorithms get it without its head, as an embedding network."""
+    classes = None if settings.algorithm in METRIC_ALGORITHMS else settings.n_way
     if settings.backbone == "nb201":
         return CellNetwork(
             settings.cell(),
-            num_classes=settings.n_way,
+            num_classes=classes,
             channels=settings.filters,
             cells_per_stage=settings.cells_per_stage,
             in_channels=1,
@@ -228,7 +306,7 @@ def build_backbone(
             generator=generator,
         )
     return ConvNet(
-        n_way=settings.n_way,
+        n_way=classes,
         filters=settings.filters,
         blocks=settings.blocks,
         generator=generator,
@@ -236,7 +314,11 @@ def build_backbone(
 
 
 class OmniglotMAML:
-    """Meta-trains a :class:`.conv.ConvNet` on Omniglot; one :meth:`step` is one Tune report.
+    """Meta-trains a few-shot learner on Omniglot; one :meth:`step` is one Tune report.
+
+    The learner is the backbone (:func:`build_backbone`) trained with one of
+    :data:`.algorithms.ALGORITHMS`, or, for ``protonet`` and ``matching``, the backbone as
+    an embedding network scored by a :class:`.metric.MetricLearner`.
 
     All randomness comes from generators owned by this object (initial weights and training
     episodes from ``seed``, validation and test episodes from :data:`VAL_SEED` /
@@ -261,7 +343,20 @@ class OmniglotMAML:
             # (inductor's on-disk cache makes graphs seen before cost seconds).
             torch.compiler.reset()
         self._train = load_split(settings.data, "train", val_characters=settings.val_characters)
-        self.model = build_backbone(settings, generator=make_generator(seed)).to(self.device)
+        weights = make_generator(seed)
+        self.model = build_backbone(settings, generator=weights).to(self.device)
+        # Prototypical and Matching Networks: the rule that scores episodes, with Matching
+        # Networks' full-context embeddings as its own parameters; None for the others.
+        self.metric: MetricLearner | None = None
+        if settings.algorithm in METRIC_ALGORITHMS:
+            self.metric = MetricLearner(
+                algorithm=settings.algorithm,  # type: ignore[arg-type]
+                embedding_dim=self.model.embedding_dim,
+                cosine_scale=settings.cosine_scale,
+                fce=settings.fce,
+                fce_steps=settings.fce_steps,
+                generator=weights,
+            ).to(self.device)
         # A separate stream for tasks: changing the architecture must not change the tasks.
         self._task_generator = make_generator(seed + 1)
         # Meta-SGD's learned step sizes live beside the weights, in the same optimizer and
@@ -276,13 +371,16 @@ class OmniglotMAML:
                 ).items()
             }
             learned = list(self.inner_lrs.values())
+        if self.metric is not None:
+            learned = list(self.metric.parameters())
         self.optimizer = torch.optim.Adam([*self.model.parameters(), *learned], lr=settings.meta_lr)
-        self._algorithm = AL.ALGORITHMS[settings.algorithm]
+        self._algorithm = AL.ALGORITHMS.get(settings.algorithm)
         self._adapt_prefix = HEAD_PREFIX if settings.algorithm in AL.HEAD_ONLY else ""
         self._task_chunk = CPU_TASK_CHUNK if self.device.type == "cpu" else None
         val = load_split(settings.data, "val", val_characters=settings.val_characters)
         self._val = self._sample(val, settings.eval_tasks, make_generator(VAL_SEED))
         self._iteration = 0
+        self._updates = 0
         self._last_train_loss = float("nan")
 
     @property
@@ -311,21 +409,44 @@ class OmniglotMAML:
             chunks.append(episodes.to(self.device))
         return chunks
 
+    def _meta_lr(self) -> float:
+        halving = self.settings.meta_lr_halving
+        return self.settings.meta_lr * (0.5 ** (self._updates // halving) if halving else 1.0)
+
     def meta_step(self) -> float:
         """Runs one meta-update of the configured algorithm on a fresh meta-batch.
 
         Returns:
-            The meta-batch's mean post-adaptation query loss before the update.
+            The meta-batch's mean query loss before the update (after adaptation, for the
+            optimisation-based algorithms).
         """
         s = self.settings
+        n_way, k_shot, q_query = s.train_shape()
         batch = sample_episodes(
             self._train,
             num_tasks=s.meta_batch_size,
-            n_way=s.n_way,
-            k_shot=s.k_shot,
-            q_query=s.q_query,
+            n_way=n_way,
+            k_shot=k_shot,
+            q_query=q_query,
             generator=self._task_generator,
         ).to(self.device)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._meta_lr()
+        self._updates += 1
+        if self.metric is not None:
+            loss = self.metric.loss(
+                self.model,
+                batch.support_x,
+                batch.support_y,
+                batch.query_x,
+                batch.query_y,
+                n_way=n_way,
+            )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            return loss.item()
+        assert self._algorithm is not None  # every non-metric algorithm is in ALGORITHMS
         result = self._algorithm(
             self.model,
             dict(self.model.named_parameters()),
@@ -343,6 +464,22 @@ class OmniglotMAML:
         return result.loss.item()
 
     def _score(self, chunks: list[Episodes]) -> AL.Evaluation:
+        if self.metric is not None:
+            metric = self.metric
+            parts = [
+                metric.evaluate(
+                    self.model,
+                    e.support_x,
+                    e.support_y,
+                    e.query_x,
+                    e.query_y,
+                    n_way=self.settings.n_way,
+                )
+                for e in chunks
+            ]
+            return AL.Evaluation(
+                torch.cat([p.loss for p in parts]), torch.cat([p.accuracy for p in parts])
+            )
         params = dict(self.model.named_parameters())
         parts = [
             AL.evaluate(
@@ -367,8 +504,9 @@ class OmniglotMAML:
         """Scores the current initialisation on the fixed meta-validation episodes.
 
         Returns:
-            ``val_accuracy`` (mean query accuracy in [0, 1] after ``eval_inner_steps``
-            adaptation steps) and ``val_loss`` (mean query cross-entropy).
+            ``val_accuracy`` (mean query accuracy in [0, 1], after ``eval_inner_steps``
+            adaptation steps for the optimisation-based algorithms) and ``val_loss`` (mean
+            query cross-entropy).
         """
         scores = self._score(self._val)
         return {
@@ -409,7 +547,8 @@ class OmniglotMAML:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue identically: weights (and Meta-SGD's step sizes,
-        under ``"inner_lr"``), Adam, RNG, counters.
+        under ``"inner_lr"``; Matching Networks' full-context embeddings, under
+        ``"learner"``), Adam, RNG, counters.
 
         Returns:
             Plain tensors, numbers and dicts (loadable with ``torch.load(weights_only=True)``).
@@ -417,6 +556,7 @@ class OmniglotMAML:
         state: dict[str, Any] = {
             "format": _STATE_FORMAT,
             "iteration": self._iteration,
+            "updates": self._updates,
             "last_train_loss": self._last_train_loss,
             "seed": self.seed,
             "settings": self.settings.model_dump(),
@@ -428,6 +568,8 @@ class OmniglotMAML:
         }
         if self.inner_lrs is not None:
             state["inner_lr"] = {k: v.detach().clone() for k, v in self.inner_lrs.items()}
+        if self.metric is not None:
+            state["learner"] = {k: v.detach().clone() for k, v in self.metric.state_dict().items()}
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -439,14 +581,16 @@ class OmniglotMAML:
         moments and the task RNG come from ``state``, every hyperparameter from this
         object's settings. Meta-SGD's learned step sizes come from ``state`` too (its
         ``inner_lr`` setting only initialises them), so a Meta-SGD checkpoint restores only
-        into a Meta-SGD trial and vice versa.
+        into a Meta-SGD trial and vice versa. A metric-based learner's checkpoint (an
+        embedding network, no head) restores only into a metric-based trial.
 
         Args:
             state: A dict produced by :meth:`state_dict` (tensors on any device).
 
         Raises:
-            ValueError: If the state has another format or another architecture, or
-                learned step sizes where this trial has none (or the reverse).
+            ValueError: If the state has another format, another architecture or another
+                family of algorithm, or learned step sizes where this trial has none (or the
+                reverse).
         """
         if state.get("format") != _STATE_FORMAT:
             raise ValueError(
@@ -458,8 +602,18 @@ class OmniglotMAML:
         saved = {**defaults, **state["settings"]}  # states from before the nb201 backbone
         mine = self.settings.model_dump()
         arch = getattr(self.model, "arch", "")
-        if any(saved[key] != mine[key] for key in _ARCHITECTURE) or state.get("arch", "") != arch:
-            held = ", ".join(f"{key}={saved[key]}" for key in _ARCHITECTURE)
+        metric = self.metric is not None
+        if (saved["algorithm"] in METRIC_ALGORITHMS) != metric:
+            raise ValueError(
+                f"checkpoint of algorithm {saved['algorithm']!r} cannot restore into a "
+                f"{self.settings.algorithm!r} trial: the metric-based learners (protonet, "
+                "matching) keep no classifier head and the others need one; restore it with "
+                "an algorithm of its own family"
+            )
+        # An embedding network has no n_way-wide head: any episode shape can use it.
+        keys = [key for key in _ARCHITECTURE if not (metric and key == "n_way")]
+        if any(saved[key] != mine[key] for key in keys) or state.get("arch", "") != arch:
+            held = ", ".join(f"{key}={saved[key]}" for key in keys)
             cell = f" and cell {state['arch']}" if state.get("arch") else ""
             raise ValueError(
                 f"checkpoint holds a network with {held}{cell}; build OmniglotMAML with "
@@ -472,6 +626,8 @@ class OmniglotMAML:
                 "it with the algorithm it was written with"
             )
         self.model.load_state_dict(state["model"])
+        if self.metric is not None:
+            self.metric.load_state_dict(state.get("learner", {}))
         if self.inner_lrs is not None:
             with torch.no_grad():
                 # In place: the optimizer holds these very tensors.
@@ -483,6 +639,10 @@ class OmniglotMAML:
             group["lr"] = self.settings.meta_lr
         self._task_generator.set_state(state["task_generator"].cpu())
         self._iteration = int(state["iteration"])
+        # States written before meta_lr_halving counted reported iterations only.
+        self._updates = int(
+            state.get("updates", self._iteration * self.settings.meta_iters_per_report)
+        )
         self._last_train_loss = float(state["last_train_loss"])
         self.seed = int(state["seed"])
 
