@@ -32,7 +32,7 @@ from warmtune.trainables.nas.network import CellNetwork
 from warmtune.trainables.nas.settings import CellFields
 
 from . import algorithms as AL
-from .conv import HEAD_PREFIX, ConvNet
+from .conv import HEAD_PREFIX, ConvNet, Downsample
 from .functional import InnerLR
 from .metric import METRIC_ALGORITHMS, MetricLearner
 from .omniglot import (
@@ -74,7 +74,15 @@ slower (measured by :mod:`.throughput`); on a GPU every task goes in one call.""
 
 CHECKPOINT_FILE = "maml_omniglot_state.pt"
 _STATE_FORMAT = 1
-_ARCHITECTURE = ("n_way", "backbone", "filters", "blocks", "cells_per_stage", "fce")
+_ARCHITECTURE = (
+    "n_way",
+    "backbone",
+    "filters",
+    "blocks",
+    "downsample",
+    "cells_per_stage",
+    "fce",
+)
 
 Algorithm = Literal["maml", "fomaml", "anil", "reptile", "metasgd", "protonet", "matching"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -162,7 +170,14 @@ class OmniglotSettings(CellFields):
         "network: give arch or search the six edges; filters is its first-stage width).",
     )
     filters: int = Field(64, ge=1, description="Channels of every conv block.")
-    blocks: int = Field(4, ge=1, le=5, description="Conv blocks (stride 2 each).")
+    blocks: int = Field(4, ge=1, le=5, description="Conv blocks (each halves the image).")
+    downsample: Downsample = Field(
+        "stride",
+        description="conv4: how each block halves the image: stride (a stride-2 "
+        "convolution, the MAML paper's Omniglot network) or maxpool (a stride-1 convolution "
+        "then 2x2 max-pooling, the Prototypical and Matching Networks papers' network; four "
+        "times the convolution work, at most 4 blocks).",
+    )
     meta_iters_per_report: int = Field(
         100, ge=1, description="Meta-iterations per reported training iteration."
     )
@@ -220,6 +235,20 @@ class OmniglotSettings(CellFields):
                 f"train_k_shot + train_q_query = {k_shot + q_query} (unset ones default to "
                 f"k_shot and q_query) exceeds the {DRAWERS} drawings per character; lower "
                 "train_q_query"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _maxpool_depth(self) -> OmniglotSettings:
+        if self.downsample == "maxpool" and self.backbone != "conv4":
+            raise ValueError(
+                "downsample maxpool is a conv4 setting and backbone is nb201, whose cells "
+                "downsample in their own reduction blocks; drop downsample"
+            )
+        if self.downsample == "maxpool" and self.blocks > 4:
+            raise ValueError(
+                f"downsample maxpool with {self.blocks} blocks pools 28x28 images below 1x1 "
+                "(28 -> 14 -> 7 -> 3 -> 1); use at most 4 blocks or downsample: stride"
             )
         return self
 
@@ -309,6 +338,7 @@ def build_backbone(
         n_way=classes,
         filters=settings.filters,
         blocks=settings.blocks,
+        downsample=settings.downsample,
         generator=generator,
     )
 
