@@ -85,7 +85,7 @@ BUILTIN: dict[str, TrainableInfo] = {
                 "test_accuracy_ci95": "min",
                 "test_loss": "min",
             },
-            settings="warmtune.trainables.maml.omniglot_trainable:OmniglotSettings",
+            settings="warmtune.trainables.maml.omniglot_settings:OmniglotSettings",
             description="Few-shot Omniglot N-way K-shot (params.data: the omniglot folder): "
             "MAML, first-order MAML, ANIL, Meta-SGD, Reptile, Prototypical or Matching "
             "Networks; val_accuracy on held-out characters",
