@@ -16,7 +16,7 @@ PAGES = [README, *sorted((REPO / "docs").rglob("*.md"))]
 DOC_PAGES = [
     "job-files.md",
     "searchers-and-warm-starts.md",
-    "trainables/maml.md",
+    "trainables/fewshot.md",
     "trainables/nas.md",
     "benchmarks.md",
     "reports.md",

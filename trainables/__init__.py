@@ -85,9 +85,10 @@ BUILTIN: dict[str, TrainableInfo] = {
                 "test_accuracy_ci95": "min",
                 "test_loss": "min",
             },
-            settings="warmtune.trainables.maml.omniglot_trainable:OmniglotSettings",
-            description="MAML, first-order MAML, ANIL, Meta-SGD or Reptile on Omniglot N-way "
-            "K-shot (params.data: the omniglot folder); val_accuracy on held-out characters",
+            settings="warmtune.trainables.maml.omniglot_settings:OmniglotSettings",
+            description="Few-shot Omniglot N-way K-shot (params.data: the omniglot folder): "
+            "MAML, first-order MAML, ANIL, Meta-SGD, Reptile, Prototypical or Matching "
+            "Networks; val_accuracy on held-out characters",
             meta_features="warmtune.trainables.maml.omniglot_trainable:omniglot_meta_features",
         ),
         TrainableInfo(

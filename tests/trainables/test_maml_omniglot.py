@@ -516,3 +516,33 @@ def test_native_batch_norm_modules_are_rejected(tiny_problem):
     )
     with pytest.raises(ValueError, match="explicit batch norm"):
         A.maml(model, dict(model.named_parameters()), *data, inner_lr=0.1, steps=1)
+
+
+def test_maxpool_blocks_shrink_like_the_metric_papers_and_keep_maml_exact():
+    net = ConvNet(
+        n_way=None, filters=4, blocks=4, downsample="maxpool", generator=make_generator(0)
+    )
+    # 28 -> 14 -> 7 -> 3 -> 1: the 64-dimensional embedding of Snell et al. at 64 filters.
+    x = torch.rand(2, 1, 28, 28, generator=make_generator(1))
+    assert net.blocks(x).shape == (2, 4, 1, 1) and net(x).shape == (2, 4)
+    with pytest.raises(ValueError, match="downsample must be"):
+        ConvNet(n_way=3, downsample="avg")  # type: ignore[arg-type]
+    # vmap and double backward through max-pooling: MAML's meta-gradient stays exact.
+    small = ConvNet(
+        n_way=N_WAY,
+        filters=4,
+        blocks=2,
+        downsample="maxpool",
+        generator=make_generator(3),
+        dtype=torch.float64,
+    )
+    g = make_generator(2)
+    support_x = torch.rand(3, N_WAY * 2, 1, 10, 10, generator=g, dtype=torch.float64)
+    query_x = torch.rand(3, N_WAY * 2, 1, 10, 10, generator=g, dtype=torch.float64)
+    labels = torch.arange(N_WAY).repeat(2).expand(3, -1)
+    data = (support_x, labels, query_x, labels)
+    params = MF.detached(dict(small.named_parameters()))
+    got = A.maml(small, params, *data, inner_lr=INNER_LR, steps=2)
+    want_loss, want = _loop_meta_grad(small, params, data, steps=2)
+    torch.testing.assert_close(got.loss, want_loss, rtol=1e-12, atol=0)
+    _assert_grads_equal(got.grads, want)

@@ -1,8 +1,14 @@
-"""MAML-style meta-learning on Omniglot few-shot classification as a Ray Tune trainable.
+"""Few-shot meta-learning on Omniglot classification as a Ray Tune trainable.
+
+Two families share the data protocol, backbone, episodes, checkpoints and metrics:
+optimisation-based learners (MAML, first-order MAML, ANIL, Reptile, Meta-SGD; see
+:mod:`.algorithms`) and metric-based ones (Prototypical and Matching Networks; see
+:mod:`.metric`), so one search can range over ``algorithm`` across both.
 
 Three layers, each usable without the next (as :mod:`.trainable` for sinusoids):
 
-* :class:`OmniglotSettings`: every hyperparameter, validated once;
+* :class:`OmniglotSettings` (in :mod:`.omniglot_settings`): every hyperparameter, validated
+  once;
 * :class:`OmniglotMAML`: the training state machine (no Ray), with a plain ``state_dict``;
 * :func:`train_omniglot`: the Ray Tune function trainable that drives it and checkpoints.
 
@@ -14,30 +20,23 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import shutil
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from warmtune.trainables import trial_seed
 from warmtune.trainables.nas.network import CellNetwork
-from warmtune.trainables.nas.settings import CellFields
 
 from . import algorithms as AL
 from .conv import HEAD_PREFIX, ConvNet
 from .functional import InnerLR
-from .omniglot import (
-    DEFAULT_VAL_CHARACTERS,
-    DRAWERS,
-    IMAGE_SIZE,
-    Episodes,
-    OmniglotSplit,
-    check_data_folder,
-    load_split,
-    sample_episodes,
+from .metric import METRIC_ALGORITHMS, MetricLearner
+from .omniglot import IMAGE_SIZE, Episodes, OmniglotSplit, load_split, sample_episodes
+from .omniglot_settings import (
+    OmniglotSettings,
+    check_cpp_compiler,
+    resolve_device,
 )
 from .sinusoid import make_generator
 from .trainable import match_threads_to_ray, report_until
@@ -68,159 +67,28 @@ slower (measured by :mod:`.throughput`); on a GPU every task goes in one call.""
 
 CHECKPOINT_FILE = "maml_omniglot_state.pt"
 _STATE_FORMAT = 1
-_ARCHITECTURE = ("n_way", "backbone", "filters", "blocks", "cells_per_stage")
-
-Algorithm = Literal["maml", "fomaml", "anil", "reptile", "metasgd"]
-Device = Literal["auto", "cpu", "cuda"]
-Backbone = Literal["conv4", "nb201"]
-
-
-class OmniglotSettings(CellFields):
-    """Every hyperparameter of an Omniglot meta-learning trial.
-
-    Defaults follow the MAML paper's 5-way 1-shot setup (Finn et al. 2017): 64 filters,
-    4 blocks, inner step 0.4, one inner step in training and three at evaluation, meta-batch
-    32. The platform validates a job's fixed params merged with the searched config against
-    this model, so an unknown key or a bad value fails with an error naming the field.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    data: str = Field(
-        description="omniglot (the dataset in the data directory) or a folder holding "
-        "images_background.npz and images_evaluation.npz; made an absolute path at "
-        "validation, since Ray workers run elsewhere."
-    )
-    n_way: int = Field(5, ge=2, description="Classes per task.")
-    k_shot: int = Field(1, ge=1, description="Support images per class.")
-    q_query: int = Field(15, ge=1, description="Query images per class.")
-    algorithm: Algorithm = Field(
-        "maml",
-        description="maml, fomaml, anil, reptile or metasgd (Meta-SGD: MAML with learned "
-        "per-parameter inner step sizes).",
-    )
-    inner_lr: float = Field(
-        0.4,
-        gt=0,
-        description="Inner-loop (adaptation) step size; for metasgd, the initial value of "
-        "every learned step size.",
-    )
-    inner_steps: int = Field(1, ge=1, description="Inner gradient steps during meta-training.")
-    eval_inner_steps: int = Field(
-        3, ge=0, description="Adaptation steps (at inner_lr) on validation and test tasks."
-    )
-    meta_lr: float = Field(0.001, gt=0, description="Adam learning rate of the meta-update.")
-    meta_batch_size: int = Field(32, ge=1, description="Tasks per meta-update.")
-    backbone: Backbone = Field(
-        "conv4",
-        description="conv4 (the MAML paper's conv blocks) or nb201 (a NAS-Bench-201 cell "
-        "network: give arch or search the six edges; filters is its first-stage width).",
-    )
-    filters: int = Field(64, ge=1, description="Channels of every conv block.")
-    blocks: int = Field(4, ge=1, le=5, description="Conv blocks (stride 2 each).")
-    meta_iters_per_report: int = Field(
-        100, ge=1, description="Meta-iterations per reported training iteration."
-    )
-    eval_tasks: int = Field(100, ge=1, description="Fixed meta-validation episodes.")
-    test_tasks: int = Field(600, ge=1, description="Meta-test episodes at the last iteration.")
-    val_characters: int = Field(
-        DEFAULT_VAL_CHARACTERS,
-        ge=1,
-        lt=1200,
-        description="Meta-training characters held out for validation.",
-    )
-    device: Device = Field(
-        "auto", description="auto (cuda when the trial sees a GPU), cpu or cuda."
-    )
-    checkpoint_every: int = Field(1, ge=1, description="Checkpoint every N reported iterations.")
-    compile: bool = Field(
-        False,
-        description="Run the meta-update through torch.compile (inductor), which fuses its "
-        "elementwise work: 1.16-1.60x eager's meta-iterations per second for second-order "
-        "MAML on a CPU (docs/performance.md), after a one-off compile per network shape: "
-        "about a minute for conv4, minutes for nb201 cells, seconds when inductor's on-disk "
-        "cache has it. "
-        "For long trials; on a CPU it needs a C++ compiler (g++ or $CXX).",
-    )
-
-    @field_validator("data")
-    @classmethod
-    def _data_folder(cls, value: str) -> str:
-        return str(check_data_folder(os.path.expandvars(value)))
-
-    @model_validator(mode="after")
-    def _cell_needs_nb201(self) -> OmniglotSettings:
-        if self.backbone == "conv4" and self.has_cell():
-            raise ValueError(
-                "a cell (arch or edge_*) is given but backbone is conv4; set "
-                "backbone: nb201 to meta-learn with the cell network"
-            )
-        if self.backbone == "nb201" and not self.has_cell():
-            raise ValueError(
-                "backbone nb201 needs a cell: set arch ('|nor_conv_3x3~0|+|...') "
-                "or search the six edges edge_1_0 ... edge_3_2"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _shots_fit(self) -> OmniglotSettings:
-        if self.k_shot + self.q_query > DRAWERS:
-            raise ValueError(
-                f"k_shot + q_query = {self.k_shot + self.q_query} exceeds the {DRAWERS} "
-                "drawings per character; lower q_query"
-            )
-        return self
-
-
-def resolve_device(device: Device) -> torch.device:
-    """The torch device for a ``device`` setting.
-
-    ``"auto"`` picks CUDA when torch sees a GPU. Under Ray that means the trial requested
-    one: Ray sets ``CUDA_VISIBLE_DEVICES`` to the trial's GPUs, empty when it has none.
-
-    Args:
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-
-    Raises:
-        ValueError: If ``"cuda"`` is asked for and no GPU is visible.
-    """
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            "device 'cuda' requested but torch sees no GPU; request a GPU for the trial "
-            "(resources: {gpu: 1}) or use device 'auto' or 'cpu'"
-        )
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def check_cpp_compiler() -> None:
-    """``torch.compile`` on a CPU builds C++ kernels: fail early, naming the setting.
-
-    Inductor uses ``$CXX``, else ``g++`` (it tries no other name).
-
-    Raises:
-        ValueError: If that compiler is not on the PATH.
-    """
-    compiler = os.environ.get("CXX") or "g++"
-    if shutil.which(compiler) is None:
-        raise ValueError(
-            f"compile: true on a CPU needs a C++ compiler (torch.compile builds C++ kernels "
-            f"with $CXX, else g++), and {compiler!r} is not on the PATH; install g++ "
-            "(Debian: apt install g++), point CXX at another compiler (CXX=clang++), or set "
-            "compile: false"
-        )
+_ARCHITECTURE = (
+    "n_way",
+    "backbone",
+    "filters",
+    "blocks",
+    "downsample",
+    "cells_per_stage",
+    "fce",
+)
 
 
 def build_backbone(
     settings: OmniglotSettings, *, generator: torch.Generator
 ) -> ConvNet | CellNetwork:
     """The network a trial meta-learns: the conv blocks, or a NAS-Bench-201 cell network
-    with stateless batch-statistics norm (what MAML needs under ``vmap``)."""
+    with stateless batch-statistics norm (what MAML needs under ``vmap``). The metric-based
+    algorithms get it without its head, as an embedding network."""
+    classes = None if settings.algorithm in METRIC_ALGORITHMS else settings.n_way
     if settings.backbone == "nb201":
         return CellNetwork(
             settings.cell(),
-            num_classes=settings.n_way,
+            num_classes=classes,
             channels=settings.filters,
             cells_per_stage=settings.cells_per_stage,
             in_channels=1,
@@ -228,15 +96,20 @@ def build_backbone(
             generator=generator,
         )
     return ConvNet(
-        n_way=settings.n_way,
+        n_way=classes,
         filters=settings.filters,
         blocks=settings.blocks,
+        downsample=settings.downsample,
         generator=generator,
     )
 
 
 class OmniglotMAML:
-    """Meta-trains a :class:`.conv.ConvNet` on Omniglot; one :meth:`step` is one Tune report.
+    """Meta-trains a few-shot learner on Omniglot; one :meth:`step` is one Tune report.
+
+    The learner is the backbone (:func:`build_backbone`) trained with one of
+    :data:`.algorithms.ALGORITHMS`, or, for ``protonet`` and ``matching``, the backbone as
+    an embedding network scored by a :class:`.metric.MetricLearner`.
 
     All randomness comes from generators owned by this object (initial weights and training
     episodes from ``seed``, validation and test episodes from :data:`VAL_SEED` /
@@ -261,7 +134,20 @@ class OmniglotMAML:
             # (inductor's on-disk cache makes graphs seen before cost seconds).
             torch.compiler.reset()
         self._train = load_split(settings.data, "train", val_characters=settings.val_characters)
-        self.model = build_backbone(settings, generator=make_generator(seed)).to(self.device)
+        weights = make_generator(seed)
+        self.model = build_backbone(settings, generator=weights).to(self.device)
+        # Prototypical and Matching Networks: the rule that scores episodes, with Matching
+        # Networks' full-context embeddings as its own parameters; None for the others.
+        self.metric: MetricLearner | None = None
+        if settings.algorithm in METRIC_ALGORITHMS:
+            self.metric = MetricLearner(
+                algorithm=settings.algorithm,  # type: ignore[arg-type]
+                embedding_dim=self.model.embedding_dim,
+                cosine_scale=settings.cosine_scale,
+                fce=settings.fce,
+                fce_steps=settings.fce_steps,
+                generator=weights,
+            ).to(self.device)
         # A separate stream for tasks: changing the architecture must not change the tasks.
         self._task_generator = make_generator(seed + 1)
         # Meta-SGD's learned step sizes live beside the weights, in the same optimizer and
@@ -276,13 +162,16 @@ class OmniglotMAML:
                 ).items()
             }
             learned = list(self.inner_lrs.values())
+        if self.metric is not None:
+            learned = list(self.metric.parameters())
         self.optimizer = torch.optim.Adam([*self.model.parameters(), *learned], lr=settings.meta_lr)
-        self._algorithm = AL.ALGORITHMS[settings.algorithm]
+        self._algorithm = AL.ALGORITHMS.get(settings.algorithm)
         self._adapt_prefix = HEAD_PREFIX if settings.algorithm in AL.HEAD_ONLY else ""
         self._task_chunk = CPU_TASK_CHUNK if self.device.type == "cpu" else None
         val = load_split(settings.data, "val", val_characters=settings.val_characters)
         self._val = self._sample(val, settings.eval_tasks, make_generator(VAL_SEED))
         self._iteration = 0
+        self._updates = 0
         self._last_train_loss = float("nan")
 
     @property
@@ -311,21 +200,44 @@ class OmniglotMAML:
             chunks.append(episodes.to(self.device))
         return chunks
 
+    def _meta_lr(self) -> float:
+        halving = self.settings.meta_lr_halving
+        return self.settings.meta_lr * (0.5 ** (self._updates // halving) if halving else 1.0)
+
     def meta_step(self) -> float:
         """Runs one meta-update of the configured algorithm on a fresh meta-batch.
 
         Returns:
-            The meta-batch's mean post-adaptation query loss before the update.
+            The meta-batch's mean query loss before the update (after adaptation, for the
+            optimisation-based algorithms).
         """
         s = self.settings
+        n_way, k_shot, q_query = s.train_shape()
         batch = sample_episodes(
             self._train,
             num_tasks=s.meta_batch_size,
-            n_way=s.n_way,
-            k_shot=s.k_shot,
-            q_query=s.q_query,
+            n_way=n_way,
+            k_shot=k_shot,
+            q_query=q_query,
             generator=self._task_generator,
         ).to(self.device)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._meta_lr()
+        self._updates += 1
+        if self.metric is not None:
+            loss = self.metric.loss(
+                self.model,
+                batch.support_x,
+                batch.support_y,
+                batch.query_x,
+                batch.query_y,
+                n_way=n_way,
+            )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            return loss.item()
+        assert self._algorithm is not None  # every non-metric algorithm is in ALGORITHMS
         result = self._algorithm(
             self.model,
             dict(self.model.named_parameters()),
@@ -343,6 +255,22 @@ class OmniglotMAML:
         return result.loss.item()
 
     def _score(self, chunks: list[Episodes]) -> AL.Evaluation:
+        if self.metric is not None:
+            metric = self.metric
+            parts = [
+                metric.evaluate(
+                    self.model,
+                    e.support_x,
+                    e.support_y,
+                    e.query_x,
+                    e.query_y,
+                    n_way=self.settings.n_way,
+                )
+                for e in chunks
+            ]
+            return AL.Evaluation(
+                torch.cat([p.loss for p in parts]), torch.cat([p.accuracy for p in parts])
+            )
         params = dict(self.model.named_parameters())
         parts = [
             AL.evaluate(
@@ -367,8 +295,9 @@ class OmniglotMAML:
         """Scores the current initialisation on the fixed meta-validation episodes.
 
         Returns:
-            ``val_accuracy`` (mean query accuracy in [0, 1] after ``eval_inner_steps``
-            adaptation steps) and ``val_loss`` (mean query cross-entropy).
+            ``val_accuracy`` (mean query accuracy in [0, 1], after ``eval_inner_steps``
+            adaptation steps for the optimisation-based algorithms) and ``val_loss`` (mean
+            query cross-entropy).
         """
         scores = self._score(self._val)
         return {
@@ -409,7 +338,8 @@ class OmniglotMAML:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue identically: weights (and Meta-SGD's step sizes,
-        under ``"inner_lr"``), Adam, RNG, counters.
+        under ``"inner_lr"``; Matching Networks' full-context embeddings, under
+        ``"learner"``), Adam, RNG, counters.
 
         Returns:
             Plain tensors, numbers and dicts (loadable with ``torch.load(weights_only=True)``).
@@ -417,6 +347,7 @@ class OmniglotMAML:
         state: dict[str, Any] = {
             "format": _STATE_FORMAT,
             "iteration": self._iteration,
+            "updates": self._updates,
             "last_train_loss": self._last_train_loss,
             "seed": self.seed,
             "settings": self.settings.model_dump(),
@@ -428,6 +359,8 @@ class OmniglotMAML:
         }
         if self.inner_lrs is not None:
             state["inner_lr"] = {k: v.detach().clone() for k, v in self.inner_lrs.items()}
+        if self.metric is not None:
+            state["learner"] = {k: v.detach().clone() for k, v in self.metric.state_dict().items()}
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -439,14 +372,16 @@ class OmniglotMAML:
         moments and the task RNG come from ``state``, every hyperparameter from this
         object's settings. Meta-SGD's learned step sizes come from ``state`` too (its
         ``inner_lr`` setting only initialises them), so a Meta-SGD checkpoint restores only
-        into a Meta-SGD trial and vice versa.
+        into a Meta-SGD trial and vice versa. A metric-based learner's checkpoint (an
+        embedding network, no head) restores only into a metric-based trial.
 
         Args:
             state: A dict produced by :meth:`state_dict` (tensors on any device).
 
         Raises:
-            ValueError: If the state has another format or another architecture, or
-                learned step sizes where this trial has none (or the reverse).
+            ValueError: If the state has another format, another architecture or another
+                family of algorithm, or learned step sizes where this trial has none (or the
+                reverse).
         """
         if state.get("format") != _STATE_FORMAT:
             raise ValueError(
@@ -458,8 +393,18 @@ class OmniglotMAML:
         saved = {**defaults, **state["settings"]}  # states from before the nb201 backbone
         mine = self.settings.model_dump()
         arch = getattr(self.model, "arch", "")
-        if any(saved[key] != mine[key] for key in _ARCHITECTURE) or state.get("arch", "") != arch:
-            held = ", ".join(f"{key}={saved[key]}" for key in _ARCHITECTURE)
+        metric = self.metric is not None
+        if (saved["algorithm"] in METRIC_ALGORITHMS) != metric:
+            raise ValueError(
+                f"checkpoint of algorithm {saved['algorithm']!r} cannot restore into a "
+                f"{self.settings.algorithm!r} trial: the metric-based learners (protonet, "
+                "matching) keep no classifier head and the others need one; restore it with "
+                "an algorithm of its own family"
+            )
+        # An embedding network has no n_way-wide head: any episode shape can use it.
+        keys = [key for key in _ARCHITECTURE if not (metric and key == "n_way")]
+        if any(saved[key] != mine[key] for key in keys) or state.get("arch", "") != arch:
+            held = ", ".join(f"{key}={saved[key]}" for key in keys)
             cell = f" and cell {state['arch']}" if state.get("arch") else ""
             raise ValueError(
                 f"checkpoint holds a network with {held}{cell}; build OmniglotMAML with "
@@ -472,6 +417,8 @@ class OmniglotMAML:
                 "it with the algorithm it was written with"
             )
         self.model.load_state_dict(state["model"])
+        if self.metric is not None:
+            self.metric.load_state_dict(state.get("learner", {}))
         if self.inner_lrs is not None:
             with torch.no_grad():
                 # In place: the optimizer holds these very tensors.
@@ -483,6 +430,10 @@ class OmniglotMAML:
             group["lr"] = self.settings.meta_lr
         self._task_generator.set_state(state["task_generator"].cpu())
         self._iteration = int(state["iteration"])
+        # States written before meta_lr_halving counted reported iterations only.
+        self._updates = int(
+            state.get("updates", self._iteration * self.settings.meta_iters_per_report)
+        )
         self._last_train_loss = float(state["last_train_loss"])
         self.seed = int(state["seed"])
 

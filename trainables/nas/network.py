@@ -177,7 +177,8 @@ class CellNetwork(nn.Module):
 
     Args:
         arch: The cell string, e.g. ``|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+...``.
-        num_classes: Outputs of the linear head.
+        num_classes: Outputs of the linear head; None for no head (the network then maps
+            images to ``4 * channels``-wide embeddings).
         channels: ``C``, the channels of the first stage (16 in the benchmark).
         cells_per_stage: ``N``, cells in each of the three stages (5 in the benchmark).
         in_channels: Image channels (1 for Omniglot, 3 for CIFAR).
@@ -192,7 +193,7 @@ class CellNetwork(nn.Module):
         self,
         arch: str,
         *,
-        num_classes: int,
+        num_classes: int | None,
         channels: int = 16,
         cells_per_stage: int = 5,
         in_channels: int = 3,
@@ -200,7 +201,7 @@ class CellNetwork(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         for name, value in (
-            ("num_classes", num_classes),
+            ("num_classes", 1 if num_classes is None else num_classes),
             ("channels", channels),
             ("cells_per_stage", cells_per_stage),
             ("in_channels", in_channels),
@@ -222,13 +223,16 @@ class CellNetwork(nn.Module):
             layers.extend(Cell(self.arch, width, norm=norm) for _ in range(cells_per_stage))
         self.cells = nn.Sequential(*layers)
         self.last_norm = _norm(norm, width)
-        self.head = nn.Linear(width, num_classes)
+        self.head = nn.Linear(width, num_classes) if num_classes is not None else None
+        self.embedding_dim = width
         self.reset_parameters(generator=generator)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``[B, in_channels, H, W]`` images -> ``[B, num_classes]`` logits."""
+        """``[B, in_channels, H, W]`` images -> ``[B, num_classes]`` logits (``[B, width]``
+        embeddings without a head)."""
         x = self.cells(self.stem_norm(self.stem(x)))
-        return self.head(F.relu(self.last_norm(x)).mean(dim=(2, 3)))
+        features = F.relu(self.last_norm(x)).mean(dim=(2, 3))
+        return features if self.head is None else self.head(features)
 
     @torch.no_grad()
     def reset_parameters(self, *, generator: torch.Generator | None = None) -> None:

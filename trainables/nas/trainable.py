@@ -28,7 +28,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from warmtune.trainables import trial_seed
 from warmtune.trainables.maml.omniglot import IMAGE_SIZE, check_data_folder
-from warmtune.trainables.maml.omniglot_trainable import Device, resolve_device
+from warmtune.trainables.maml.omniglot_settings import Device, resolve_device
 from warmtune.trainables.maml.sinusoid import make_generator
 from warmtune.trainables.maml.trainable import match_threads_to_ray, report_until
 
