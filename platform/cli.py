@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,12 @@ def run(
         config = read_export(config_file) if config_file else None
     except (JobSpecError, ValueError) as e:
         _fail(str(e))
-    hint = f"warmtune run {job_file} --resume" + (f" --name {name}" if name else "")
+    from warmtune.submit import RESUME_HINT_VARIABLE
+
+    # A submitted job is continued by submitting it again (`warmtune submit` says how).
+    hint = os.environ.get(RESUME_HINT_VARIABLE) or (
+        f"warmtune run {job_file} --resume" + (f" --name {name}" if name else "")
+    )
     hint += f" --storage {storage}" if storage else ""
     _run(spec, resume=resume, config=config, address=address, quiet=quiet, resume_hint=hint)
 
@@ -155,11 +161,13 @@ def _run(
     resume_hint: str = "warmtune run JOB.yaml --resume",
 ) -> None:
     from warmtune.connect import RayAuthError
-    from warmtune.runner import JobExistsError, run_job
+    from warmtune.runner import EXIT_JOB_EXISTS, JobExistsError, run_job
 
     try:
         summary = run_job(spec, resume=resume, config=config, address=address, progress=not quiet)
-    except (JobExistsError, RayAuthError, ValueError) as e:
+    except JobExistsError as e:
+        _fail(str(e), code=EXIT_JOB_EXISTS)
+    except (RayAuthError, ValueError) as e:
         _fail(str(e))
     click.echo("")
     state = "was interrupted after" if summary.interrupted else "finished in"
@@ -179,14 +187,18 @@ def _run(
         click.echo("warmtune: best configuration:")
         for key, value in best["config"].items():
             click.echo(f"    {key}: {value!r}")
-    click.echo(f"warmtune: results written to {summary.root}")
+    if summary.n_trials:
+        click.echo(f"warmtune: results written to {summary.root}")
+    else:
+        click.echo(f"warmtune: no trial reported anything; no results in {summary.root}")
     if summary.kb_rows:
         click.echo(
             f"warmtune: added {summary.kb_rows} observations of task {spec.task.name!r} "
             f"to the knowledge base at {spec.knowledge_base.path}"
         )
-    click.echo(f"warmtune: next: warmtune results {summary.root}")
-    click.echo(f"          warmtune export {summary.root} -o best.yaml")
+    if summary.best is not None:
+        click.echo(f"warmtune: next: warmtune results {summary.root}")
+        click.echo(f"          warmtune export {summary.root} -o best.yaml")
     if summary.interrupted:
         click.echo(f"warmtune: continue it with: {resume_hint}")
         sys.exit(130)
@@ -214,7 +226,7 @@ def results(job: str, storage: str | None, top: int, fmt: str, all_rows: bool) -
     """
     import pandas as pd
 
-    from warmtune.export import top_trials
+    from warmtune.export import EXIT_NO_RESULTS, top_trials
     from warmtune.jobdir import JobDir, JobNotFoundError
     from warmtune.store import ResultStore
 
@@ -226,7 +238,7 @@ def results(job: str, storage: str | None, top: int, fmt: str, all_rows: bool) -
     df = ResultStore(jobdir.results).read()
     metric, mode = spec.objective.metric, spec.objective.mode
     if df.empty:
-        _fail(f"job {spec.name!r} has no results yet (at {jobdir.results})", code=1)
+        _fail(f"job {spec.name!r} has no results yet (at {jobdir.results})", code=EXIT_NO_RESULTS)
     if all_rows:
         table = df
     else:
@@ -265,13 +277,15 @@ def export(job: str, storage: str | None, output: str | None, fmt: str | None) -
     id, the job and task names, and the versions of warmtune, Ray and torch.
     Feed it back with `warmtune run JOB.yaml --config FILE`.
     """
-    from warmtune.export import export_best, write_export
+    from warmtune.export import EXIT_NO_RESULTS, NoResultsError, export_best, write_export
     from warmtune.jobdir import JobDir, JobNotFoundError
 
     if fmt is None:
         fmt = "json" if output and output.endswith(".json") else "yaml"
     try:
         doc = export_best(JobDir.find(job, storage=storage))
+    except NoResultsError as e:
+        _fail(str(e), code=EXIT_NO_RESULTS)
     except (JobNotFoundError, JobSpecError, ValueError) as e:
         _fail(str(e))
     text = write_export(doc, output, fmt)

@@ -17,6 +17,9 @@ import click
 
 __all__ = ["JOB_COMMANDS", "jobs", "logs", "status", "stop", "submit"]
 
+FAILED_TAIL_LINES = 15
+"""Lines of a failed job's output that ``submit --wait`` prints."""
+
 _ADDRESS_HELP = (
     "The cluster's dashboard / Jobs API, e.g. http://HEAD:8265 (default: "
     "$RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS, else http://127.0.0.1:8265)."
@@ -53,7 +56,7 @@ def _duration(info: Any) -> str:
 
 def _finish(client: Any, submission_id: str, info: Any) -> NoReturn:
     """Say how the job ended and exit with 0 (succeeded) or 1."""
-    from warmtune.submit import status_name
+    from warmtune.submit import ClusterError, status_name
 
     state = status_name(info)
     meta = info.metadata or {}
@@ -65,6 +68,18 @@ def _finish(client: Any, submission_id: str, info: Any) -> NoReturn:
             click.echo(f"warmtune: next: warmtune results {job}{where}")
         sys.exit(0)
     click.echo(f"warmtune: job {submission_id} {state}: {info.message or ''}".rstrip(": "))
+    if state == "FAILED":
+        # What went wrong is at the end of the driver's output (a traceback, or
+        # warmtune's own error line); the message only says the entrypoint failed.
+        try:
+            output = client.logs(submission_id)
+        except ClusterError:
+            output = ""
+        last = [line for line in output.splitlines() if line.strip()][-FAILED_TAIL_LINES:]
+        if last:
+            click.echo("warmtune: the end of its output:")
+            for line in last:
+                click.echo(f"    {line}")
     click.echo(f"warmtune: its output: warmtune logs {submission_id} --address {client.address}")
     sys.exit(1)
 
@@ -114,7 +129,7 @@ def submit(
     `warmtune jobs`, `warmtune status ID`, `warmtune logs ID --follow`.
     """
     from warmtune.spec import JobSpecError
-    from warmtune.submit import ClusterError, package_code, prepare_submission
+    from warmtune.submit import ClusterError, existing_job, package_code, prepare_submission
 
     # Ray logs every package it uploads at INFO; the summary line below says it once.
     for logger in ("ray.dashboard", "ray._private.runtime_env"):
@@ -123,8 +138,21 @@ def submit(
     try:
         bundle = package_code("wheel" if code == "wheel" else "installed")
         sub = prepare_submission(
-            job_file, name=name, storage=storage, resume=resume, code=bundle, check=not no_check
+            job_file,
+            name=name,
+            storage=storage,
+            resume=resume,
+            code=bundle,
+            check=not no_check,
+            address=client.address,
         )
+        held = None if resume else existing_job(sub.storage, sub.job)
+        if held is not None:
+            raise ClusterError(
+                f"job {sub.job!r} already has results at {held}; nothing was submitted. "
+                "Continue it with --resume, or give the new run another name (--name NEW "
+                "or 'name:' in the job file)"
+            )
         submission_id = client.submit(sub)
     except (JobSpecError, ClusterError) as e:
         _fail(str(e))
@@ -211,12 +239,22 @@ def jobs(address: str | None, show_all: bool, fmt: str) -> None:
 @click.argument("submission_id")
 @address_option
 def status(submission_id: str, address: str | None) -> None:
-    """Show a job's status and metadata (SUBMISSION_ID, or a warmtune job name)."""
-    from warmtune.submit import ClusterError, status_name
+    """Show a job's status and metadata (SUBMISSION_ID, or a warmtune job name).
+
+    For a job name: its latest submission that ran, and any later ones the cluster
+    refused because the name already had results.
+    """
+    from warmtune.submit import ClusterError, rejected_for_existing_results, status_name
 
     client = _client(address)
     try:
         info = client.info(submission_id)
+        job = (info.metadata or {}).get("warmtune_job")
+        refused = [
+            j.submission_id
+            for j in (client.named(job) if job and job == submission_id else [])
+            if rejected_for_existing_results(j) and (j.start_time or 0) > (info.start_time or 0)
+        ]
     except ClusterError as e:
         _fail(str(e))
     click.echo(f"{info.submission_id}: {status_name(info)}")
@@ -228,6 +266,11 @@ def status(submission_id: str, address: str | None) -> None:
     click.echo(f"  entrypoint: {info.entrypoint}")
     for key, value in sorted((info.metadata or {}).items()):
         click.echo(f"  {key + ':':<11} {value}")
+    if refused:
+        click.echo(
+            f"  refused:    {', '.join(refused)}: submitted later under the same name and "
+            "refused, since the job already had results (resubmit with --resume or --name)"
+        )
 
 
 @click.command()

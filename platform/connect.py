@@ -18,7 +18,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RayAuthError", "connect_ray", "find_token"]
+__all__ = ["DEFAULT_TOKEN_FILE", "RayAuthError", "connect_ray", "find_token", "secure_token_file"]
+
+DEFAULT_TOKEN_FILE = "~/.ray/auth_token"
+"""Where Ray keeps its token when neither ``$RAY_AUTH_TOKEN`` nor ``$RAY_AUTH_TOKEN_PATH``
+says otherwise (``ray get-auth-token --generate`` writes it, mode 0644)."""
+
+logger = logging.getLogger(__name__)
 
 
 class RayAuthError(RuntimeError):
@@ -26,14 +32,53 @@ class RayAuthError(RuntimeError):
 
 
 def find_token() -> str | None:
-    """Where Ray will find its auth token (a description), or ``None``."""
+    """Where Ray will find its auth token (a description), or ``None``.
+
+    A token file that others can read is made private (see :func:`secure_token_file`).
+    """
     if os.environ.get("RAY_AUTH_TOKEN"):
         return "$RAY_AUTH_TOKEN"
     path = os.environ.get("RAY_AUTH_TOKEN_PATH")
     if path and Path(path).expanduser().is_file():
+        secure_token_file(Path(path).expanduser())
         return path
-    default = Path("~/.ray/auth_token").expanduser()
-    return str(default) if default.is_file() else None
+    default = Path(DEFAULT_TOKEN_FILE).expanduser()
+    if default.is_file():
+        secure_token_file(default)
+        return str(default)
+    return None
+
+
+def secure_token_file(path: Path) -> None:
+    """Makes a token file readable by its owner only (0600), with a warning, when others
+    can read it; warns only when it belongs to someone else.
+
+    Anyone who can read the token can submit jobs to the cluster, which run code on it.
+    Ray's ``get-auth-token --generate`` writes the file with mode 0644.
+    """
+    try:
+        stat = path.stat()
+    except OSError:
+        return
+    if not stat.st_mode & 0o077:
+        return
+    mode = oct(stat.st_mode & 0o777)
+    if stat.st_uid != os.getuid():
+        logger.warning(
+            "the Ray token file %s (mode %s) can be read by other users, and it is not "
+            "yours to change; ask its owner to `chmod 600 %s`",
+            path,
+            mode,
+            path,
+        )
+        return
+    path.chmod(0o600)
+    logger.warning(
+        "the Ray token file %s could be read by other users (mode %s); warmtune made it "
+        "private (mode 0600): anyone who can read it can run code on the cluster",
+        path,
+        mode,
+    )
 
 
 def connect_ray(
@@ -74,6 +119,8 @@ def connect_ray(
     if target in (None, "local"):
         kwargs.update(num_cpus=num_cpus, include_dashboard=dashboard)
     ctx: Any = ray.init(**kwargs)
+    # A new embedded instance generates ~/.ray/auth_token when there is none, mode 0644.
+    find_token()
     url = getattr(ctx, "dashboard_url", None)
     return f"Ray at {ctx.address_info.get('gcs_address')}" + (
         f" (dashboard http://{url})" if url else ""

@@ -75,17 +75,27 @@ def versions() -> dict[str, str]:
     return out
 
 
+class NoResultsError(ValueError):
+    """The job has no result with its objective yet (``warmtune results`` and ``export``
+    exit with :data:`EXIT_NO_RESULTS`)."""
+
+
+EXIT_NO_RESULTS = 1
+"""Exit status of ``warmtune results`` and ``warmtune export`` for a job with no results
+yet, so a script can wait for the first result; other errors exit with 2."""
+
+
 def export_best(jobdir: JobDir) -> dict[str, Any]:
     """The export document of a job's best configuration.
 
     Raises:
-        ValueError: the job has no finished results yet.
+        NoResultsError: the job has no finished results yet.
     """
     spec = jobdir.read_spec()
     df = ResultStore(jobdir.results).read()
     row = best_trial(df, metric=spec.objective.metric, mode=spec.objective.mode)
     if row is None:
-        raise ValueError(
+        raise NoResultsError(
             f"job {spec.name!r} has no result with {spec.objective.metric!r} yet; "
             "wait for trials to report, or check `warmtune results` for errors"
         )

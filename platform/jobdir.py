@@ -47,6 +47,11 @@ class JobDir:
         return cls(_join(spec.storage_uri(), name or spec.name))
 
     @classmethod
+    def under(cls, storage: str, name: str) -> JobDir:
+        """The job ``name`` in ``storage`` (a path or URI, already resolved)."""
+        return cls(_join(storage, name))
+
+    @classmethod
     def find(cls, ref: str, *, storage: str | None = None) -> JobDir:
         """Find a job by result directory (path or URI) or by name under ``storage``.
 

@@ -4,6 +4,11 @@ Ray Tune's own reporter prints wide tables; a search job wants to say how many
 trials run and finished and what the best result is so far, every few seconds::
 
     [  42s] trials: 2 running, 9 done (5 stopped early), 0 failed | best loss 0.0213 (trial 3, it 8)
+
+After Ctrl+C (or ``warmtune stop``) Tune stops the running trials and marks them
+terminated like trials that ended; the last line counts them apart::
+
+    [  57s] trials: 0 running, 7 done (5 stopped early), 2 interrupted, 0 failed | ...
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ class ProgressPrinter(Callback):
         self._last_print = -math.inf
         self._best: tuple[float, str, int] | None = None
         self._last_line = ""
+        # Trials that ended by themselves (or had ended before this run started, on
+        # resume); a terminated trial not among them was stopped by an interruption.
+        self._ended: set[str] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -71,11 +79,22 @@ class ProgressPrinter(Callback):
         if better:
             self._best = (value, trial.trial_id, int(result.get("training_iteration", 0)))
 
+    def _note_ended_before(self, trials: list) -> None:
+        if self._ended is None:
+            self._ended = {t.trial_id for t in trials if t.status == "TERMINATED"}
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        self._note_ended_before(trials)
+
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self._note_ended_before(trials)
         if time.monotonic() - self._last_print >= self.interval_s:
             self._print(trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._note_ended_before(trials)
+        assert self._ended is not None
+        self._ended.add(trial.trial_id)
         # Many short trials end in bursts; one line a second is plenty.
         if time.monotonic() - self._last_print >= 1.0:
             self._print(trials)
@@ -89,16 +108,24 @@ class ProgressPrinter(Callback):
     def status_line(self, trials: list) -> str:
         """The line for the current state of ``trials``."""
         counts = {"RUNNING": 0, "PENDING": 0, "TERMINATED": 0, "ERROR": 0, "PAUSED": 0}
-        early = 0
+        early = interrupted = 0
+        ended = self._ended if self._ended is not None else set()
         for t in trials:
-            counts[t.status] = counts.get(t.status, 0) + 1
-            if t.status == "TERMINATED":
-                last = (t.last_result or {}).get("training_iteration", 0)
-                early += int(last < self.max_iterations)
+            status = t.status
+            last = (t.last_result or {}).get("training_iteration", 0)
+            if status == "TERMINATED" and last < self.max_iterations:
+                if t.trial_id in ended:
+                    early += 1
+                else:
+                    status = "INTERRUPTED"
+                    interrupted += 1
+            counts[status] = counts.get(status, 0) + 1
         parts = [f"{counts['RUNNING']} running"]
         if counts["PENDING"] or counts["PAUSED"]:
             parts.append(f"{counts['PENDING'] + counts['PAUSED']} waiting")
         parts.append(f"{counts['TERMINATED']} done ({early} stopped early)")
+        if interrupted:
+            parts.append(f"{interrupted} interrupted")
         parts.append(f"{counts['ERROR']} failed")
         line = f"[{time.monotonic() - self._start:5.0f}s] trials: " + ", ".join(parts)
         if self._best is not None:

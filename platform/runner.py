@@ -21,7 +21,12 @@ from typing import Any, TextIO
 from warmtune.jobdir import JobDir
 from warmtune.spec import JobSpec, dump_job, job_from_dict
 
-__all__ = ["JobExistsError", "RunSummary", "run_job"]
+__all__ = ["EXIT_JOB_EXISTS", "JobExistsError", "RunSummary", "run_job"]
+
+
+EXIT_JOB_EXISTS = 3
+"""Exit status of ``warmtune run`` for a job name that already has results, so a cluster
+job rejected for it can be told apart from a failed search (``warmtune status``)."""
 
 
 class JobExistsError(RuntimeError):

@@ -25,6 +25,8 @@ a :class:`ClusterAuthError` that says where to put the right token.
 from __future__ import annotations
 
 import asyncio
+import builtins
+import contextlib
 import datetime as dt
 import hashlib
 import importlib.metadata
@@ -37,7 +39,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -59,6 +61,11 @@ __all__ = [
 ]
 
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
+RESUME_HINT_VARIABLE = "WARMTUNE_RESUME_HINT"
+"""Set for a submitted job's driver: the command that continues it, which its log prints
+when it is stopped (the driver itself runs ``warmtune run``, which users do not)."""
+ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+"""Ray's Jobs API client lets these override the address it is given, in this order."""
 CodeMode = Literal["wheel", "installed"]
 
 # Folders and files of the source checkout that make up the distribution (see
@@ -78,19 +85,29 @@ class ClusterAuthError(ClusterError):
 def dashboard_address(address: str | None = None) -> tuple[str, str]:
     """The Jobs API address to use and where it came from.
 
-    Like Ray's own job CLI: ``address``, else ``$RAY_API_SERVER_ADDRESS``, else
-    ``$RAY_ADDRESS`` (``http://`` is added when it has no scheme), else
-    :data:`DEFAULT_DASHBOARD`.
+    ``address`` (``--address``), else ``$RAY_API_SERVER_ADDRESS``, else ``$RAY_ADDRESS``
+    (``http://`` is added when it has no scheme), else :data:`DEFAULT_DASHBOARD`. Unlike
+    Ray's own client, where the variables override an explicit address, the address the
+    user typed wins.
     """
     for value, source in (
         (address, "--address"),
-        (os.environ.get("RAY_API_SERVER_ADDRESS"), "$RAY_API_SERVER_ADDRESS"),
-        (os.environ.get("RAY_ADDRESS"), "$RAY_ADDRESS"),
+        *((os.environ.get(name), f"${name}") for name in ADDRESS_VARIABLES),
     ):
         if value:
             url = value if "://" in value else f"http://{value}"
             return url.rstrip("/"), source
     return DEFAULT_DASHBOARD, "the default"
+
+
+@contextlib.contextmanager
+def _without(names: Iterable[str]) -> Iterator[None]:
+    """Hides environment variables from this process for the duration of the block."""
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def read_token() -> tuple[str | None, str | None]:
@@ -292,6 +309,7 @@ def prepare_submission(
     code: CodeBundle,
     check: bool = True,
     now: dt.datetime | None = None,
+    address: str | None = None,
 ) -> Submission:
     """Build the submission of ``job_file``.
 
@@ -308,6 +326,7 @@ def prepare_submission(
         check: validate the job here first (skip it when the job's data paths exist
             only on the cluster; the cluster validates it anyway).
         now: the time in the submission id (default: now).
+        address: the dashboard it goes to, for the resume command the job's log prints.
 
     Raises:
         JobSpecError: ``check`` and the job file is invalid.
@@ -346,6 +365,11 @@ def prepare_submission(
     if resume:
         args.append("--resume")
     entrypoint = shlex.join(["python", *args])
+    again = ["warmtune", "submit", "JOB.yaml", "--resume", "--name", job]
+    if storage is not None:
+        again += ["--storage", storage]
+    if address is not None:
+        again += ["--address", address]
     if code.mode == "installed":
         entrypoint = f"{_version_guard(code.version)} && {entrypoint}"
     metadata = {
@@ -373,8 +397,36 @@ def prepare_submission(
             # writes what it holds, so `--resume` continues; SIGKILL after 30 s.
             "RAY_JOB_STOP_SIGNAL": "SIGINT",
             "RAY_JOB_STOP_WAIT_TIME_S": "30",
+            RESUME_HINT_VARIABLE: shlex.join(again),
         },
     )
+
+
+def existing_job(storage: str | None, job: str) -> str | None:
+    """Where ``job`` already has results in ``storage``, when this machine can see it.
+
+    The cluster refuses such a submission anyway, but only after the upload, and then
+    the refused submission is the job's latest; checking here first saves both. A
+    storage this machine cannot read (the cluster's default, a bucket without
+    credentials here) is left to the cluster.
+    """
+    from warmtune.jobdir import JobDir
+
+    if storage is None:
+        return None
+    jobdir = JobDir.under(storage, job)
+    try:
+        return jobdir.root if jobdir.exists() else None
+    except (OSError, ValueError):
+        return None
+
+
+def rejected_for_existing_results(info: Any) -> bool:
+    """Whether a cluster job is a submission the driver refused because its job name
+    already had results (``warmtune run`` exits with :data:`EXIT_JOB_EXISTS`)."""
+    from warmtune.runner import EXIT_JOB_EXISTS
+
+    return status_name(info) == "FAILED" and f"exit code {EXIT_JOB_EXISTS}" in (info.message or "")
 
 
 def _version_guard(version: str) -> str:
@@ -416,7 +468,17 @@ class JobsClient:
     def _connect(self, headers: dict[str, str]) -> Any:
         from ray.job_submission import JobSubmissionClient
 
-        return JobSubmissionClient(self.address, headers=headers)
+        # Ray's client resolves its address once, here, and would let $RAY_ADDRESS or
+        # $RAY_API_SERVER_ADDRESS replace the one given; self.address already follows
+        # them where no --address was given.
+        with _without(ADDRESS_VARIABLES):
+            return JobSubmissionClient(self.address, headers=headers)
+
+    def _where(self) -> str:
+        """The address and, unless the user typed it, where it came from."""
+        if self.address_source == "--address":
+            return self.address
+        return f"{self.address} (from {self.address_source})"
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         from ray.exceptions import AuthenticationError
@@ -430,6 +492,12 @@ class JobsClient:
                 f"no Ray dashboard answers at {self.address} (from {self.address_source}); "
                 "pass --address http://HEAD:8265, the dashboard's address (not the GCS port), "
                 "or start a cluster, e.g. cluster/local/start.sh"
+                + (
+                    f"; {self.address_source} is set in your environment and is used only "
+                    "when --address is not given"
+                    if self.address_source.startswith("$")
+                    else ""
+                )
             ) from None
 
     def _auth_error(self, status: int) -> ClusterAuthError:
@@ -440,11 +508,11 @@ class JobsClient:
         )
         if self.token is None or status == 401:
             return ClusterAuthError(
-                f"the Ray cluster at {self.address} uses token authentication and "
+                f"the Ray cluster at {self._where()} uses token authentication and "
                 f"warmtune found no token (HTTP 401). {where}."
             )
         return ClusterAuthError(
-            f"the Ray cluster at {self.address} refused the token from {self.token_source} "
+            f"the Ray cluster at {self._where()} refused the token from {self.token_source} "
             f"(HTTP 403): it is not this cluster's token. {where}; $RAY_AUTH_TOKEN wins "
             "over the files, so unset it if it holds an old token."
         )
@@ -486,13 +554,19 @@ class JobsClient:
         except RuntimeError as e:
             if "404" not in str(e) and "does not exist" not in str(e):
                 raise ClusterError(f"the cluster could not look up job {ref!r}: {e}") from None
-        named = [j for j in self.list() if (j.metadata or {}).get("warmtune_job") == ref]
+        named = self.named(ref)
         if not named:
             raise ClusterError(
                 f"no job {ref!r} on the cluster at {self.address}; `warmtune jobs` lists "
                 "the submission ids (a warmtune job name works too, for its latest submission)"
             )
-        return named[-1]
+        # The latest submission that ran: later ones refused for the name are not it.
+        ran = [j for j in named if not rejected_for_existing_results(j)]
+        return (ran or named)[-1]
+
+    def named(self, job: str) -> builtins.list[Any]:
+        """The submissions of warmtune job ``job``, oldest first."""
+        return [j for j in self.list() if (j.metadata or {}).get("warmtune_job") == job]
 
     def logs(self, submission_id: str) -> str:
         return str(self._call(self._client.get_job_logs, submission_id))

@@ -117,9 +117,22 @@ elif [[ -n ${RAY_AUTH_TOKEN_PATH:-} ]]; then
     token_from=$RAY_AUTH_TOKEN_PATH
 else
     if [[ ! -s $HOME/.ray/auth_token ]]; then
-        "$ray_bin" get-auth-token --generate >/dev/null
+        (umask 077 && "$ray_bin" get-auth-token --generate >/dev/null)
     fi
     token_from="$HOME/.ray/auth_token"
+fi
+# Whoever reads the token can run code on the cluster. `ray get-auth-token --generate`
+# writes mode 0644 whatever the umask, so every token file is made private here.
+if [[ $token_from != '$RAY_AUTH_TOKEN' ]]; then
+    mode=$("$python_bin" -c 'import os, sys; print(format(os.stat(sys.argv[1]).st_mode & 0o777, "o"))' "$token_from")
+    if [[ $mode != 600 && $mode != 400 ]]; then
+        if [[ -O $token_from ]]; then
+            chmod 600 "$token_from"
+            echo "start.sh: the token file $token_from could be read by other users (mode $mode); made it private (mode 600)" >&2
+        else
+            echo "start.sh: warning: the token file $token_from (mode $mode) can be read by other users and is not yours to change; ask its owner to chmod 600 it" >&2
+        fi
+    fi
 fi
 
 # Every port this cluster binds, checked up front so a clash names the option to change.
@@ -208,6 +221,8 @@ warmtune: local Ray cluster up: head + $workers worker node(s), $cpus CPU(s) eac
   dashboard: $dashboard
   token:     $token_from
   submit:    warmtune submit JOB.yaml --address $dashboard --wait
-  attach:    RAY_ADDRESS=$address warmtune run JOB.yaml
+  attach:    warmtune run JOB.yaml --address $address
+  ray CLI:   export RAY_AUTH_MODE=token   (Ray's own CLI sends the token only then:
+             ray status --address $address, ray job list --address $dashboard)
   stop:      $(dirname "$0")/stop.sh --dir $dir
 EOF

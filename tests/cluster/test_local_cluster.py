@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -55,6 +56,10 @@ class Cluster:
 def cluster(tmp_path_factory, start_cluster):
     home = tmp_path_factory.mktemp("cluster")
     token_file = home / "auth_token"
+    # As `ray get-auth-token --generate` leaves it: readable by everyone. start.sh must
+    # make it private (test_the_token_file_is_private).
+    token_file.write_text(secrets.token_hex(32))
+    token_file.chmod(0o644)
     env = user_env(RAY_AUTH_TOKEN_PATH=str(token_file))
     ray_dir, info = start_cluster(env=env, workers=2, cpus_per_worker=1)
     return Cluster(
@@ -226,6 +231,11 @@ def test_follow_then_stop_a_running_job(cluster, cli, tmp_path):
     out = cli("logs", sid, "--address", cluster.dashboard).output
     assert "Stop signal received" in out and "most recent state was saved" in out, out
     assert "warmtune: results written to" in out
+    # The job's own log says how to continue it: by submitting it again, not `run`.
+    assert (
+        f"continue it with: warmtune submit JOB.yaml --resume --name long --storage "
+        f"{cluster.storage} --address {cluster.dashboard}"
+    ) in out, out
     rows = ResultStore(str(cluster.storage / "long" / "warmtune" / "results")).read()
     reached = rows.groupby("trial_id")["training_iteration"].max()
     assert len(reached) == 2 and (reached >= 1).all() and (reached < 60).all()
@@ -256,6 +266,111 @@ def test_wrong_or_missing_token_is_refused_with_what_to_do(cluster, cli, tmp_pat
     assert len(cluster.api("/api/jobs/")) == before
     # Without any header at all, the cluster itself says 401.
     assert requests.get(cluster.dashboard + "/api/jobs/", timeout=10).status_code == 401
+
+
+@pytest.mark.slow
+def test_the_token_file_is_private(cluster):
+    assert cluster.token_file.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.slow
+def test_an_explicit_address_beats_ray_address(cluster, cli):
+    """Ray's Jobs API client lets $RAY_ADDRESS replace the address it is given; here
+    $RAY_ADDRESS holds the GCS address (what `ray start` prints), which is no dashboard."""
+    for variable in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
+        listed = cli("jobs", "--address", cluster.dashboard, **{variable: cluster.address})
+        assert listed.exit_code == 0, listed.output
+    # Without --address the variable is the address, and the message says so.
+    wrong = cli("jobs", RAY_ADDRESS=cluster.address)
+    assert wrong.exit_code != 0
+    assert "(from $RAY_ADDRESS)" in wrong.output and "when --address is not given" in wrong.output
+
+
+@pytest.mark.slow
+def test_a_second_run_of_a_job_name_is_refused_before_the_upload(
+    cluster, cli, finished_search, tmp_path, monkeypatch
+):
+    import warmtune.submit
+
+    sid, _ = finished_search
+    job_file = tmp_path / "bowl.yaml"
+    job_file.write_text(yaml.safe_dump(BOWL_JOB))
+    before = len(cluster.api("/api/jobs/"))
+    args = ("submit", str(job_file), "--address", cluster.dashboard)
+    again = cli(*args, "--storage", str(cluster.storage))
+    assert again.exit_code == 2, again.output
+    assert f"already has results at {cluster.storage}/bowl; nothing was submitted" in again.output
+    assert len(cluster.api("/api/jobs/")) == before
+
+    # Where this machine cannot read the storage, the cluster refuses the run: --wait
+    # shows why, and `status NAME` still shows the run that holds the results.
+    monkeypatch.setattr(warmtune.submit, "existing_job", lambda storage, job: None)
+    refused = cli(*args, "--storage", str(cluster.storage), "--wait")
+    assert refused.exit_code == 1, refused.output
+    assert "FAILED" in refused.output and "the end of its output:" in refused.output
+    assert "already has results" in refused.output.split("the end of its output:")[1]
+    shown = cli("status", "bowl", "--address", cluster.dashboard)
+    assert shown.output.startswith(f"{sid}: SUCCEEDED"), shown.output
+    assert "refused:    warmtune-bowl-" in shown.output
+
+
+def test_the_jobs_client_uses_the_address_it_resolved(monkeypatch):
+    import ray.job_submission
+
+    from warmtune.submit import JobsClient
+
+    seen = []
+
+    class Recorder:
+        def __init__(self, address, headers):
+            seen.append(
+                (address, os.environ.get("RAY_ADDRESS"), os.environ.get("RAY_API_SERVER_ADDRESS"))
+            )
+
+    monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", Recorder)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://10.0.0.6:8265")
+    client = JobsClient("http://127.0.0.1:8265")
+    assert seen == [("http://127.0.0.1:8265", None, None)]  # hidden from Ray's client
+    assert os.environ["RAY_ADDRESS"] == "10.0.0.5:6379"  # and back afterwards
+    assert client._where() == "http://127.0.0.1:8265"
+    from_env = JobsClient(None)
+    assert seen[-1] == ("http://10.0.0.6:8265", None, None)
+    assert from_env._where() == "http://10.0.0.6:8265 (from $RAY_API_SERVER_ADDRESS)"
+    from_env.token, from_env.token_source = "old", "$RAY_AUTH_TOKEN"
+    assert "at http://10.0.0.6:8265 (from $RAY_API_SERVER_ADDRESS) refused" in str(
+        from_env._auth_error(403)
+    )
+
+
+def test_a_failed_job_shows_the_end_of_its_output(monkeypatch):
+    from types import SimpleNamespace
+
+    from warmtune.cli_jobs import FAILED_TAIL_LINES, _finish
+
+    output = "\n".join(f"line {i}" for i in range(40)) + "\nValueError: bad thing\n\n"
+
+    class Client:
+        address = "http://127.0.0.1:9"
+
+        def logs(self, submission_id):
+            return output
+
+    info = SimpleNamespace(
+        status="FAILED", metadata={}, message="Job entrypoint command failed with exit code 1"
+    )
+    import click
+
+    @click.command()
+    def show():
+        _finish(Client(), "warmtune-x-1", info)
+
+    result = CliRunner().invoke(show)
+    assert result.exit_code == 1
+    shown = result.output
+    assert "warmtune-x-1 FAILED: Job entrypoint command failed" in shown
+    assert "    ValueError: bad thing" in shown and f"line {40 - FAILED_TAIL_LINES + 1}" in shown
+    assert f"line {40 - FAILED_TAIL_LINES}\n" not in shown
 
 
 def test_dashboard_address_follows_rays_cli(monkeypatch):
@@ -289,6 +404,12 @@ def test_submission_ships_only_the_job_file_and_names_itself(tmp_path):
     assert "9.9.9" in sub.entrypoint.split(" && ")[0]
     env = sub.runtime_env("/tmp/x")
     assert env["working_dir"] == "/tmp/x" and "py_modules" not in env
+    # Stopped, its log names the command that continues it (see the cluster test).
+    assert env["env_vars"]["WARMTUNE_RESUME_HINT"] == (
+        f"warmtune submit JOB.yaml --resume --name b2 --storage {sub.storage}"
+    )
+    there = prepare_submission(job_file, code=code, address="http://127.0.0.1:9")
+    assert there.env_vars["WARMTUNE_RESUME_HINT"].endswith(" --address http://127.0.0.1:9")
     assert yaml.safe_load(sub.job_text)["name"] == "bowl"  # the file travels as written
 
 

@@ -134,7 +134,7 @@ def test_export_round_trips_and_feeds_back(finished_job, tmp_path):
 def test_run_refuses_to_overwrite_and_bad_config_files(finished_job, tmp_path):
     job_file, _ = finished_job
     again = CliRunner().invoke(main, ["run", str(job_file)])
-    assert again.exit_code == 2 and "--resume" in again.output
+    assert again.exit_code == 3 and "--resume" in again.output
     junk = tmp_path / "junk.yaml"
     junk.write_text("hello: world\n")
     bad = CliRunner().invoke(main, ["run", str(job_file), "--config", str(junk)])
@@ -207,3 +207,25 @@ def test_demo_picks_a_fresh_name_and_resumes_the_latest(tmp_path, monkeypatch):
     invoke("demo", "--storage", str(tmp_path))
     invoke("demo", "--storage", str(tmp_path), "--resume")
     assert seen == [("quickstart-3", False), ("quickstart-2", True)]
+
+
+def test_a_job_without_results_says_so_with_one_exit_status(ray_session, tmp_path):
+    """Every trial fails before its first report: the summary points at no results, and
+    results and export exit with the same "no results yet" status (1, not 2)."""
+    job_file = tmp_path / "broken.yaml"
+    job_file.write_text(
+        JOB_YAML.format(
+            name="broken", sleep=0.0, trials=2, iters=2, storage=tmp_path / "r"
+        ).replace("params: {sleep_s: 0.0}", "params: {sleep_s: 0.0, fail_at: 1}")
+        + "max_retries: 0\n"
+    )
+    run = invoke("run", str(job_file), "--quiet")
+    assert run.exit_code == 1, run.output
+    assert "no trial reported anything; no results in" in run.output
+    assert "results written" not in run.output and "warmtune export" not in run.output
+    results = CliRunner().invoke(main, ["results", "broken", "--storage", str(tmp_path / "r")])
+    export = CliRunner().invoke(main, ["export", "broken", "--storage", str(tmp_path / "r")])
+    assert (results.exit_code, export.exit_code) == (1, 1), (results.output, export.output)
+    assert (
+        "has no results yet" in results.output and "has no result with 'loss' yet" in export.output
+    )

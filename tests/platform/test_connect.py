@@ -82,3 +82,44 @@ def test_a_token_file_is_found_where_ray_looks(ray_init, monkeypatch, tmp_path):
     assert find_token() == str(other)
     monkeypatch.setenv("RAY_AUTH_TOKEN", "ghi")
     assert find_token() == "$RAY_AUTH_TOKEN"
+
+
+def test_token_files_others_can_read_are_made_private(ray_init, tmp_path, caplog, monkeypatch):
+    """``ray get-auth-token --generate`` writes mode 0644; whoever reads the token can run
+    code on the cluster, so warmtune makes every token file it finds 0600, and says so."""
+    default = tmp_path / ".ray" / "auth_token"
+    default.parent.mkdir()
+    default.write_text("t0")
+    default.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="warmtune.connect"):
+        assert find_token() == str(default)
+    assert default.stat().st_mode & 0o777 == 0o600
+    assert "could be read by other users (mode 0o644)" in caplog.text
+    assert "made it private (mode 0600)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="warmtune.connect"):
+        find_token()  # already private: nothing to say
+    assert caplog.text == ""
+
+    elsewhere = tmp_path / "cluster-token"
+    elsewhere.write_text("t1")
+    elsewhere.chmod(0o640)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(elsewhere))
+    assert find_token() == str(elsewhere)
+    assert elsewhere.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_embedded_instance_s_new_token_is_made_private(ray_init, tmp_path, monkeypatch):
+    import ray
+
+    token = tmp_path / ".ray" / "auth_token"
+
+    def init(**kwargs):  # what Ray does on first start: generate a token, mode 0644
+        token.parent.mkdir(exist_ok=True)
+        token.write_text("generated")
+        token.chmod(0o644)
+        return _Ctx()
+
+    monkeypatch.setattr(ray, "init", init)
+    connect_ray("local")
+    assert token.stat().st_mode & 0o777 == 0o600
