@@ -70,7 +70,7 @@ address=
 # The Ray client server belongs to the head (matched by the cluster address).
 [[ -n $node ]] || address=$(cat "$dir/ray_current_cluster" 2>/dev/null || true)
 cluster_pids() {
-    local -A parent=() chosen=()
+    local -A parent=() chosen=() zombie=()
     local pid stat rest cmd grew
     local -a argv
     for d in /proc/[0-9]*; do
@@ -78,6 +78,8 @@ cluster_pids() {
         [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
         { read -r stat <"$d/stat"; } 2>/dev/null || continue
         rest=${stat##*) }   # fields after the command name: state, ppid, ...
+        # A zombie has exited and only waits for its parent to reap it: not running.
+        [[ ${rest%% *} == Z ]] && zombie[$pid]=1
         rest=${rest#* }
         parent[$pid]=${rest%% *}
         { mapfile -d '' -t argv <"$d/cmdline"; } 2>/dev/null || continue
@@ -99,7 +101,9 @@ cluster_pids() {
             fi
         done
     done
-    for pid in "${!chosen[@]}"; do echo "$pid"; done
+    for pid in "${!chosen[@]}"; do
+        [[ -n ${zombie[$pid]:-} ]] || echo "$pid"
+    done
 }
 
 if ((list_only)); then
@@ -135,6 +139,14 @@ else
     mapfile -t alive < <(cluster_pids)
     if ((${#alive[@]} > 0)); then
         kill -KILL "${alive[@]}" 2>/dev/null || true
+        # SIGKILL is delivered, not awaited: wait until they are gone (or zombies), so
+        # that a --list right after this finds nothing.
+        for ((t = 0; t < 50; t++)); do
+            mapfile -t alive < <(cluster_pids)
+            ((${#alive[@]} > 0)) || break
+            kill -KILL "${alive[@]}" 2>/dev/null || true
+            sleep 0.1
+        done
     fi
     echo "stop.sh: stopped ${#pids[@]} Ray process(es) of $what"
 fi
