@@ -79,9 +79,10 @@ class ProgressPrinter(Callback):
         if better:
             self._best = (value, trial.trial_id, int(result.get("training_iteration", 0)))
 
-    def _note_ended_before(self, trials: list) -> None:
+    def _note_ended_before(self, trials: list) -> set[str]:
         if self._ended is None:
             self._ended = {t.trial_id for t in trials if t.status == "TERMINATED"}
+        return self._ended
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         self._note_ended_before(trials)
@@ -92,9 +93,7 @@ class ProgressPrinter(Callback):
             self._print(trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._note_ended_before(trials)
-        assert self._ended is not None
-        self._ended.add(trial.trial_id)
+        self._note_ended_before(trials).add(trial.trial_id)
         # Many short trials end in bursts; one line a second is plenty.
         if time.monotonic() - self._last_print >= 1.0:
             self._print(trials)

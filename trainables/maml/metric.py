@@ -242,37 +242,7 @@ class MetricLearner(nn.Module):
             query = self.context.embed_query(query, support)
         return matching_log_probs(support, support_y, query, n_way, scale=self.cosine_scale)
 
-    def loss(
-        self,
-        backbone: nn.Module,
-        support_x: Tensor,
-        support_y: Tensor,
-        query_x: Tensor,
-        query_y: Tensor,
-        *,
-        n_way: int,
-    ) -> Tensor:
-        """Mean query cross-entropy over a meta-batch, with gradients.
-
-        Args:
-            backbone: The embedding network.
-            support_x: ``[T, S, 1, H, W]``; each task is embedded as its own batch.
-            support_y: ``[T, S]``.
-            query_x: ``[T, Q, 1, H, W]``.
-            query_y: ``[T, Q]``.
-            n_way: Classes per task.
-
-        Returns:
-            A scalar.
-        """
-        losses = [
-            F.cross_entropy(self.episode_logits(backbone, sx, sy, qx, n_way), qy)
-            for sx, sy, qx, qy in zip(support_x, support_y, query_x, query_y, strict=True)
-        ]
-        return torch.stack(losses).mean()
-
-    @torch.no_grad()
-    def evaluate(
+    def scores(
         self,
         backbone: nn.Module,
         support_x: Tensor,
@@ -282,11 +252,11 @@ class MetricLearner(nn.Module):
         *,
         n_way: int,
     ) -> Evaluation:
-        """Per-task query cross-entropy and accuracy, without gradients.
+        """Per-task query cross-entropy and accuracy of a meta-batch (losses with gradients).
 
         Args:
             backbone: The embedding network.
-            support_x: ``[T, S, 1, H, W]``.
+            support_x: ``[T, S, 1, H, W]``; each task is embedded as its own batch.
             support_y: ``[T, S]``.
             query_x: ``[T, Q, 1, H, W]``.
             query_y: ``[T, Q]``.
@@ -301,6 +271,16 @@ class MetricLearner(nn.Module):
             losses.append(F.cross_entropy(logits, qy))
             accuracies.append((logits.argmax(dim=-1) == qy).to(logits.dtype).mean())
         return Evaluation(torch.stack(losses), torch.stack(accuracies))
+
+    def loss(self, backbone: nn.Module, *batch: Tensor, n_way: int) -> Tensor:
+        """Mean query cross-entropy over a meta-batch, with gradients (``batch`` as for
+        :meth:`scores`)."""
+        return self.scores(backbone, *batch, n_way=n_way).loss.mean()
+
+    def evaluate(self, backbone: nn.Module, *batch: Tensor, n_way: int) -> Evaluation:
+        """:meth:`scores` without gradients."""
+        with torch.no_grad():
+            return self.scores(backbone, *batch, n_way=n_way)
 
 
 __all__ = [

@@ -254,39 +254,31 @@ class OmniglotMAML:
         self.optimizer.step()
         return result.loss.item()
 
-    def _score(self, chunks: list[Episodes]) -> AL.Evaluation:
+    def _score_chunk(self, e: Episodes) -> AL.Evaluation:
         if self.metric is not None:
-            metric = self.metric
-            parts = [
-                metric.evaluate(
-                    self.model,
-                    e.support_x,
-                    e.support_y,
-                    e.query_x,
-                    e.query_y,
-                    n_way=self.settings.n_way,
-                )
-                for e in chunks
-            ]
-            return AL.Evaluation(
-                torch.cat([p.loss for p in parts]), torch.cat([p.accuracy for p in parts])
-            )
-        params = dict(self.model.named_parameters())
-        parts = [
-            AL.evaluate(
+            return self.metric.evaluate(
                 self.model,
-                params,
                 e.support_x,
                 e.support_y,
                 e.query_x,
                 e.query_y,
-                inner_lr=self._inner_lr(),
-                steps=self.settings.eval_inner_steps,
-                adapt_prefix=self._adapt_prefix,
-                task_chunk=self._task_chunk,
+                n_way=self.settings.n_way,
             )
-            for e in chunks
-        ]
+        return AL.evaluate(
+            self.model,
+            dict(self.model.named_parameters()),
+            e.support_x,
+            e.support_y,
+            e.query_x,
+            e.query_y,
+            inner_lr=self._inner_lr(),
+            steps=self.settings.eval_inner_steps,
+            adapt_prefix=self._adapt_prefix,
+            task_chunk=self._task_chunk,
+        )
+
+    def _score(self, chunks: list[Episodes]) -> AL.Evaluation:
+        parts = [self._score_chunk(e) for e in chunks]
         return AL.Evaluation(
             torch.cat([p.loss for p in parts]), torch.cat([p.accuracy for p in parts])
         )
