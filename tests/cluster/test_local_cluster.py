@@ -24,13 +24,9 @@ from click.testing import CliRunner
 
 from tests.cluster.helpers import BIN, BOWL_JOB, dashboard_api, user_env
 from warmtune.cli import main
+from warmtune.jobs_api import dashboard_address
 from warmtune.store import ResultStore
-from warmtune.submit import (
-    CodeBundle,
-    dashboard_address,
-    package_code,
-    prepare_submission,
-)
+from warmtune.submit import CodeBundle, package_code, prepare_submission
 
 REPO = Path(__file__).resolve().parents[2]
 STOP = REPO / "cluster" / "local" / "stop.sh"
@@ -317,7 +313,7 @@ def test_a_second_run_of_a_job_name_is_refused_before_the_upload(
 def test_the_jobs_client_uses_the_address_it_resolved(monkeypatch):
     import ray.job_submission
 
-    from warmtune.submit import JobsClient
+    from warmtune.jobs_api import JobsClient
 
     seen = []
 
