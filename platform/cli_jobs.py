@@ -246,17 +246,11 @@ def status(submission_id: str, address: str | None) -> None:
     For a job name: its latest submission that ran, and any later ones the cluster
     refused because the name already had results.
     """
-    from warmtune.jobs_api import ClusterError, rejected_for_existing_results, status_name
+    from warmtune.jobs_api import ClusterError, status_name
 
     client = _client(address)
     try:
-        info = client.info(submission_id)
-        job = (info.metadata or {}).get("warmtune_job")
-        refused = [
-            j.submission_id
-            for j in (client.named(job) if job and job == submission_id else [])
-            if rejected_for_existing_results(j) and (j.start_time or 0) > (info.start_time or 0)
-        ]
+        info, refused = client.lookup(submission_id)
     except ClusterError as e:
         _fail(str(e))
     click.echo(f"{info.submission_id}: {status_name(info)}")

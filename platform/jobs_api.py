@@ -184,19 +184,29 @@ class JobsClient:
         return sorted(jobs, key=lambda j: (j.start_time or 0, j.submission_id or ""))
 
     def info(self, ref: str) -> Any:
-        """A job by submission id, or the latest submission of a warmtune job name.
+        """A job by submission id, or the latest submission of a warmtune job name that
+        ran (see :meth:`lookup`).
+
+        Raises:
+            ClusterError: no such job on the cluster.
+        """
+        return self.lookup(ref)[0]
+
+    def lookup(self, ref: str) -> tuple[Any, builtins.list[str]]:
+        """A job as :meth:`info` finds it, and for a job name the submission ids of later
+        submissions the cluster refused because the name already had results.
 
         Raises:
             ClusterError: no such job on the cluster.
         """
         try:
-            return self._call(self._client.get_job_info, ref)
+            return self._call(self._client.get_job_info, ref), []
         except ClusterError:
             raise
         except RuntimeError as e:
             if "404" not in str(e) and "does not exist" not in str(e):
                 raise ClusterError(f"the cluster could not look up job {ref!r}: {e}") from None
-        named = self.named(ref)
+        named = [j for j in self.list() if (j.metadata or {}).get("warmtune_job") == ref]
         if not named:
             raise ClusterError(
                 f"no job {ref!r} on the cluster at {self.address}; `warmtune jobs` lists "
@@ -204,11 +214,13 @@ class JobsClient:
             )
         # The latest submission that ran: later ones refused for the name are not it.
         ran = [j for j in named if not rejected_for_existing_results(j)]
-        return (ran or named)[-1]
-
-    def named(self, job: str) -> builtins.list[Any]:
-        """The submissions of warmtune job ``job``, oldest first."""
-        return [j for j in self.list() if (j.metadata or {}).get("warmtune_job") == job]
+        info = (ran or named)[-1]
+        refused = [
+            j.submission_id
+            for j in named
+            if rejected_for_existing_results(j) and (j.start_time or 0) > (info.start_time or 0)
+        ]
+        return info, refused
 
     def logs(self, submission_id: str) -> str:
         return str(self._call(self._client.get_job_logs, submission_id))
