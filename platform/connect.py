@@ -9,10 +9,18 @@ Ray 2.60 connects without a token unless ``RAY_AUTH_MODE=token`` is set, and the
 cluster refuses it ("Failed to connect", after 20 s). So before connecting to a
 cluster warmtune checks that a token exists (and says what to do if not) and
 turns token mode on for this process, unless ``RAY_AUTH_MODE`` says otherwise.
+
+A new embedded instance listens on 127.0.0.1 only (Ray's default on Linux is every
+interface, with the metrics port open to anyone who reaches the machine). A cluster
+on a loopback address (``cluster/local/start.sh``'s default) needs this process's Ray
+node address to be 127.0.0.1 as well; Ray would otherwise replace ``127.0.0.1`` by
+the machine's network address, where nothing of the cluster listens. See
+:func:`_stay_on_loopback`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from pathlib import Path
@@ -115,6 +123,8 @@ def connect_ray(
                 "~/.ray/auth_token (on the head node it is ~/.ray/auth_token too)"
             )
         _enable_token_mode()
+    if _node_on_loopback(target):
+        _stay_on_loopback()
     kwargs: dict = {"address": target, "logging_level": logging.WARNING}
     if target in (None, "local"):
         kwargs.update(num_cpus=num_cpus, include_dashboard=dashboard)
@@ -143,3 +153,52 @@ def _enable_token_mode() -> None:
 
     os.environ["RAY_AUTH_MODE"] = "token"
     Config.initialize("")
+
+
+def _node_on_loopback(target: str | None) -> bool:
+    """Whether this process's Ray node belongs on 127.0.0.1: a new embedded instance
+    (``local``, or nothing given and no cluster found by Ray's own lookup), or a
+    cluster whose address is a loopback one."""
+    if target == "local":
+        return True
+    if target is None or target == "auto":
+        from ray._private.services import get_ray_address_from_environment
+
+        try:
+            # Typed str, but Ray's own callers pass None ("start one if none is found").
+            found = get_ray_address_from_environment(target, None)  # type: ignore[arg-type]
+        except Exception:  # "auto" and no cluster: ray.init says so itself
+            return False
+        if found is None:
+            return True
+        target = found
+    return _is_loopback(target)
+
+
+def _is_loopback(address: str) -> bool:
+    """Whether a cluster address (``HOST:PORT``, ``ray://HOST:PORT``, ``[::1]:PORT``)
+    names this machine's loopback interface."""
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _stay_on_loopback() -> None:
+    """Keep this process's Ray node, and the embedded instance it may start, on
+    127.0.0.1.
+
+    Ray 2.60 turns a loopback cluster address into the machine's network address
+    (``ray._private.services.resolve_ip_for_localhost``) unless
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, its switch for loopback-only Ray, which it
+    reads once, on import; so the constant is set here and the variable for child
+    processes. The switch also refuses ``ray start --address`` (joining a worker node),
+    which a driver never does.
+    """
+    import ray._private.ray_constants as ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Start a local multi-node Ray cluster on this machine: one head node and N worker
 # nodes, each with its own raylet, CPUs, custom resource {"node_<i>": 1} and ports.
-# Everything binds this machine's own address; the dashboard listens on 127.0.0.1.
+# Every server of the cluster listens on 127.0.0.1 only (--bind network: on this
+# machine's network address, for workers on other machines); the dashboard listens on
+# 127.0.0.1 either way.
 # Token authentication stays on. The cluster lives in its own Ray temp dir (--dir),
 # so two clusters, or a cluster and an embedded `ray.init()`, do not clash, and
 # cluster/local/stop.sh --dir DIR stops exactly this cluster.
@@ -34,6 +36,13 @@ Options (environment variable in brackets):
                        (default /tmp/wt-cluster) [WARMTUNE_CLUSTER_DIR]
   --object-store-mb M  object store of each node in MiB (default 200)
                        [WARMTUNE_CLUSTER_OBJECT_STORE_MB]
+  --bind loopback|network
+                       where the nodes' servers listen: loopback (default) keeps
+                       every port of the cluster on 127.0.0.1, so nothing is reachable
+                       from another machine; network is Ray's own behaviour, the
+                       GCS, raylets and agents on all interfaces and this machine's
+                       address, for worker nodes on other machines (firewall them:
+                       docs/cluster.md) [WARMTUNE_CLUSTER_BIND]
   -h, --help           this text
 
 The token: $RAY_AUTH_TOKEN if set, else the file $RAY_AUTH_TOKEN_PATH if set (created
@@ -51,6 +60,7 @@ dashboard_port=${WARMTUNE_CLUSTER_DASHBOARD_PORT:-8265}
 base_port=${WARMTUNE_CLUSTER_BASE_PORT:-21000}
 dir=${WARMTUNE_CLUSTER_DIR:-/tmp/wt-cluster}
 object_store_mb=${WARMTUNE_CLUSTER_OBJECT_STORE_MB:-200}
+bind=${WARMTUNE_CLUSTER_BIND:-loopback}
 
 die() {
     echo "start.sh: error: $*" >&2
@@ -67,6 +77,7 @@ while [[ $# -gt 0 ]]; do
         --base-port) base_port=${2:?--base-port needs a number}; shift 2 ;;
         --dir) dir=${2:?--dir needs a path}; shift 2 ;;
         --object-store-mb) object_store_mb=${2:?--object-store-mb needs a number}; shift 2 ;;
+        --bind) bind=${2:?--bind needs loopback or network}; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown option '$1'; see cluster/local/start.sh --help" ;;
     esac
@@ -77,6 +88,7 @@ for pair in "workers=$workers" "cpus-per-worker=$cpus" "head-cpus=$head_cpus" \
     "object-store-mb=$object_store_mb"; do
     [[ ${pair#*=} =~ ^[0-9]+$ ]] || die "--${pair%%=*} must be a whole number, got '${pair#*=}'"
 done
+[[ $bind == loopback || $bind == network ]] || die "--bind must be 'loopback' or 'network', got '$bind'"
 ((workers >= 1)) || die "--workers must be at least 1 (a head alone is 'ray start --head')"
 ((cpus >= 1)) || die "--cpus-per-worker must be at least 1, or the workers run nothing"
 ((base_port + 10 * workers + 6 <= 65535)) || die "--base-port $base_port leaves too few ports for $workers workers; choose a lower one"
@@ -96,6 +108,13 @@ python_bin="$bin_dir/python"
 # the same Python (and the same Ray) as the cluster's.
 export PATH="$bin_dir:$PATH"
 export RAY_USAGE_STATS_ENABLED=0
+# How the nodes are started: Ray's CLI as it is, or (loopback) through a wrapper that
+# keeps the node on 127.0.0.1, which Ray's CLI would replace by the machine's address.
+if [[ $bind == loopback ]]; then
+    ray_start=("$python_bin" "$(cd "$(dirname "$0")" && pwd -P)/loopback_ray.py" start --node-ip-address=127.0.0.1)
+else
+    ray_start=("$ray_bin" start)
+fi
 
 if [[ -f $dir/cluster.env ]] && grep -q '^WARMTUNE_CLUSTER_PIDS=' "$dir/cluster.env"; then
     die "a cluster already uses $dir (see $dir/cluster.env); stop it with cluster/local/stop.sh --dir $dir, or choose another --dir"
@@ -181,7 +200,7 @@ node_ports() { # $1 = node index (0 = head)
 object_store_bytes=$((object_store_mb * 1024 * 1024))
 started=1
 # shellcheck disable=SC2046  # node_ports prints separate words on purpose
-"$ray_bin" start --head --port="$gcs_port" --num-cpus="$head_cpus" \
+"${ray_start[@]}" --head --port="$gcs_port" --num-cpus="$head_cpus" \
     --resources='{"node_0": 1}' \
     --include-dashboard=true --dashboard-host=127.0.0.1 --dashboard-port="$dashboard_port" \
     --ray-client-server-port=$((base_port + 6)) \
@@ -195,7 +214,7 @@ for ((i = 1; i <= workers; i++)); do
     # and with one shared dir it would delete them under the other nodes' workers.
     mkdir -p "$dir/w$i"
     # shellcheck disable=SC2046
-    "$ray_bin" start --address="$address" --num-cpus="$cpus" \
+    "${ray_start[@]}" --address="$address" --num-cpus="$cpus" \
         --resources="{\"node_$i\": 1}" \
         --temp-dir="$dir/w$i" --object-store-memory="$object_store_bytes" --disable-usage-stats \
         $(node_ports "$i") >>"$log" 2>&1
@@ -205,12 +224,18 @@ trap - ERR
 # The processes of this cluster (stop.sh finds later ones, such as workers, the same way).
 pids=$("$(dirname "$0")/stop.sh" --dir "$dir" --list | tr '\n' ' ')
 dashboard="http://127.0.0.1:$dashboard_port"
+loopback_env= loopback_why=
+if [[ $bind == loopback ]]; then
+    loopback_env=" RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0"
+    loopback_why=", and keeps a 127.0.0.1 address only with the second"
+fi
 cat >"$dir/cluster.env" <<EOF
 # Written by cluster/local/start.sh; read by stop.sh and tests.
 RAY_ADDRESS=$address
 WARMTUNE_DASHBOARD=$dashboard
 WARMTUNE_CLUSTER_DIR=$dir
 WARMTUNE_CLUSTER_WORKERS=$workers
+WARMTUNE_CLUSTER_BIND=$bind
 WARMTUNE_CLUSTER_TOKEN_FROM=$token_from
 WARMTUNE_CLUSTER_PIDS="$pids"
 EOF
@@ -222,7 +247,7 @@ warmtune: local Ray cluster up: head + $workers worker node(s), $cpus CPU(s) eac
   token:     $token_from
   submit:    warmtune submit JOB.yaml --address $dashboard --wait
   attach:    warmtune run JOB.yaml --address $address
-  ray CLI:   export RAY_AUTH_MODE=token   (Ray's own CLI sends the token only then:
+  ray CLI:   export RAY_AUTH_MODE=token$loopback_env   (Ray's own CLI sends the token only then$loopback_why:
              ray status --address $address, ray job list --address $dashboard)
   stop:      $(dirname "$0")/stop.sh --dir $dir
 EOF

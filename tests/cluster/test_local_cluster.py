@@ -23,6 +23,7 @@ import yaml
 from click.testing import CliRunner
 
 from tests.cluster.helpers import BIN, BOWL_JOB, dashboard_api, user_env
+from tests.cluster.sockets import listening_sockets
 from warmtune.cli import main
 from warmtune.jobs_api import dashboard_address
 from warmtune.store import ResultStore
@@ -267,6 +268,21 @@ def test_wrong_or_missing_token_is_refused_with_what_to_do(cluster, cli, tmp_pat
 @pytest.mark.slow
 def test_the_token_file_is_private(cluster):
     assert cluster.token_file.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.slow
+def test_nothing_of_the_cluster_listens_beyond_this_machine(cluster, finished_search):
+    """After a search ran (so the nodes' workers, the job driver's supervisor and the
+    agents are up), every socket a process of the cluster listens on is a loopback one."""
+    assert cluster.address.startswith("127.0.0.1:")
+    pids = subprocess.run(
+        [str(STOP), "--dir", str(cluster.dir), "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    listening = listening_sockets([int(pid) for pid in pids])
+    processes = {s.process for s in listening}
+    # The GCS, three raylets (two ports each), agents, the dashboard with its Jobs API.
+    assert {"gcs_server", "raylet"} <= processes and len(listening) >= 3 * 5 + 2, listening
+    assert [str(s) for s in listening if not s.loopback] == []
 
 
 @pytest.mark.slow

@@ -123,3 +123,53 @@ def test_an_embedded_instance_s_new_token_is_made_private(ray_init, tmp_path, mo
     monkeypatch.setattr(ray, "init", init)
     connect_ray("local")
     assert token.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_loopback_cluster_keeps_this_process_on_loopback(ray_init, monkeypatch):
+    """Ray turns 127.0.0.1 into the machine's network address, where a loopback cluster
+    (cluster/local/start.sh's default) does not listen; connect_ray keeps it."""
+    import ray._private.ray_constants as ray_constants
+    import ray._private.worker
+    from ray._private.services import get_node_ip_address, resolve_ip_for_localhost
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no token needed for this test
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)  # restored afterwards
+    # As in a fresh process (the session's embedded Ray would answer for its own node).
+    monkeypatch.setattr(ray._private.worker, "_global_node", None)
+    for address in ("10.0.0.1:6379", "ray://10.0.0.1:10001", "cluster.example:6379"):
+        connect_ray(address)
+    assert ray_constants.ENABLE_RAY_CLUSTER
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
+
+    for address in ("127.0.0.1:6390", "localhost:6390", "ray://127.0.0.1:10001", "[::1]:6390"):
+        monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+        connect_ray(address)
+        assert not ray_constants.ENABLE_RAY_CLUSTER, address
+        assert resolve_ip_for_localhost("127.0.0.1") == get_node_ip_address() == "127.0.0.1"
+    # The job's child processes (Ray's workers read it on import) as well.
+    assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+
+
+def test_auto_follows_ray_address_to_a_loopback_cluster(ray_init, monkeypatch):
+    import ray._private.ray_constants as ray_constants
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    connect_ray("auto")
+    assert ray_constants.ENABLE_RAY_CLUSTER
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6390")  # how a submitted job's driver runs
+    connect_ray("auto")
+    assert not ray_constants.ENABLE_RAY_CLUSTER
+
+
+def test_a_new_embedded_instance_listens_on_loopback(ray_init, monkeypatch):
+    import ray._private.ray_constants as ray_constants
+
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    for address in ("local", None):
+        monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+        connect_ray(address)  # no RAY_ADDRESS, no `ray start` cluster on this machine
+        assert not ray_constants.ENABLE_RAY_CLUSTER, address
