@@ -5,6 +5,7 @@
     STORAGE/NAME/                  Ray Tune's experiment directory (trials, checkpoints)
     STORAGE/NAME/warmtune/job.yaml the validated job spec, written once at the start
     STORAGE/NAME/warmtune/results/ the ResultStore (append-only Parquet)
+    STORAGE/NAME/warmtune/trial_ends/ how each trial ended (a ResultStore too)
 """
 
 from __future__ import annotations
@@ -93,6 +94,12 @@ class JobDir:
     @property
     def results(self) -> str:
         return _join(self.meta, "results")
+
+    @property
+    def trial_ends(self) -> str:
+        """A store of one row per ended trial: ``status`` TERMINATED or ERROR, the
+        last iteration, and the error's last line (see :class:`ResultRecorder`)."""
+        return _join(self.meta, "trial_ends")
 
     def exists(self) -> bool:
         fs, path = filesystem(self.spec_path)

@@ -11,6 +11,11 @@ Lifecycle (all hooks run in the Tune driver process, one at a time):
   the store is never behind a checkpoint that ``Tuner.restore`` resumes from.
 - A Ctrl+C (SIGINT) makes Tune leave its loop, checkpoint and call
   ``on_experiment_end``, so buffered rows are written then too.
+- With an ``ends`` store, ``on_trial_complete`` and ``on_trial_error`` also record how
+  the trial ended (``TERMINATED`` or ``ERROR``, its last iteration, the error's last
+  line), one row per end in a store of their own. The result rows keep the status
+  they were reported with (``RUNNING``), and the result store holds exactly what the
+  trials reported. A trial that never ended (the job was stopped) has no end row.
 
 On ``Tuner.restore`` pass a new recorder with the same store and job; Tune hands it the
 saved state (store path and job name), and a mismatch only warns. Rows of iterations a
@@ -132,6 +137,7 @@ class ResultRecorder(Callback):
         job: Job name stored in every row's ``job`` column.
         flush_interval_s: Write the buffer once its oldest row is this old (seconds).
         max_buffer: Write the buffer once it holds this many rows.
+        ends: Where trial ends go (``JobDir.trial_ends``), or ``None`` to skip them.
 
     Raises:
         ValueError: On a non-store ``store``, an empty ``job``, a negative interval or
@@ -145,12 +151,14 @@ class ResultRecorder(Callback):
         job: str,
         flush_interval_s: float = 2.0,
         max_buffer: int = 200,
+        ends: ResultStore | None = None,
     ) -> None:
-        if not isinstance(store, ResultStore):
-            raise ValueError(
-                f"store must be a ResultStore, got {type(store).__name__}; "
-                "wrap the path: ResultStore(path)"
-            )
+        for name, value in (("store", store), ("ends", ends)):
+            if not isinstance(value, ResultStore) and not (name == "ends" and value is None):
+                raise ValueError(
+                    f"{name} must be a ResultStore, got {type(value).__name__}; "
+                    "wrap the path: ResultStore(path)"
+                )
         if not isinstance(job, str) or not job:
             raise ValueError(f"job must be a non-empty string naming the search, got {job!r}")
         if not flush_interval_s >= 0:
@@ -161,6 +169,7 @@ class ResultRecorder(Callback):
         self._job = job
         self._flush_interval_s = float(flush_interval_s)
         self._max_buffer = max_buffer
+        self._ends = ends
         self._buffer: list[dict[str, Any]] = []
         self._oldest: float | None = None  # time.monotonic() of the oldest buffered row
 
@@ -219,14 +228,35 @@ class ResultRecorder(Callback):
     def on_trial_complete(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
-        """Flushes, so a finished trial is fully in the store."""
+        """Flushes, so a finished trial is fully in the store; records its end."""
         self.flush()
+        self._record_end(trial, "TERMINATED")
 
     def on_trial_error(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
-        """Flushes, so a failed trial's rows are kept."""
+        """Flushes, so a failed trial's rows are kept; records its end."""
         self.flush()
+        self._record_end(trial, "ERROR")
+
+    def _record_end(self, trial: Trial, status: str) -> None:
+        # Tune calls these hooks before it sets trial.status, so the status is the hook's.
+        if self._ends is None:
+            return
+        last = trial.last_result or {}
+        row: dict[str, Any] = {
+            "job": self._job,
+            "trial_id": str(trial.trial_id),
+            "status": status,
+            "training_iteration": last.get("training_iteration"),
+            "timestamp": time.time(),
+        }
+        if status == "ERROR":
+            row["error"] = _last_error_line(trial)
+        try:
+            self._ends.append([row])
+        except Exception as exc:  # the results are what matters; the end is a label
+            logger.warning("ResultRecorder: could not record the end of trial %s: %s", trial, exc)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         """Flushes the rest (also reached after Ctrl+C / SIGINT)."""
@@ -260,3 +290,18 @@ class ResultRecorder(Callback):
         state["_buffer"] = []
         state["_oldest"] = None
         return state
+
+
+def _last_error_line(trial: Trial) -> str | None:
+    """The last non-empty line of the trial's error (the exception, as Tune saved it)."""
+    # Tune appends each failure's exception to error.txt in the trial's local
+    # directory, and copies it to the storage only later.
+    text = None
+    try:
+        if trial.error_file:
+            with open(trial.error_file, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+    except OSError:
+        pass
+    lines = [line for line in str(text or "").splitlines() if line.strip()]
+    return lines[-1].strip()[:500] if lines else None

@@ -88,6 +88,7 @@ class JobReport:
         jobdir: the job.
         spec: its job file.
         rows: every stored result row (may be empty).
+        ends: how trials ended, one row per end (``JobDir.trial_ends``; may be empty).
         warm: the warm-start story.
         export: the export document of the best trial, or ``None`` before any result.
         generated: when this was read (UTC).
@@ -99,6 +100,7 @@ class JobReport:
     warm: WarmStory
     export: dict[str, Any] | None
     generated: dt.datetime
+    ends: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def metric(self) -> str:
@@ -122,6 +124,33 @@ class JobReport:
             return scored
         return top_trials(scored, metric=self.metric, mode=self.mode, k=None)
 
+    def trial_states(self) -> pd.Series:
+        """Per trial (index ``trial_id``), how it ended: ``finished`` (the full budget),
+        ``stopped early`` (ended by the scheduler before it), ``failed``, or ``not
+        ended`` (still running, or the job was stopped before it ended)."""
+        trials = set(self.rows["trial_id"].dropna()) if "trial_id" in self.rows else set()
+        last: dict[str, str] = {}
+        if not self.ends.empty:
+            for _, end in self.ends.iterrows():  # write order: the latest end wins
+                last[str(end["trial_id"])] = str(end["status"])
+        trials |= set(last)
+        reached = (
+            pd.to_numeric(self.rows.groupby("trial_id")["training_iteration"].max())
+            if len(self.rows)
+            else pd.Series(dtype=float)
+        )
+        states = {}
+        for trial in sorted(trials):
+            status = last.get(trial)
+            if status == "ERROR":
+                states[trial] = "failed"
+            elif status == "TERMINATED":
+                full = reached.get(trial, 0) >= self.spec.budget.max_iterations
+                states[trial] = "finished" if full else "stopped early"
+            else:
+                states[trial] = "not ended"
+        return pd.Series(states, dtype=object)
+
     def start_time(self) -> float | None:
         """Unix time the job started, as well as the records tell: the earliest trial
         start (result time minus the trial's time so far) or warm-start record."""
@@ -144,6 +173,7 @@ def load_report(jobdir: JobDir) -> JobReport:
     """
     spec = jobdir.read_spec()
     rows = ResultStore(jobdir.results).read()
+    ends = ResultStore(jobdir.trial_ends).read()
     export = None
     if best_trial_or_none(rows, spec) is not None:
         export = export_best(jobdir)
@@ -154,6 +184,7 @@ def load_report(jobdir: JobDir) -> JobReport:
         warm=warm_story(jobdir, spec),
         export=export,
         generated=dt.datetime.now(dt.timezone.utc),
+        ends=ends,
     )
 
 
@@ -425,6 +456,13 @@ def _summary(r: JobReport) -> str:
             f"<dt>trials</dt><dd>{n_trials} ({full} reached the full budget of "
             f"{spec.budget.max_iterations} iterations)</dd>"
         )
+        counts = r.trial_states().value_counts()
+        ended = ", ".join(
+            f"{int(counts[state])} {state}"
+            for state in ("finished", "stopped early", "failed", "not ended")
+            if state in counts
+        )
+        parts.append(f"<dt>how trials ended</dt><dd>{_e(ended)}</dd>")
         parts.append(f"<dt>result rows</dt><dd>{len(rows)}</dd>")
         parts.append(
             f"<dt>results from</dt><dd>{_e(_when(ts.min() if len(ts) else None))} to "
@@ -644,6 +682,7 @@ def _top_trials(r: JobReport, k: int = 15) -> str:
     if last.empty:
         return _no_results(r)
     names = list(r.spec.search_space)
+    states = r.trial_states()
     rows = []
     for (_, row), config in zip(last.head(k).iterrows(), configs(last.head(k)), strict=True):
         config = config or {}
@@ -652,11 +691,16 @@ def _top_trials(r: JobReport, k: int = 15) -> str:
                 str(row["trial_id"]),
                 float(row[r.metric]),
                 int(row["training_iteration"]),
+                states.get(str(row["trial_id"]), "not ended"),
                 *[config.get(n, "") for n in names],
             ]
         )
-    note = f"The best {min(k, len(last))} of {len(last)} trials by their last {r.metric}."
-    return _p(note) + _table(["trial", r.metric, "iteration", *names], rows)
+    note = (
+        f"The best {min(k, len(last))} of {len(last)} trials by their last {r.metric}. "
+        "Ended: finished the full budget, stopped early by the scheduler, failed, or not "
+        "ended (running, or the job was stopped before it ended)."
+    )
+    return _p(note) + _table(["trial", r.metric, "iteration", "ended", *names], rows)
 
 
 def _best_config(r: JobReport) -> str:

@@ -238,7 +238,9 @@ def _tuner(
     from warmtune.store import ResultStore
 
     callbacks: list[Any] = [
-        ResultRecorder(ResultStore(jobdir.results), job=spec.name),
+        ResultRecorder(
+            ResultStore(jobdir.results), job=spec.name, ends=ResultStore(jobdir.trial_ends)
+        ),
         MetricsCallback(job=spec.name, metric=spec.objective.metric, mode=spec.objective.mode),
     ]
     if progress:

@@ -409,3 +409,33 @@ def test_a_real_run_on_ray_gets_its_report(ray_session, tmp_path):
     assert "warm start: warm" in result.output
     page = assert_self_contained(out.read_text())
     assert page.sections == [key for key, _ in SECTIONS] and page.svgs == 5
+
+
+def test_the_report_says_how_each_trial_ended(tmp_path):
+    spec, jobdir = make_job(tmp_path, budget={"trials": 4, "max_iterations": 3})
+    store, ends = ResultStore(jobdir.results), ResultStore(jobdir.trial_ends)
+    config = {"x": 0.3, "y": 0.1, "opt": "a"}
+    for trial, reached in (("full", 3), ("early", 1), ("broke", 2), ("open", 2)):
+        store.append(trial_rows(spec, trial, config, reached, 1.7e9))
+
+    def end(trial: str, status: str, iteration: int | None) -> None:
+        ends.append([{"job": spec.name, "trial_id": trial, "status": status,
+                      "training_iteration": iteration}])  # fmt: skip
+
+    end("full", "TERMINATED", 3)
+    end("early", "TERMINATED", 1)
+    end("broke", "ERROR", 2)
+    end("silent", "ERROR", None)  # failed before its first report: no result rows
+    end("open", "ERROR", 1)  # failed, was retried, and is running again ...
+    end("open", "TERMINATED", 2)  # ... then ended: the latest end counts
+    report = load_report(jobdir)
+    assert report.trial_states().to_dict() == {
+        "broke": "failed", "early": "stopped early", "full": "finished",
+        "open": "stopped early", "silent": "failed",
+    }  # fmt: skip
+    words = " ".join(parse(build_report(jobdir)).text)
+    assert "1 finished, 2 stopped early, 2 failed" in words
+    # A trial with results and no end (the job was stopped) is not ended.
+    store.append(trial_rows(spec, "stopped", config, 1, 1.7e9))
+    assert load_report(jobdir).trial_states()["stopped"] == "not ended"
+    assert "1 not ended" in " ".join(parse(build_report(jobdir)).text)

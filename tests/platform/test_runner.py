@@ -8,6 +8,7 @@ import json
 import pytest
 
 from warmtune.jobdir import JobDir
+from warmtune.report import load_report
 from warmtune.runner import JobExistsError, run_job
 from warmtune.spec import job_from_dict
 from warmtune.store import ResultStore, configs
@@ -58,6 +59,11 @@ def test_asha_stops_weak_trials_early(ray_session, tmp_path):
     run_job(spec, progress=False)
     df = ResultStore(JobDir.of(spec).results).read()
     reached = df.groupby("trial_id")["training_iteration"].max()
+    # Every trial ended; the report tells the stopped ones from those that finished.
+    states = load_report(JobDir.of(spec)).trial_states()
+    assert states.to_dict() == {
+        t: "finished" if r == 9 else "stopped early" for t, r in reached.items()
+    }
     assert len(reached) == 9 and (reached < 9).sum() >= 3
 
 
@@ -128,6 +134,14 @@ def test_failed_trials_are_retried_then_reported(ray_session, tmp_path):
     df = ResultStore(JobDir.of(spec).results).read()
     # Iteration 1 was reported before the failure and is kept.
     assert list(df["training_iteration"]) == [1]
+    # How it ended is recorded beside the results, with the exception's last line.
+    ends = ResultStore(JobDir.of(spec).trial_ends).read()
+    assert ends[["trial_id", "status", "training_iteration"]].values.tolist() == [
+        [df["trial_id"][0], "ERROR", 1]
+    ]
+    assert ends["error"][0].endswith("quadratic: fail_at=2 reached (as configured)")
+    report = load_report(JobDir.of(spec))
+    assert report.trial_states().to_dict() == {df["trial_id"][0]: "failed"}
 
 
 def test_pbt_exploits_checkpoints_and_explores_inside_the_space(ray_session, tmp_path):
