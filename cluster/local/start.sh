@@ -30,7 +30,9 @@ Options (environment variable in brackets):
   --base-port B        first of the per-node ports: node i (0 = head) uses B+10*i ..
                        B+10*i+6 (node manager, object manager, dashboard agent http
                        and grpc, runtime env agent, metrics export, and on the head
-                       the Ray client server); default 21000 [WARMTUNE_CLUSTER_BASE_PORT]
+                       the Ray client server, then the dashboard's and the
+                       autoscaler's metrics at B+7 and B+8); default 21000
+                       [WARMTUNE_CLUSTER_BASE_PORT]
   --dir DIR            Ray temp dir of the head node; worker node i uses DIR/w<i>. At
                        most 40 characters, because Ray puts Unix sockets under it
                        (default /tmp/wt-cluster) [WARMTUNE_CLUSTER_DIR]
@@ -43,6 +45,9 @@ Options (environment variable in brackets):
                        GCS, raylets and agents on all interfaces and this machine's
                        address, for worker nodes on other machines (firewall them:
                        docs/cluster.md) [WARMTUNE_CLUSTER_BIND]
+  --rejoin I           start worker node I of the running cluster in --dir again
+                       (after stop.sh --node I), with the settings the cluster was
+                       started with; the other options are ignored
   -h, --help           this text
 
 The token: $RAY_AUTH_TOKEN if set, else the file $RAY_AUTH_TOKEN_PATH if set (created
@@ -61,6 +66,7 @@ base_port=${WARMTUNE_CLUSTER_BASE_PORT:-21000}
 dir=${WARMTUNE_CLUSTER_DIR:-/tmp/wt-cluster}
 object_store_mb=${WARMTUNE_CLUSTER_OBJECT_STORE_MB:-200}
 bind=${WARMTUNE_CLUSTER_BIND:-loopback}
+rejoin=
 
 die() {
     echo "start.sh: error: $*" >&2
@@ -78,10 +84,23 @@ while [[ $# -gt 0 ]]; do
         --dir) dir=${2:?--dir needs a path}; shift 2 ;;
         --object-store-mb) object_store_mb=${2:?--object-store-mb needs a number}; shift 2 ;;
         --bind) bind=${2:?--bind needs loopback or network}; shift 2 ;;
+        --rejoin) rejoin=${2:?--rejoin needs a worker node number}; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown option '$1'; see cluster/local/start.sh --help" ;;
     esac
 done
+
+if [[ -n $rejoin ]]; then
+    [[ $rejoin =~ ^[1-9][0-9]*$ ]] || die "--rejoin must be a worker node number (1, 2, ...), got '$rejoin'"
+    [[ -f $dir/cluster.env ]] || die "no cluster runs in $dir (no $dir/cluster.env); start one first"
+    # The settings the cluster was started with (cluster.env is written below).
+    # shellcheck disable=SC1091
+    source "$dir/cluster.env"
+    workers=$WARMTUNE_CLUSTER_WORKERS cpus=$WARMTUNE_CLUSTER_WORKER_CPUS
+    base_port=$WARMTUNE_CLUSTER_BASE_PORT object_store_mb=$WARMTUNE_CLUSTER_OBJECT_STORE_MB
+    bind=$WARMTUNE_CLUSTER_BIND
+    ((rejoin <= workers)) || die "the cluster in $dir has $workers worker node(s), no node $rejoin"
+fi
 
 for pair in "workers=$workers" "cpus-per-worker=$cpus" "head-cpus=$head_cpus" \
     "port=$gcs_port" "dashboard-port=$dashboard_port" "base-port=$base_port" \
@@ -91,7 +110,7 @@ done
 [[ $bind == loopback || $bind == network ]] || die "--bind must be 'loopback' or 'network', got '$bind'"
 ((workers >= 1)) || die "--workers must be at least 1 (a head alone is 'ray start --head')"
 ((cpus >= 1)) || die "--cpus-per-worker must be at least 1, or the workers run nothing"
-((base_port + 10 * workers + 6 <= 65535)) || die "--base-port $base_port leaves too few ports for $workers workers; choose a lower one"
+((base_port + 10 * workers + 8 <= 65535)) || die "--base-port $base_port leaves too few ports for $workers workers; choose a lower one"
 
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd -P)
@@ -108,6 +127,9 @@ python_bin="$bin_dir/python"
 # the same Python (and the same Ray) as the cluster's.
 export PATH="$bin_dir:$PATH"
 export RAY_USAGE_STATS_ENABLED=0
+# The head's dashboard and autoscaler export their own metrics on ports that Ray fixes
+# (44227, 44217) unless told; two clusters on one machine would share them.
+export DASHBOARD_METRIC_PORT=$((base_port + 7)) AUTOSCALER_METRIC_PORT=$((base_port + 8))
 # How the nodes are started: Ray's CLI as it is, or (loopback) through a wrapper that
 # keeps the node on 127.0.0.1, which Ray's CLI would replace by the machine's address.
 if [[ $bind == loopback ]]; then
@@ -116,7 +138,7 @@ else
     ray_start=("$ray_bin" start)
 fi
 
-if [[ -f $dir/cluster.env ]] && grep -q '^WARMTUNE_CLUSTER_PIDS=' "$dir/cluster.env"; then
+if [[ -z $rejoin && -f $dir/cluster.env ]] && grep -q '^WARMTUNE_CLUSTER_PIDS=' "$dir/cluster.env"; then
     die "a cluster already uses $dir (see $dir/cluster.env); stop it with cluster/local/stop.sh --dir $dir, or choose another --dir"
 fi
 
@@ -154,6 +176,42 @@ if [[ $token_from != '$RAY_AUTH_TOKEN' ]]; then
     fi
 fi
 
+node_ports() { # $1 = node index (0 = head)
+    local p=$((base_port + 10 * $1))
+    echo --node-manager-port=$p --object-manager-port=$((p + 1)) \
+        --dashboard-agent-listen-port=$((p + 2)) --dashboard-agent-grpc-port=$((p + 3)) \
+        --runtime-env-agent-port=$((p + 4)) --metrics-export-port=$((p + 5)) \
+        --min-worker-port=0 --max-worker-port=0
+}
+
+object_store_bytes=$((object_store_mb * 1024 * 1024))
+start_worker() { # $1 = worker node index; joins the cluster at $address
+    # Each node its own temp dir: a node's runtime env agent deletes the job packages
+    # (working_dir, py_modules) it no longer needs from DIR/session_*/runtime_resources,
+    # and with one shared dir it would delete them under the other nodes' workers.
+    mkdir -p "$dir/w$1"
+    # shellcheck disable=SC2046  # node_ports prints separate words on purpose
+    "${ray_start[@]}" --address="$address" --num-cpus="$cpus" \
+        --resources="{\"node_$1\": 1}" \
+        --temp-dir="$dir/w$1" --object-store-memory="$object_store_bytes" --disable-usage-stats \
+        $(node_ports "$1")
+}
+
+if [[ -n $rejoin ]]; then
+    address=$RAY_ADDRESS
+    if [[ -n $("$(dirname "$0")/stop.sh" --dir "$dir" --node "$rejoin" --list) ]]; then
+        die "worker node $rejoin of the cluster in $dir is running; stop it first (stop.sh --dir $dir --node $rejoin)"
+    fi
+    log="$dir/w$rejoin/rejoin.log"
+    mkdir -p "$dir/w$rejoin"
+    if ! start_worker "$rejoin" >"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        die "worker node $rejoin did not start; the ray output is in $log"
+    fi
+    echo "warmtune: worker node $rejoin joined the cluster at $address again"
+    exit 0
+fi
+
 # Every port this cluster binds, checked up front so a clash names the option to change.
 ports=("$gcs_port:--port" "$dashboard_port:--dashboard-port")
 for ((i = 0; i <= workers; i++)); do
@@ -161,7 +219,7 @@ for ((i = 0; i <= workers; i++)); do
         ports+=("$((base_port + 10 * i + k)):--base-port")
     done
 done
-ports+=("$((base_port + 6)):--base-port")
+ports+=("$((base_port + 6)):--base-port" "$((base_port + 7)):--base-port" "$((base_port + 8)):--base-port")
 "$python_bin" - "${ports[@]}" <<'EOF' || exit 2
 import socket
 import sys
@@ -189,15 +247,6 @@ cleanup_on_error() {
 }
 trap cleanup_on_error ERR
 
-node_ports() { # $1 = node index (0 = head)
-    local p=$((base_port + 10 * $1))
-    echo --node-manager-port=$p --object-manager-port=$((p + 1)) \
-        --dashboard-agent-listen-port=$((p + 2)) --dashboard-agent-grpc-port=$((p + 3)) \
-        --runtime-env-agent-port=$((p + 4)) --metrics-export-port=$((p + 5)) \
-        --min-worker-port=0 --max-worker-port=0
-}
-
-object_store_bytes=$((object_store_mb * 1024 * 1024))
 started=1
 # shellcheck disable=SC2046  # node_ports prints separate words on purpose
 "${ray_start[@]}" --head --port="$gcs_port" --num-cpus="$head_cpus" \
@@ -209,15 +258,7 @@ started=1
 address=$("$python_bin" -c 'import sys; print(open(sys.argv[1]).read().strip())' "$dir/ray_current_cluster")
 
 for ((i = 1; i <= workers; i++)); do
-    # Each node its own temp dir: a node's runtime env agent deletes the job packages
-    # (working_dir, py_modules) it no longer needs from DIR/session_*/runtime_resources,
-    # and with one shared dir it would delete them under the other nodes' workers.
-    mkdir -p "$dir/w$i"
-    # shellcheck disable=SC2046
-    "${ray_start[@]}" --address="$address" --num-cpus="$cpus" \
-        --resources="{\"node_$i\": 1}" \
-        --temp-dir="$dir/w$i" --object-store-memory="$object_store_bytes" --disable-usage-stats \
-        $(node_ports "$i") >>"$log" 2>&1
+    start_worker "$i" >>"$log" 2>&1
 done
 trap - ERR
 
@@ -236,6 +277,9 @@ WARMTUNE_DASHBOARD=$dashboard
 WARMTUNE_CLUSTER_DIR=$dir
 WARMTUNE_CLUSTER_WORKERS=$workers
 WARMTUNE_CLUSTER_BIND=$bind
+WARMTUNE_CLUSTER_WORKER_CPUS=$cpus
+WARMTUNE_CLUSTER_BASE_PORT=$base_port
+WARMTUNE_CLUSTER_OBJECT_STORE_MB=$object_store_mb
 WARMTUNE_CLUSTER_TOKEN_FROM=$token_from
 WARMTUNE_CLUSTER_PIDS="$pids"
 EOF
