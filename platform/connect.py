@@ -198,7 +198,14 @@ def _stay_on_loopback() -> None:
     processes. The switch also refuses ``ray start --address`` (joining a worker node),
     which a driver never does.
     """
+    import ray
     import ray._private.ray_constants as ray_constants
 
+    if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        raise RuntimeError(
+            f"Ray {ray.__version__} has no ray._private.ray_constants.ENABLE_RAY_CLUSTER, "
+            "which warmtune sets to keep a node on 127.0.0.1 (written for Ray 2.60); "
+            "connect to the cluster by its network address, or install ray 2.60"
+        )
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False

@@ -153,12 +153,16 @@ class ResultRecorder(Callback):
         max_buffer: int = 200,
         ends: ResultStore | None = None,
     ) -> None:
-        for name, value in (("store", store), ("ends", ends)):
-            if not isinstance(value, ResultStore) and not (name == "ends" and value is None):
-                raise ValueError(
-                    f"{name} must be a ResultStore, got {type(value).__name__}; "
-                    "wrap the path: ResultStore(path)"
-                )
+        if not isinstance(store, ResultStore):
+            raise ValueError(
+                f"store must be a ResultStore, got {type(store).__name__}; "
+                "wrap the path: ResultStore(path)"
+            )
+        if ends is not None and not isinstance(ends, ResultStore):
+            raise ValueError(
+                f"ends must be a ResultStore or None, got {type(ends).__name__}; "
+                "wrap the path: ResultStore(path)"
+            )
         if not isinstance(job, str) or not job:
             raise ValueError(f"job must be a non-empty string naming the search, got {job!r}")
         if not flush_interval_s >= 0:

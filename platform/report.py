@@ -129,10 +129,12 @@ class JobReport:
         ``stopped early`` (ended by the scheduler before it), ``failed``, or ``not
         ended`` (still running, or the job was stopped before it ended)."""
         trials = set(self.rows["trial_id"].dropna()) if "trial_id" in self.rows else set()
-        last: dict[str, str] = {}
+        last: dict[str, tuple[str, float]] = {}
         if not self.ends.empty:
             for _, end in self.ends.iterrows():  # write order: the latest end wins
-                last[str(end["trial_id"])] = str(end["status"])
+                iteration = pd.to_numeric(end.get("training_iteration"), errors="coerce")
+                ended_at = 0.0 if pd.isna(iteration) else float(iteration)
+                last[str(end["trial_id"])] = (str(end["status"]), ended_at)
         trials |= set(last)
         reached = (
             pd.to_numeric(self.rows.groupby("trial_id")["training_iteration"].max())
@@ -141,11 +143,12 @@ class JobReport:
         )
         states = {}
         for trial in sorted(trials):
-            status = last.get(trial)
+            status, ended_at = last.get(trial, (None, 0.0))
             if status == "ERROR":
                 states[trial] = "failed"
             elif status == "TERMINATED":
-                full = reached.get(trial, 0) >= self.spec.budget.max_iterations
+                furthest = max(float(reached.get(trial, 0)), ended_at)
+                full = furthest >= self.spec.budget.max_iterations
                 states[trial] = "finished" if full else "stopped early"
             else:
                 states[trial] = "not ended"
@@ -201,7 +204,10 @@ def searcher_state(jobdir: JobDir) -> dict[str, Any] | None:
     """The latest searcher state Ray Tune saved in the experiment directory, if any.
 
     Tune saves it (``warmtune-searcher-<session>.json``, written atomically) with every
-    experiment checkpoint; a resumed job adds a file per session, so the newest wins.
+    experiment checkpoint; a resumed job adds a file per session, so the latest session
+    wins. The session is in the name (``YYYY-MM-DD_HH-MM-SS``, which sorts by time);
+    modification times do not tell, since Tune rewrites every session's file when it
+    syncs the experiment at the end.
     """
     fs, root = filesystem(jobdir.root)
     infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
@@ -212,7 +218,7 @@ def searcher_state(jobdir: JobDir) -> dict[str, Any] | None:
         and i.base_name.startswith("warmtune-searcher-")
         and i.base_name.endswith(".json")
     ]
-    for info in sorted(found, key=lambda i: (i.mtime_ns or 0, i.base_name), reverse=True):
+    for info in sorted(found, key=lambda i: (i.base_name, i.mtime_ns or 0), reverse=True):
         try:
             with fs.open_input_stream(info.path) as f:
                 state = json.loads(f.read().decode())
@@ -422,7 +428,8 @@ def _when(ts: float | None) -> str:
 def _summary(r: JobReport) -> str:
     spec = r.spec
     rows = r.rows
-    n_trials = int(rows["trial_id"].nunique()) if len(rows) and "trial_id" in rows else 0
+    # Trials with results, and those that failed before their first report.
+    n_trials = len(r.trial_states())
     facts = [
         ("task", spec.task.name),
         ("trainable", spec.trainable.name),

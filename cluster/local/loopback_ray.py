@@ -18,9 +18,18 @@ address is a loopback one, Ray's CLI needs the variable exported.
 import os
 import sys
 
+import ray
+import ray._private.ray_constants as ray_constants
 import ray._private.services as services
 from ray.scripts.scripts import main
 
+if not hasattr(services, "resolve_ip_for_localhost") or not hasattr(
+    ray_constants, "ENABLE_RAY_CLUSTER"
+):
+    sys.exit(
+        f"loopback_ray.py: Ray {ray.__version__} has no resolve_ip_for_localhost or "
+        "ENABLE_RAY_CLUSTER (written for Ray 2.60); start the cluster with --bind network"
+    )
 _resolve = services.resolve_ip_for_localhost
 
 
@@ -29,7 +38,10 @@ def _keep_loopback(host: str) -> str:
 
 
 services.resolve_ip_for_localhost = _keep_loopback
-# Read by Ray when it is imported, so only the processes started from here see it.
+# This process starts a node of a multi-node cluster, whatever the shell exported
+# (`ray start --address` refuses to when the switch below is on); the processes it
+# starts get the switch, which Ray reads when it is imported.
+ray_constants.ENABLE_RAY_CLUSTER = True
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 sys.argv[0] = "ray"
 sys.exit(main())

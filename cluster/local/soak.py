@@ -21,9 +21,8 @@ job is BOHB. Every iteration of either sleeps, reports and checkpoints
   removed);
 - which iterations ran again after they had been reported with their checkpoint,
   and after which fault (``rerun``);
-- the main job's configurations, in trial order, equal the searcher's own sequence
-  for the seed, and its saved searcher state equals the state of that searcher asked
-  as often;
+- the main job's configurations equal the searcher's own first draws for the seed,
+  and its saved searcher state equals the state of that searcher asked as often;
 - the knowledge base holds each job's deduplicated results, once.
 
 ``--baseline`` first runs the same two jobs on the same cluster without faults, for
@@ -49,16 +48,24 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ray.tune.experiment import Trial
+
+    from warmtune.jobdir import JobDir
+    from warmtune.spec import JobSpec
 
 HERE = Path(__file__).resolve().parent
 START, STOP = HERE / "start.sh", HERE / "stop.sh"
 BIN = Path(sys.executable).parent
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
     """What runs and when; times in seconds from the start of the main job."""
 
@@ -90,11 +97,14 @@ class Plan:
             driver_kill_s=total / 3,
             head_kill_s=2 * total / 3,
             kill_every_s=min(90.0, total / 4),
+            timeout_s=max(1800.0, 4 * total),
         )
 
 
 @dataclass
 class JobOutcome:
+    """What one job's stores, Tune's saved state and the knowledge base say at the end."""
+
     name: str
     trials_finished: int = 0
     trials_forgotten: int = 0  # trials a --resume did not know (started after Tune's save)
@@ -110,6 +120,8 @@ class JobOutcome:
 
 @dataclass
 class Report:
+    """The plan, the faults as they happened, and each job's outcome."""
+
     plan: Plan
     faults: list[dict[str, Any]] = field(default_factory=list)
     jobs: dict[str, JobOutcome] = field(default_factory=dict)
@@ -142,7 +154,15 @@ def _job(name: str, searcher: str, trials: int, iterations: int, plan: Plan, roo
 
 
 class Soak:
-    def __init__(self, plan: Plan, root: Path, log=print) -> None:
+    """One local cluster in a private ``$HOME``, its drivers, and the faults.
+
+    Args:
+        plan: what runs and when.
+        root: where the jobs' files, results and knowledge base go.
+        log: called with one line per event.
+    """
+
+    def __init__(self, plan: Plan, root: Path, *, log: Callable[[str], Any] = print) -> None:
         self.plan = plan
         self.root = root
         self.say = log
@@ -230,7 +250,9 @@ class Soak:
         driver_killed = head_killed = False
 
         def fault(kind: str, **details: Any) -> None:
-            report.faults.append({"at_s": round(self.now(), 1), "kind": kind, **details})
+            report.faults.append(
+                {"at_s": round(self.now(), 1), "time": time.time(), "kind": kind, **details}
+            )
             self.say(f"[{self.now():6.0f}s] {kind} {details or ''}")
 
         while len(ended) < len(jobs):
@@ -288,7 +310,7 @@ def _free_block(n: int) -> int:
 
     rng = random.Random()
     for _ in range(50):
-        base = rng.randrange(30000, 60000 - n)
+        base = rng.randrange(20000, 32000 - n)  # below Linux's ephemeral ports
         try:
             for port in range(base, base + n):
                 with socket.socket() as s:
@@ -313,6 +335,11 @@ def check(jobs: dict[str, Path], report: Report) -> Report:
     from warmtune.store import ResultStore
 
     restarts = [f for f in report.faults if f["kind"] != "cluster restarted"]
+    # The driver SIGKILL is the main job's; the node and head faults hit both jobs.
+    hits = {
+        "main": restarts,
+        "second": [f for f in restarts if not f["kind"].startswith("driver")],
+    }
     for name, job_file in jobs.items():
         spec = load_job(job_file)
         jobdir = JobDir.of(spec)
@@ -340,14 +367,13 @@ def check(jobs: dict[str, Path], report: Report) -> Report:
         outcome.rows_lost = len(expected - found)
         outcome.rows_duplicated = len(raw) - len(kept)
         # A row reported again: the iteration ran again after it had been reported with
-        # its checkpoint. Blame the last fault before the repeat.
-        t0 = _job_start(raw)
+        # its checkpoint. Blame the last fault of this job before the repeat (Tune's
+        # timestamps are whole seconds, hence the second of slack).
         for _, group in raw.sort_values("timestamp").groupby(["trial_id", "training_iteration"]):
             for ts in group["timestamp"].iloc[1:]:
-                at = ts - t0
                 cause = "none"
-                for f in restarts:
-                    if f["at_s"] <= at + 1:
+                for f in hits[name]:
+                    if f["time"] <= float(ts) + 1:
                         cause = f["kind"]
                 outcome.rerun[cause] = outcome.rerun.get(cause, 0) + 1
         observed = KnowledgeBase(spec.knowledge_base.path).observations(spec.task.name)
@@ -364,11 +390,7 @@ def check(jobs: dict[str, Path], report: Report) -> Report:
     return report
 
 
-def _job_start(raw: Any) -> float:
-    return float((raw["timestamp"] - raw["time_total_s"]).min())
-
-
-def _same_as_searcher(spec: Any, jobdir: Any, trials: list) -> tuple[bool, bool]:
+def _same_as_searcher(spec: JobSpec, jobdir: JobDir, trials: list[Trial]) -> tuple[bool, bool]:
     """The main job's trial configurations against the random searcher's own first
     draws for the seed (as a set: Tune's trial ids do not say their order); and the
     saved searcher state against that searcher's after as many asks."""

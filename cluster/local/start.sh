@@ -93,12 +93,31 @@ done
 if [[ -n $rejoin ]]; then
     [[ $rejoin =~ ^[1-9][0-9]*$ ]] || die "--rejoin must be a worker node number (1, 2, ...), got '$rejoin'"
     [[ -f $dir/cluster.env ]] || die "no cluster runs in $dir (no $dir/cluster.env); start one first"
-    # The settings the cluster was started with (cluster.env is written below).
-    # shellcheck disable=SC1091
-    source "$dir/cluster.env"
-    workers=$WARMTUNE_CLUSTER_WORKERS cpus=$WARMTUNE_CLUSTER_WORKER_CPUS
-    base_port=$WARMTUNE_CLUSTER_BASE_PORT object_store_mb=$WARMTUNE_CLUSTER_OBJECT_STORE_MB
-    bind=$WARMTUNE_CLUSTER_BIND
+    # The settings the cluster was started with (cluster.env is written below), read
+    # as data, not run as shell code.
+    declare -A saved=()
+    while IFS='=' read -r key value; do
+        [[ $key =~ ^[A-Z_]+$ ]] || continue
+        value=${value#\"}
+        saved[$key]=${value%\"}
+    done <"$dir/cluster.env"
+    for key in RAY_ADDRESS WARMTUNE_CLUSTER_WORKERS WARMTUNE_CLUSTER_WORKER_CPUS \
+        WARMTUNE_CLUSTER_BASE_PORT WARMTUNE_CLUSTER_OBJECT_STORE_MB WARMTUNE_CLUSTER_BIND \
+        WARMTUNE_CLUSTER_TOKEN_FROM; do
+        [[ -n ${saved[$key]:-} ]] || die "$dir/cluster.env has no $key (an older start.sh wrote it); stop and start the cluster to rejoin its nodes"
+    done
+    workers=${saved[WARMTUNE_CLUSTER_WORKERS]} cpus=${saved[WARMTUNE_CLUSTER_WORKER_CPUS]}
+    base_port=${saved[WARMTUNE_CLUSTER_BASE_PORT]} object_store_mb=${saved[WARMTUNE_CLUSTER_OBJECT_STORE_MB]}
+    bind=${saved[WARMTUNE_CLUSTER_BIND]} rejoin_address=${saved[RAY_ADDRESS]}
+    # The token the cluster runs with, never a new one.
+    token_saved=${saved[WARMTUNE_CLUSTER_TOKEN_FROM]}
+    if [[ $token_saved == '$RAY_AUTH_TOKEN' ]]; then
+        [[ -n ${RAY_AUTH_TOKEN:-} ]] || die "the cluster in $dir took its token from \$RAY_AUTH_TOKEN; set it to the same token to rejoin node $rejoin"
+    else
+        [[ -s $token_saved ]] || die "the cluster's token file $token_saved is gone; node $rejoin cannot join without it"
+        unset RAY_AUTH_TOKEN
+        export RAY_AUTH_TOKEN_PATH=$token_saved
+    fi
     ((rejoin <= workers)) || die "the cluster in $dir has $workers worker node(s), no node $rejoin"
 fi
 
@@ -127,6 +146,9 @@ python_bin="$bin_dir/python"
 # the same Python (and the same Ray) as the cluster's.
 export PATH="$bin_dir:$PATH"
 export RAY_USAGE_STATS_ENABLED=0
+# Ray's switch for a loopback-only node (see loopback_ray.py), which the ray CLI hint
+# below exports: with --bind network it would put the head on 127.0.0.1.
+unset RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
 # The head's dashboard and autoscaler export their own metrics on ports that Ray fixes
 # (44227, 44217) unless told; two clusters on one machine would share them.
 export DASHBOARD_METRIC_PORT=$((base_port + 7)) AUTOSCALER_METRIC_PORT=$((base_port + 8))
@@ -198,7 +220,7 @@ start_worker() { # $1 = worker node index; joins the cluster at $address
 }
 
 if [[ -n $rejoin ]]; then
-    address=$RAY_ADDRESS
+    address=$rejoin_address
     if [[ -n $("$(dirname "$0")/stop.sh" --dir "$dir" --node "$rejoin" --list) ]]; then
         die "worker node $rejoin of the cluster in $dir is running; stop it first (stop.sh --dir $dir --node $rejoin)"
     fi

@@ -230,8 +230,8 @@ def test_prometheus_scrapes_every_node_it_finds_in_rays_service_discovery_file(c
     alive = sum(n["state"] == "ALIVE" for n in nodes)
     assert alive == 2
     # The head rewrites the file every 5 s as nodes join; besides the nodes' metrics
-    # export ports it lists the head's dashboard and autoscaler metrics servers (on
-    # fixed ports, which another cluster on this machine may hold). Each raylet's own
+    # export ports it lists the head's dashboard and autoscaler metrics servers
+    # (start.sh puts them on --base-port + 7 and + 8). Each raylet's own
     # metrics (ray_resources) must come from a listed address, whatever address the
     # node has, and be scraped by both pools.
     pools = ("ray", "ray-exported")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -39,6 +40,7 @@ def test_a_search_under_repeated_faults_loses_nothing(tmp_path):
         report = soak.check(jobs, report)
     finally:
         run.stop_cluster()
+        shutil.rmtree(run.dir, ignore_errors=True)
     print(json.dumps(asdict(report), indent=1))
     kinds = [f["kind"] for f in report.faults]
     assert kinds.count("driver SIGKILL") == 1 and "cluster restarted" in kinds

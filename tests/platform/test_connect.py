@@ -22,9 +22,14 @@ def ray_init(monkeypatch, tmp_path):
     """ray.init replaced by a recorder of its arguments and of RAY_AUTH_MODE at the
     call; HOME without a token, and no Ray variables."""
     import ray
+    import ray._private.ray_constants as ray_constants
 
     for var in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         monkeypatch.delenv(var, raising=False)
+    # connect_ray may set these for a loopback node; restored after each test.
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1")
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", ray_constants.ENABLE_RAY_CLUSTER)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     calls: list[dict] = []
@@ -167,6 +172,11 @@ def test_auto_follows_ray_address_to_a_loopback_cluster(ray_init, monkeypatch):
 
 def test_a_new_embedded_instance_listens_on_loopback(ray_init, monkeypatch):
     import ray._private.ray_constants as ray_constants
+    import ray._private.services as services
+
+    # No `ray start` cluster on this machine, whatever /tmp/ray holds.
+    monkeypatch.setattr(services, "find_gcs_addresses", lambda: [])
+    monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: None)
 
     monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
     for address in ("local", None):

@@ -131,7 +131,7 @@ def test_bad_arguments_raise_value_error(tmp_path):
         ResultRecorder(store, job="j", max_buffer=0)
     with pytest.raises(ValueError, match="flush_interval_s"):
         ResultRecorder(store, job="j", flush_interval_s=-1)
-    with pytest.raises(ValueError, match="^ends must be a ResultStore, got str"):
+    with pytest.raises(ValueError, match="^ends must be a ResultStore or None, got str"):
         ResultRecorder(store, job="j", ends=str(tmp_path / "ends"))
 
 

@@ -428,14 +428,35 @@ def test_the_report_says_how_each_trial_ended(tmp_path):
     end("silent", "ERROR", None)  # failed before its first report: no result rows
     end("open", "ERROR", 1)  # failed, was retried, and is running again ...
     end("open", "TERMINATED", 2)  # ... then ended: the latest end counts
+    end("cut", "TERMINATED", 3)  # its last rows never reached the store: the end says 3
+    store.append(trial_rows(spec, "cut", config, 2, 1.7e9))
     report = load_report(jobdir)
     assert report.trial_states().to_dict() == {
-        "broke": "failed", "early": "stopped early", "full": "finished",
+        "broke": "failed", "cut": "finished", "early": "stopped early", "full": "finished",
         "open": "stopped early", "silent": "failed",
     }  # fmt: skip
     words = " ".join(parse(build_report(jobdir)).text)
-    assert "1 finished, 2 stopped early, 2 failed" in words
+    assert "2 finished, 2 stopped early, 2 failed" in words
+    assert "trials 6 (1 reached the full budget" in words  # "silent" counts; "cut" has 2 rows
     # A trial with results and no end (the job was stopped) is not ended.
     store.append(trial_rows(spec, "stopped", config, 1, 1.7e9))
     assert load_report(jobdir).trial_states()["stopped"] == "not ended"
     assert "1 not ended" in " ".join(parse(build_report(jobdir)).text)
+
+
+def test_the_latest_session_s_searcher_state_wins_whatever_the_file_times(tmp_path):
+    """Tune rewrites every session's searcher file when it syncs the experiment at the
+    end, so an older session's file can be the newest on disk (seen in the soak)."""
+    import json
+    import os
+
+    from warmtune.report import searcher_state
+
+    spec, jobdir = make_job(tmp_path)
+    root = Path(jobdir.root)
+    for session, n in (("2026-12-06_12-45-24", 10), ("2026-12-06_12-44-38", 3)):
+        path = root / f"warmtune-searcher-{session}.json"
+        path.write_text(json.dumps({"searcher": {"asked": n}}))
+    old = root / "warmtune-searcher-2026-12-06_12-44-38.json"
+    os.utime(old, ns=(2 * 10**18, 2 * 10**18))  # the older session, touched last
+    assert searcher_state(jobdir) == {"searcher": {"asked": 10}}
