@@ -452,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if min(counts) < 1 or args.workers < 0:
         parser.error("counts must be at least 1 (--workers: at least 0)")
     if args.address:
-        from warmtune.connect import connect_ray
+        from warmtune.cluster.connect import connect_ray
 
         print(f"connected to {connect_ray(args.address)}", file=sys.stderr)
     # Tune prints a banner per search to stdout; keep stdout for the table.

@@ -75,7 +75,7 @@ def run_job(
         resume: continue the interrupted job of the same name.
         config: run only this configuration, at full budget, as a new job named
             ``NAME-config-<time>`` (what ``warmtune run --config best.yaml`` does).
-        address: Ray address (see :func:`warmtune.connect.connect_ray`).
+        address: Ray address (see :func:`warmtune.cluster.connect.connect_ray`).
         progress: print a status line every few seconds.
         stream: where progress goes (default stdout).
 
@@ -84,7 +84,7 @@ def run_job(
         ValueError: nothing to resume, the job file changed since the run
             started, or ``config`` does not fit the search space.
     """
-    from warmtune.connect import connect_ray
+    from warmtune.cluster.connect import connect_ray
 
     if config is not None:
         if resume:
@@ -231,7 +231,7 @@ def _tuner(
             jobdir.root, trainable=trainable, resume_unfinished=True, resume_errored=True
         )
 
-    from warmtune.metrics import MetricsCallback
+    from warmtune.cluster.metrics import MetricsCallback
     from warmtune.progress import ProgressPrinter
     from warmtune.recorder import ResultRecorder
     from warmtune.searchers.ray_adapter import BudgetScheduler

@@ -25,7 +25,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher as TuneSearcherBase
 
-from warmtune.metrics import record_kb_top_weight, record_suggest_latency
+from warmtune.cluster.metrics import record_kb_top_weight, record_suggest_latency
 from warmtune.searchers.base import Observation, Searcher, searcher_from_state
 from warmtune.searchers.warmstart import WarmStart
 from warmtune.space import SearchSpace
@@ -42,7 +42,7 @@ class TuneSearcher(TuneSearcherBase):
             restored from its state (a BOHB warm start); must pickle.
         job: the job name; when given, each ``ask`` is timed and, for a warm-started
             searcher, the weight of the most similar past task is recorded as
-            warmtune's Ray metrics (see :mod:`warmtune.metrics`).
+            warmtune's Ray metrics (see :mod:`warmtune.cluster.metrics`).
     """
 
     CKPT_FILE_TMPL = "warmtune-searcher-{}.json"
@@ -186,7 +186,7 @@ class TuneSearcher(TuneSearcherBase):
 
     # Helpers --------------------------------------------------------------------------
     def _record_metrics(self, ask_seconds: float) -> None:
-        """warmtune's Ray metrics for one ``ask`` (see :mod:`warmtune.metrics`)."""
+        """warmtune's Ray metrics for one ``ask`` (see :mod:`warmtune.cluster.metrics`)."""
         if self.job is None:
             return
         record_suggest_latency(self.job, self.algorithm.name, ask_seconds)

@@ -29,3 +29,41 @@ def test_warmtune_modules_come_from_the_mapped_folders():
     assert Path(warmtune.spec.__file__).parent.name == "platform"
     assert Path(warmtune.searchers.__file__).parent.name == "searchers"
     assert Path(warmtune.trainables.__file__).parent.name == "trainables"
+
+
+def _imports(path: Path) -> set[str]:
+    """The modules a file imports (anywhere in it, functions included)."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+    return found
+
+
+def _under(modules: set[str], *packages: str) -> set[str]:
+    return {m for m in modules if any(m == p or m.startswith(p + ".") for p in packages)}
+
+
+def test_searcher_cores_import_no_ray():
+    """Searchers are ask/tell objects; only their Ray Tune adapter knows Ray."""
+    cores = [p for p in (REPO / "searchers").glob("*.py") if p.name != "ray_adapter.py"]
+    assert len(cores) > 10
+    offenders = {p.name: _under(_imports(p), "ray") for p in cores}
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_the_wings_import_downward():
+    """The job core never imports the command line or the benchmark; the cluster wing
+    never imports the command line (DESIGN.md: imports run downward)."""
+    core = [p for p in (REPO / "platform").glob("*.py") if p.name != "__main__.py"]
+    cluster = list((REPO / "platform" / "cluster").glob("*.py"))
+    assert core and cluster
+    upward = {
+        **{p.name: _under(_imports(p), "warmtune.cli", "warmtune.bench") for p in core},
+        **{f"cluster/{p.name}": _under(_imports(p), "warmtune.cli") for p in cluster},
+    }
+    assert {name: found for name, found in upward.items() if found} == {}

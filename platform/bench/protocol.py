@@ -1,6 +1,6 @@
 """The benchmark protocol: every (task, method, seed) through the simulator.
 
-``warmtune bench`` (:mod:`warmtune.cli_bench`) calls :func:`run_bench`, which runs
+``warmtune bench`` (:mod:`warmtune.cli.bench`) calls :func:`run_bench`, which runs
 each (task, method) unit, in worker processes when ``jobs > 1``, and writes the
 tables and plots of :mod:`warmtune.bench.summary`.
 

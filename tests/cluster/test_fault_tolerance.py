@@ -148,7 +148,7 @@ def test_a_driver_connects_with_the_token_file_alone(cluster, tmp_path):
     # The two ways a cluster address reaches Ray: an argument, and $RAY_ADDRESS with
     # "auto" (how a job submitted through the Jobs API runs `--address auto`).
     probe = (
-        "import os, sys, ray; from warmtune.connect import connect_ray; "
+        "import os, sys, ray; from warmtune.cluster.connect import connect_ray; "
         "print(connect_ray(sys.argv[1])); "
         "print(int(ray.cluster_resources()['CPU']), os.environ['RAY_AUTH_MODE'])"
     )

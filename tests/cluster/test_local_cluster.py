@@ -25,9 +25,9 @@ from click.testing import CliRunner
 from tests.cluster.helpers import BIN, BOWL_JOB, dashboard_api, user_env
 from tests.cluster.sockets import listening_sockets
 from warmtune.cli import main
-from warmtune.jobs_api import dashboard_address
+from warmtune.cluster.jobs_api import dashboard_address
+from warmtune.cluster.submit import CodeBundle, package_code, prepare_submission
 from warmtune.store import ResultStore
-from warmtune.submit import CodeBundle, package_code, prepare_submission
 
 REPO = Path(__file__).resolve().parents[2]
 STOP = REPO / "cluster" / "local" / "stop.sh"
@@ -302,7 +302,7 @@ def test_an_explicit_address_beats_ray_address(cluster, cli):
 def test_a_second_run_of_a_job_name_is_refused_before_the_upload(
     cluster, cli, finished_search, tmp_path, monkeypatch
 ):
-    import warmtune.submit
+    import warmtune.cluster.submit
 
     sid, _ = finished_search
     job_file = tmp_path / "bowl.yaml"
@@ -316,7 +316,7 @@ def test_a_second_run_of_a_job_name_is_refused_before_the_upload(
 
     # Where this machine cannot read the storage, the cluster refuses the run: --wait
     # shows why, and `status NAME` still shows the run that holds the results.
-    monkeypatch.setattr(warmtune.submit, "existing_job", lambda storage, job: None)
+    monkeypatch.setattr(warmtune.cluster.submit, "existing_job", lambda storage, job: None)
     refused = cli(*args, "--storage", str(cluster.storage), "--wait")
     assert refused.exit_code == 1, refused.output
     assert "FAILED" in refused.output and "the end of its output:" in refused.output
@@ -329,7 +329,7 @@ def test_a_second_run_of_a_job_name_is_refused_before_the_upload(
 def test_the_jobs_client_uses_the_address_it_resolved(monkeypatch):
     import ray.job_submission
 
-    from warmtune.jobs_api import JobsClient
+    from warmtune.cluster.jobs_api import JobsClient
 
     seen = []
 
@@ -358,7 +358,7 @@ def test_the_jobs_client_uses_the_address_it_resolved(monkeypatch):
 def test_a_failed_job_shows_the_end_of_its_output(monkeypatch):
     from types import SimpleNamespace
 
-    from warmtune.cli_jobs import FAILED_TAIL_LINES, _finish
+    from warmtune.cli.jobs import FAILED_TAIL_LINES, _finish
 
     output = "\n".join(f"line {i}" for i in range(40)) + "\nValueError: bad thing\n\n"
 
@@ -467,7 +467,7 @@ def test_wheel_is_built_once_and_imports_without_the_repository(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     where, version, system = done.stdout.split()
-    assert where == str(package / "cli.py")
+    assert where == str(package / "cli" / "__init__.py")
     assert version == bundle.version and system == "Linux"
 
 

@@ -434,14 +434,14 @@ def _exprs(dashboard: dict[str, Any]) -> list[str]:
 
 
 def test_the_dashboard_queries_exactly_the_metrics_warmtune_exports():
-    from warmtune import metrics
+    from warmtune.cluster import metrics
 
     exported = {
         f"ray_{name}" for name in (metrics.TRIALS, metrics.BEST_OBJECTIVE, metrics.KB_TOP_WEIGHT)
     }
     exported |= {f"ray_{metrics.SUGGEST_LATENCY}_{s}" for s in ("bucket", "sum", "count")}
     queried = {m for e in _exprs(_dashboard()) for m in re.findall(r"\bray_warmtune_\w+", e)}
-    assert queried <= exported, f"not exported by warmtune.metrics: {queried - exported}"
+    assert queried <= exported, f"not exported by warmtune.cluster.metrics: {queried - exported}"
     for name in (metrics.TRIALS, metrics.BEST_OBJECTIVE, metrics.KB_TOP_WEIGHT):
         assert f"ray_{name}" in queried
     assert f"ray_{metrics.SUGGEST_LATENCY}_bucket" in queried

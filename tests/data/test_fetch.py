@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from warmtune.cli_data import data as data_cli
+from warmtune.cli.data import data as data_cli
 from warmtune.data import (
     DataError,
     DataFile,

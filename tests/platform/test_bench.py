@@ -22,7 +22,7 @@ from warmtune.bench import (
 )
 from warmtune.bench.reference import REFERENCE_SEED, sample_configs
 from warmtune.bench.wallclock import TIME_COLUMNS, time_rows, time_unit
-from warmtune.cli_bench import bench
+from warmtune.cli.bench import bench
 from warmtune.trainables.benchmarks.nb201 import all_archs, evaluation_cost
 
 pytest.importorskip("onnxruntime")

@@ -21,8 +21,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from warmtune import metrics
-from warmtune.metrics import MetricsCallback, count_states
+from warmtune.cluster import metrics
+from warmtune.cluster.metrics import MetricsCallback, count_states
 from warmtune.searchers import make_searcher
 from warmtune.searchers.ray_adapter import TuneSearcher
 from warmtune.space import SearchSpace
@@ -123,7 +123,7 @@ def test_broken_ray_metrics_never_break_a_run(monkeypatch, caplog):
 
     monkeypatch.setattr(metrics, "_state", {"metrics": None, "broken": False})
     monkeypatch.setattr(ray.util.metrics, "Gauge", fail)
-    with caplog.at_level(logging.WARNING, logger="warmtune.metrics"):
+    with caplog.at_level(logging.WARNING, logger="warmtune.cluster.metrics"):
         metrics.record_trial_states("j", {"running": 1})
         metrics.record_best_objective("j", "loss", 0.5)
         metrics.record_suggest_latency("j", "bohb", 0.01)
@@ -173,7 +173,7 @@ def test_a_failing_record_is_swallowed_once(monkeypatch, caplog):
         trials=Broken(), best_objective=Broken(), suggest_latency=Broken(), kb_top_weight=Broken()
     )
     monkeypatch.setattr(metrics, "_state", {"metrics": fake, "broken": False})
-    with caplog.at_level(logging.WARNING, logger="warmtune.metrics"):
+    with caplog.at_level(logging.WARNING, logger="warmtune.cluster.metrics"):
         metrics.record_best_objective("j", "loss", 0.5)
         metrics.record_best_objective("j", "loss", 0.4)
     assert metrics._state["broken"] is True
@@ -216,7 +216,7 @@ with open(os.path.join(root, "ready.tmp"), "w") as f:
 os.replace(os.path.join(root, "ready.tmp"), os.path.join(root, "ready.json"))
 # Ray drops gauges that are not set again; keep the finished job's final values
 # exported until the test has scraped them (it closes stdin).
-from warmtune.metrics import refresh_gauges
+from warmtune.cluster.metrics import refresh_gauges
 while not select.select([sys.stdin], [], [], 0.5)[0]:
     refresh_gauges("metrics-bohb")
 """

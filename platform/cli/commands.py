@@ -12,11 +12,11 @@ from typing import Any
 
 import click
 
-from warmtune.cli_bench import bench
-from warmtune.cli_data import data
-from warmtune.cli_jobs import JOB_COMMANDS
-from warmtune.cli_kb import kb
-from warmtune.cli_report import report
+from warmtune.cli.bench import bench
+from warmtune.cli.data import data
+from warmtune.cli.jobs import JOB_COMMANDS
+from warmtune.cli.kb import kb
+from warmtune.cli.report import report
 from warmtune.spec import JobSpecError
 
 _STORAGE_HELP = "Where jobs live (default: $WARMTUNE_STORAGE or ~/warmtune_results)."
@@ -90,7 +90,7 @@ def run(
         config = read_export(config_file) if config_file else None
     except (JobSpecError, ValueError) as e:
         _fail(str(e))
-    from warmtune.submit import RESUME_HINT_VARIABLE
+    from warmtune.cluster.submit import RESUME_HINT_VARIABLE
 
     # A submitted job is continued by submitting it again (`warmtune submit` says how).
     hint = os.environ.get(RESUME_HINT_VARIABLE) or (
@@ -160,7 +160,7 @@ def _run(
     quiet: bool,
     resume_hint: str = "warmtune run JOB.yaml --resume",
 ) -> None:
-    from warmtune.connect import RayAuthError
+    from warmtune.cluster.connect import RayAuthError
     from warmtune.runner import EXIT_JOB_EXISTS, JobExistsError, run_job
 
     try:

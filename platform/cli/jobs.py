@@ -1,8 +1,8 @@
 """``warmtune submit / jobs / status / logs / stop``: search jobs on a Ray cluster.
 
 They talk to the cluster's Jobs API (the dashboard address, ``--address``) through
-:mod:`warmtune.jobs_api`; :mod:`warmtune.submit` prepares what a submission carries. The
-main command line registers :data:`JOB_COMMANDS`.
+:mod:`warmtune.cluster.jobs_api`; :mod:`warmtune.cluster.submit` prepares what a
+submission carries. The main command line registers :data:`JOB_COMMANDS`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _client(address: str | None) -> Any:
-    from warmtune.jobs_api import ClusterError, JobsClient
+    from warmtune.cluster.jobs_api import ClusterError, JobsClient
 
     try:
         return JobsClient(address)
@@ -57,7 +57,7 @@ def _duration(info: Any) -> str:
 
 def _finish(client: Any, submission_id: str, info: Any) -> NoReturn:
     """Say how the job ended and exit with 0 (succeeded) or 1."""
-    from warmtune.jobs_api import ClusterError, status_name
+    from warmtune.cluster.jobs_api import ClusterError, status_name
 
     state = status_name(info)
     meta = info.metadata or {}
@@ -129,9 +129,9 @@ def submit(
     in the dashboard's Jobs view with warmtune's metadata; follow it with
     `warmtune jobs`, `warmtune status ID`, `warmtune logs ID --follow`.
     """
-    from warmtune.jobs_api import ClusterError
+    from warmtune.cluster.jobs_api import ClusterError
+    from warmtune.cluster.submit import existing_job, package_code, prepare_submission
     from warmtune.spec import JobSpecError
-    from warmtune.submit import existing_job, package_code, prepare_submission
 
     # Ray logs every package it uploads at INFO; the summary line below says it once.
     for logger in ("ray.dashboard", "ray._private.runtime_env"):
@@ -191,7 +191,7 @@ def submit(
 )
 def jobs(address: str | None, show_all: bool, fmt: str) -> None:
     """List the jobs on the cluster, oldest first, with their status and metadata."""
-    from warmtune.jobs_api import ClusterError, status_name
+    from warmtune.cluster.jobs_api import ClusterError, status_name
 
     client = _client(address)
     try:
@@ -246,7 +246,7 @@ def status(submission_id: str, address: str | None) -> None:
     For a job name: its latest submission that ran, and any later ones the cluster
     refused because the name already had results.
     """
-    from warmtune.jobs_api import ClusterError, status_name
+    from warmtune.cluster.jobs_api import ClusterError, status_name
 
     client = _client(address)
     try:
@@ -275,7 +275,7 @@ def status(submission_id: str, address: str | None) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
 def logs(submission_id: str, address: str | None, follow: bool) -> None:
     """Print a job's output (SUBMISSION_ID, or a warmtune job name)."""
-    from warmtune.jobs_api import ClusterError
+    from warmtune.cluster.jobs_api import ClusterError
 
     client = _client(address)
     try:
@@ -298,7 +298,7 @@ def stop(submission_id: str, address: str | None, wait: bool) -> None:
     Its trials stop; what they reported stays in the result store, and
     `warmtune submit JOB.yaml --resume` continues the search.
     """
-    from warmtune.jobs_api import ClusterError, status_name
+    from warmtune.cluster.jobs_api import ClusterError, status_name
 
     client = _client(address)
     try:

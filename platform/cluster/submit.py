@@ -16,7 +16,7 @@ searcher, storage). What travels with it:
   the cluster's Python imports next to the Ray and torch it already has.
 
 The cluster's Jobs API itself (the client, its token handling and errors) is
-:mod:`warmtune.jobs_api`.
+:mod:`warmtune.cluster.jobs_api`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 import yaml
 
-from warmtune.jobs_api import ClusterError
+from warmtune.cluster.jobs_api import ClusterError
 
 __all__ = [
     "RESUME_HINT_VARIABLE",
@@ -82,8 +82,10 @@ class CodeBundle:
 
 def source_checkout() -> Path | None:
     """The source checkout this warmtune runs from (an editable install), or ``None``."""
-    root = Path(__file__).resolve().parents[1]
-    if (root / "pyproject.toml").is_file() and (root / "platform" / "submit.py").is_file():
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (
+        root / "platform" / "cluster" / "submit.py"
+    ).is_file():
         return root
     return None
 

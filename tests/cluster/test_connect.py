@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from warmtune.connect import RayAuthError, connect_ray, find_token
+from warmtune.cluster.connect import RayAuthError, connect_ray, find_token
 
 
 class _Ctx:
@@ -96,13 +96,13 @@ def test_token_files_others_can_read_are_made_private(ray_init, tmp_path, caplog
     default.parent.mkdir()
     default.write_text("t0")
     default.chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="warmtune.connect"):
+    with caplog.at_level(logging.WARNING, logger="warmtune.cluster.connect"):
         assert find_token() == str(default)
     assert default.stat().st_mode & 0o777 == 0o600
     assert "could be read by other users (mode 0o644)" in caplog.text
     assert "made it private (mode 0600)" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="warmtune.connect"):
+    with caplog.at_level(logging.WARNING, logger="warmtune.cluster.connect"):
         find_token()  # already private: nothing to say
     assert caplog.text == ""
 

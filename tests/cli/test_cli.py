@@ -196,7 +196,7 @@ def test_interrupt_then_resume_continues_without_rerunning(ray_session, tmp_path
 
 
 def test_demo_picks_a_fresh_name_and_resumes_the_latest(tmp_path, monkeypatch):
-    import warmtune.cli as cli
+    import warmtune.cli.commands as cli
     from warmtune.spec import load_job
 
     seen = []

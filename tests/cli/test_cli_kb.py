@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from warmtune.cli_kb import kb
+from warmtune.cli.kb import kb
 from warmtune.jobdir import JobDir
 from warmtune.knowledge import KnowledgeBase
 from warmtune.spec import job_from_dict

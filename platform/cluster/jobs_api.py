@@ -2,10 +2,10 @@
 
 Token authentication: the token comes from where Ray looks for it
 (``$RAY_AUTH_TOKEN``, ``$RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``; see
-:func:`warmtune.connect.find_token`) and goes in the ``Authorization`` header,
+:func:`warmtune.cluster.connect.find_token`) and goes in the ``Authorization`` header,
 whatever ``RAY_AUTH_MODE`` says in this process. A refusal (HTTP 401/403) becomes
 a :class:`ClusterAuthError` that says where to put the right token. What a submission
-carries is prepared by :mod:`warmtune.submit`.
+carries is prepared by :mod:`warmtune.cluster.submit`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from warmtune.connect import find_token
+from warmtune.cluster.connect import find_token
 
 if TYPE_CHECKING:
-    from warmtune.submit import Submission
+    from warmtune.cluster.submit import Submission
 
 __all__ = [
     "ADDRESS_VARIABLES",
