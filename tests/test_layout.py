@@ -57,13 +57,16 @@ def test_searcher_cores_import_no_ray():
 
 
 def test_the_wings_import_downward():
-    """The job core never imports the command line or the benchmark; the cluster wing
-    never imports the command line (DESIGN.md: imports run downward)."""
+    """The job core never imports the command line, the report or the benchmark; the
+    cluster wing never imports the command line (DESIGN.md: imports run downward)."""
     core = [p for p in (REPO / "platform").glob("*.py") if p.name != "__main__.py"]
     cluster = list((REPO / "platform" / "cluster").glob("*.py"))
     assert core and cluster
     upward = {
-        **{p.name: _under(_imports(p), "warmtune.cli", "warmtune.bench") for p in core},
+        **{
+            p.name: _under(_imports(p), "warmtune.cli", "warmtune.bench", "warmtune.report")
+            for p in core
+        },
         **{f"cluster/{p.name}": _under(_imports(p), "warmtune.cli") for p in cluster},
     }
     assert {name: found for name, found in upward.items() if found} == {}

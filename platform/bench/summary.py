@@ -206,7 +206,7 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 def plot_regret(table: pd.DataFrame, path: Path) -> None:
     """Mean normalised regret against FFE, one line per method (see
-    :func:`warmtune.plots.regret_figure`, shared with ``warmtune report``)."""
-    from warmtune.plots import regret_figure, save
+    :func:`warmtune.report.plots.regret_figure`, shared with ``warmtune report``)."""
+    from warmtune.report.plots import regret_figure, save
 
     save(regret_figure(mean_regret(table)), path, dpi=100)

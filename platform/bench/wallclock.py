@@ -208,7 +208,7 @@ def markdown_time_table(table: pd.DataFrame, units: Mapping[str, float], workers
 
 def plot_regret_time(table: pd.DataFrame, path: Path) -> None:
     """Mean normalised regret against simulated time (in T), one line per method."""
-    from warmtune.plots import regret_figure, save
+    from warmtune.report.plots import regret_figure, save
 
     fig = regret_figure(mean_time_regret(table))
     fig.axes[0].set_xlabel("simulated wall-clock time (median full-evaluation times T)")

@@ -154,7 +154,7 @@ def test_plots_give_each_figure_its_own_ids():
 
     import pandas as pd
 
-    from warmtune.plots import regret_figure, to_svg
+    from warmtune.report.plots import regret_figure, to_svg
 
     pivot = pd.DataFrame([[1.0, 0.5], [0.9, 0.2]], index=["bohb", "bohb-warm"], columns=[1, 2])
     a, b = to_svg(regret_figure(pivot), name="a"), to_svg(regret_figure(pivot), name="b")
