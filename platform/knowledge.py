@@ -58,8 +58,6 @@ import json
 import math
 import numbers
 import os
-import threading
-import time
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -67,7 +65,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from warmtune.store import CONFIG_PREFIX, ResultStore, configs
+from warmtune.store import CONFIG_PREFIX, ResultStore, configs, next_timestamp_ns
 
 if TYPE_CHECKING:
     from warmtune.jobdir import JobDir
@@ -109,9 +107,6 @@ _FLOATS = ("budget", "max_budget", "value", "time", "runtime", "seed")
 _DEDUPE_KEYS = ["task", "job", "trial_id", "budget"]
 _TOMBSTONE_COLUMNS = ("task", "removed_ns", "removed_time")
 
-_clock_lock = threading.Lock()
-_last_ns = 0
-
 
 class KnowledgeBaseWarning(UserWarning):
     """Something in the knowledge base could not be read; the rest still was."""
@@ -124,14 +119,6 @@ def default_kb_path() -> str:
         ``$WARMTUNE_KB`` when set, else ``~/warmtune_kb`` (expanded).
     """
     return os.environ.get("WARMTUNE_KB") or str(Path("~/warmtune_kb").expanduser())
-
-
-def _now_ns() -> int:
-    """A strictly increasing ns clock: an add right after a remove is never hidden by it."""
-    global _last_ns
-    with _clock_lock:
-        _last_ns = max(time.time_ns(), _last_ns + 1)
-        return _last_ns
 
 
 def _missing(value: Any) -> bool:
@@ -198,7 +185,7 @@ class KnowledgeBase:
         """
         if isinstance(rows, pd.DataFrame):
             rows = rows.to_dict("records")
-        added_ns = _now_ns()
+        added_ns = next_timestamp_ns()
         spaces: dict[str, tuple[str, str]] = {}
         records = [_normalise(i, row, added_ns, spaces) for i, row in enumerate(rows)]
         self._observations.append(records)
@@ -245,7 +232,7 @@ class KnowledgeBase:
         frame = _unseen(frame, known[known["job"].isin(frame["job"].unique())])
         if frame.empty:
             return 0
-        frame["added_ns"] = _now_ns()
+        frame["added_ns"] = next_timestamp_ns()
         self._observations.append(frame)
         try:
             self.update_similarities(str(frame["task"].iloc[0]), strict=strict)
@@ -293,7 +280,7 @@ class KnowledgeBase:
                 "source": source,
                 "concordance": c,
                 "pairs": p,
-                "added_ns": _now_ns(),
+                "added_ns": next_timestamp_ns(),
             }
             for target, source, c, p in task_concordances(mine, others)
         ]
@@ -336,7 +323,7 @@ class KnowledgeBase:
         visible = self.observations(task, strict=strict)
         if visible.empty:
             raise ValueError(self._unknown_task(task, strict=strict))
-        removed_ns = _now_ns()
+        removed_ns = next_timestamp_ns()
         self._removed.append(
             [{"task": task, "removed_ns": removed_ns, "removed_time": removed_ns / 1e9}]
         )

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
 
-from warmtune.store import ResultStore
+from warmtune.store import STANDARD_COLUMNS, ResultStore
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -42,16 +42,9 @@ __all__ = ["ResultRecorder", "result_to_row"]
 
 logger = logging.getLogger(__name__)
 
-# Copied from Ray's result dict as-is; everything else must be a reported metric.
-_STANDARD_KEYS = (
-    "trial_id",
-    "training_iteration",
-    "timestamp",
-    "time_total_s",
-    "node_ip",
-    "hostname",
-    "pid",
-)
+# Copied from Ray's result dict as-is (the store's standard columns but those the
+# recorder fills itself); everything else must be a reported metric.
+_STANDARD_KEYS = tuple(c for c in STANDARD_COLUMNS if c not in ("job", "status", "config_json"))
 
 # Keys Ray adds to every result. timesteps_total / episodes_total are absent here on
 # purpose: Ray fills them with None unless the trainable reports them, and a None

@@ -47,7 +47,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["STANDARD_COLUMNS", "ResultStore", "configs"]
+__all__ = ["STANDARD_COLUMNS", "ResultStore", "configs", "next_timestamp_ns"]
 
 STANDARD_COLUMNS: tuple[str, ...] = (
     "job",
@@ -72,8 +72,9 @@ _name_lock = threading.Lock()
 _last_ns = 0
 
 
-def _next_timestamp_ns() -> int:
-    """A strictly increasing ns timestamp, so one process's files sort in write order."""
+def next_timestamp_ns() -> int:
+    """A strictly increasing ns timestamp, so one process's files (and the knowledge
+    base's removal records) sort in write order."""
     global _last_ns
     with _name_lock:
         _last_ns = max(time.time_ns(), _last_ns + 1)
@@ -232,7 +233,7 @@ class ResultStore:
             return None
         table = _to_table(rows)
 
-        name = f"part-{_next_timestamp_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
+        name = f"part-{next_timestamp_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
         final = self._join(name)
         self._fs.create_dir(self._root, recursive=True)
         if self._fs.type_name in _ATOMIC_PUT_FILESYSTEMS:
