@@ -234,6 +234,7 @@ def _tuner(
     from warmtune.cluster.metrics import MetricsCallback
     from warmtune.progress import ProgressPrinter
     from warmtune.recorder import ResultRecorder
+    from warmtune.searchers import searcher_class
     from warmtune.searchers.ray_adapter import BudgetScheduler
     from warmtune.store import ResultStore
 
@@ -279,7 +280,7 @@ def _tuner(
             stop={"training_iteration": spec.budget.max_iterations},
             # PBT clones checkpoints of other trials later on, so it must keep them all.
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=None if spec.searcher.name == "pbt" else 2
+                num_to_keep=None if searcher_class(spec.searcher.name).copies_checkpoints else 2
             ),
             failure_config=tune.FailureConfig(max_failures=spec.max_retries),
             callbacks=callbacks,

@@ -46,11 +46,14 @@ import abc
 import importlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from warmtune.space import SearchSpace
+
+if TYPE_CHECKING:
+    from warmtune.searchers.warmstart import WarmStart
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,12 @@ class Searcher(abc.ABC):
     #: True for searchers that take earlier results of the same task
     #: (:class:`History`, the ``history`` keyword) as their own evidence.
     takes_history: ClassVar[bool] = False
+    #: True for searchers whose trials start from other trials' checkpoints later on
+    #: (PBT's exploit): an engine must then keep every checkpoint.
+    copies_checkpoints: ClassVar[bool] = False
+    #: The warm start this searcher uses (``supports_warm_start`` searchers set it from
+    #: their ``warm_start`` keyword); ``None`` when it starts cold.
+    warm_start: WarmStart | None = None
 
     def __init__(self, *, space: SearchSpace, seed: int | None = None) -> None:
         if not isinstance(space, SearchSpace):
@@ -180,6 +189,12 @@ class Searcher(abc.ABC):
 
     def on_trial_end(self, trial_id: str) -> None:  # noqa: B027 - optional hook
         """A trial finished, was stopped or failed. The default does nothing."""
+
+    def promotion(self) -> Suggestion | None:
+        """A paused trial to resume now, for engines that resume trials on their own
+        schedule (``schedules_trials`` searchers); never starts a new trial. The
+        default has none."""
+        return None
 
     def options(self) -> dict[str, Any]:
         """The constructor's keyword arguments other than ``space`` and ``seed``."""

@@ -44,6 +44,7 @@ class PBT(Searcher):
 
     name = "pbt"
     supports_warm_start = True
+    copies_checkpoints = True
     schedules_trials = True
 
     def __init__(

@@ -107,8 +107,7 @@ class TuneSearcher(TuneSearcherBase):
 
     def new_promotion(self) -> str | None:
         """Ask the searcher for its next promotion and record it; return the trial id."""
-        promotion: Any = getattr(self.algorithm, "promotion", None)
-        suggestion = promotion() if promotion is not None else None
+        suggestion = self.algorithm.promotion()
         if suggestion is None:
             return None
         self.promote(suggestion.trial_id, suggestion.budget)
@@ -191,7 +190,7 @@ class TuneSearcher(TuneSearcherBase):
             return
         record_suggest_latency(self.job, self.algorithm.name, ask_seconds)
         # BOHB re-weights the past inside ask(); its public warm start has the result.
-        warm = getattr(self.algorithm, "warm_start", None)
+        warm = self.algorithm.warm_start
         if isinstance(warm, WarmStart):
             ranked = warm.weights.ranked()
             if ranked:
@@ -202,10 +201,10 @@ class TuneSearcher(TuneSearcherBase):
     def _log_warm_start(self) -> None:
         """Append the warm start's current task weights when they changed (time, own
         observations behind them, the past's share and each past task's weight)."""
-        warm = getattr(self.algorithm, "warm_start", None)
-        weights = getattr(warm, "weights", None)
-        if weights is None:
+        warm = self.algorithm.warm_start
+        if warm is None:
             return
+        weights = warm.weights
         entry = {
             "n_own": int(weights.n_own),
             "past_share": float(weights.past_share),

@@ -101,3 +101,19 @@ def test_never_hands_out_a_running_trial(make, driver_cls):
     driver = driver_cls(make(2), workers=6, stop_probability=0.2)
     driver.run(150)
     assert not driver.violations
+
+
+def test_declared_abilities_match_what_it_does(make, variant):
+    """What an engine asks of a searcher is declared on it, never probed: a warm start
+    where it supports one, a promotion (or none) from any searcher, and only searchers
+    that schedule trials hand out promotions."""
+    _, options = variant
+    searcher = make(0)
+    if options.get("warm") == "past":
+        assert searcher.supports_warm_start and searcher.warm_start is not None
+    elif not searcher.supports_warm_start:
+        assert searcher.warm_start is None
+    assert searcher.promotion() is None  # nothing paused yet
+    if not searcher.schedules_trials:
+        assert type(searcher).promotion is warmtune.searchers.base.Searcher.promotion
+    assert searcher.copies_checkpoints == (searcher.name == "pbt")
