@@ -306,6 +306,7 @@ def _search_alg_and_scheduler(spec: JobSpec) -> tuple[Any, Any, dict[str, Any]]:
     A warmtune searcher supplies whole configurations, so the param space stays
     empty, except for PBT's population (see :func:`_pbt`).
     """
+    from warmtune.cluster.metrics import JobMetrics
     from warmtune.searchers import make_searcher
     from warmtune.searchers.pbt import PBT
     from warmtune.searchers.ray_adapter import BudgetScheduler, TuneSearcher
@@ -328,7 +329,7 @@ def _search_alg_and_scheduler(spec: JobSpec) -> tuple[Any, Any, dict[str, Any]]:
         metric=spec.objective.metric,
         mode=spec.objective.mode,
         rebuild=source,
-        job=spec.name,
+        metrics=JobMetrics(spec.name),
     )
     if searcher.schedules_trials:
         # Successive halving decided by the searcher, carried out by pausing and

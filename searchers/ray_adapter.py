@@ -19,16 +19,26 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher as TuneSearcherBase
 
-from warmtune.cluster.metrics import record_kb_top_weight, record_suggest_latency
 from warmtune.searchers.base import Observation, Searcher, searcher_from_state
 from warmtune.searchers.warmstart import WarmStart
 from warmtune.space import SearchSpace
+
+
+class SearchMetrics(Protocol):
+    """Where the adapter reports what it measures (warmtune's run passes
+    :class:`warmtune.cluster.metrics.JobMetrics`); must pickle."""
+
+    def suggest_latency(self, searcher: str, seconds: float) -> None:
+        """One ``ask`` of the searcher named ``searcher`` took ``seconds``."""
+
+    def kb_top_weight(self, task: str, weight: float, previous: str | None) -> None:
+        """The warm start's most similar past task is now ``task`` (before: ``previous``)."""
 
 
 class TuneSearcher(TuneSearcherBase):
@@ -40,9 +50,8 @@ class TuneSearcher(TuneSearcherBase):
         mode: ``"min"`` or ``"max"``.
         rebuild: returns the non-data arguments the searcher takes again when it is
             restored from its state (a BOHB warm start); must pickle.
-        job: the job name; when given, each ``ask`` is timed and, for a warm-started
-            searcher, the weight of the most similar past task is recorded as
-            warmtune's Ray metrics (see :mod:`warmtune.cluster.metrics`).
+        metrics: when given, each ``ask`` is timed and, for a warm-started searcher,
+            the weight of the most similar past task is reported to it.
     """
 
     CKPT_FILE_TMPL = "warmtune-searcher-{}.json"
@@ -56,14 +65,14 @@ class TuneSearcher(TuneSearcherBase):
         metric: str,
         mode: str,
         rebuild: Callable[[], dict[str, Any]] | None = None,
-        job: str | None = None,
+        metrics: SearchMetrics | None = None,
     ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         super().__init__(metric=metric, mode=mode)
         self.algorithm = searcher
         self.rebuild = rebuild
-        self.job = job
+        self.metrics = metrics
         self._kb_top: str | None = None  # the past task last recorded as most similar
         self._configs: dict[str, dict[str, Any]] = {}
         # Budgeted searchers: trial id -> budget of its current segment, and
@@ -173,29 +182,31 @@ class TuneSearcher(TuneSearcherBase):
 
     def __getstate__(self) -> dict:
         # Tune pickles the search algorithm into its experiment state; keep that
-        # pickle to plain data (the JSON state and the rebuild recipe) so it
-        # survives library upgrades.
-        return {**self.get_state(), "rebuild": self.rebuild, "job": self.job}
+        # pickle to plain data (the JSON state, the rebuild recipe and the metrics
+        # hook) so it survives library upgrades.
+        return {**self.get_state(), "rebuild": self.rebuild, "metrics": self.metrics}
 
     def __setstate__(self, state: dict) -> None:
         self.rebuild = state.pop("rebuild", None)
-        self.job = state.pop("job", None)
+        # Saved before the hook existed: "job" named the job, and its metrics stop.
+        state.pop("job", None)
+        self.metrics = state.pop("metrics", None)
         self._kb_top = None
         self.set_state(state)
 
     # Helpers --------------------------------------------------------------------------
     def _record_metrics(self, ask_seconds: float) -> None:
-        """warmtune's Ray metrics for one ``ask`` (see :mod:`warmtune.cluster.metrics`)."""
-        if self.job is None:
+        """Report one ``ask`` to the metrics hook, if any."""
+        if self.metrics is None:
             return
-        record_suggest_latency(self.job, self.algorithm.name, ask_seconds)
+        self.metrics.suggest_latency(self.algorithm.name, ask_seconds)
         # BOHB re-weights the past inside ask(); its public warm start has the result.
         warm = self.algorithm.warm_start
         if isinstance(warm, WarmStart):
             ranked = warm.weights.ranked()
             if ranked:
                 task, weight = ranked[0]
-                record_kb_top_weight(self.job, task, weight, previous=self._kb_top)
+                self.metrics.kb_top_weight(task, weight, self._kb_top)
                 self._kb_top = task
 
     def _log_warm_start(self) -> None:

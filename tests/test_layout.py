@@ -70,3 +70,18 @@ def test_the_wings_import_downward():
         **{f"cluster/{p.name}": _under(_imports(p), "warmtune.cli") for p in cluster},
     }
     assert {name: found for name, found in upward.items() if found} == {}
+
+
+def test_searchers_import_only_the_space_from_the_platform():
+    """Searchers and their Ray adapter stand on warmtune.space alone; what the platform
+    wants measured reaches the adapter as a hook (DESIGN.md)."""
+    searchers = list((REPO / "searchers").glob("*.py"))
+    outside = {
+        p.name: {
+            m
+            for m in _under(_imports(p), "warmtune")
+            if not _under({m}, "warmtune.searchers", "warmtune.space")
+        }
+        for p in searchers
+    }
+    assert {name: found for name, found in outside.items() if found} == {}

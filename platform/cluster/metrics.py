@@ -39,11 +39,13 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ray.tune import Callback
 
 __all__ = [
+    "JobMetrics",
     "BEST_OBJECTIVE",
     "KB_TOP_WEIGHT",
     "SUGGEST_LATENCY",
@@ -172,6 +174,21 @@ def record_best_objective(job: str, metric: str, value: float) -> None:
     """Set ``warmtune_best_objective`` of ``job`` and its objective ``metric``."""
     if math.isfinite(value):
         _set("best_objective", float(value), {"job": job, "metric": metric})
+
+
+@dataclass(frozen=True)
+class JobMetrics:
+    """The metrics hook of one job's searcher adapter
+    (:class:`warmtune.searchers.ray_adapter.TuneSearcher`'s ``metrics``): what it
+    measures, recorded under the job's name."""
+
+    job: str
+
+    def suggest_latency(self, searcher: str, seconds: float) -> None:
+        record_suggest_latency(self.job, searcher, seconds)
+
+    def kb_top_weight(self, task: str, weight: float, previous: str | None) -> None:
+        record_kb_top_weight(self.job, task, weight, previous=previous)
 
 
 def record_suggest_latency(job: str, searcher: str, seconds: float) -> None:

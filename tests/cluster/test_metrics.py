@@ -99,18 +99,18 @@ def test_callback_rejects_bad_arguments_naming_the_field(kwargs, field):
 
 
 def test_the_adapter_times_each_ask_under_the_job_and_searcher(monkeypatch):
-    from warmtune.searchers import ray_adapter
+    from warmtune.cluster.metrics import JobMetrics
 
     seen: list[tuple] = []
-    monkeypatch.setattr(ray_adapter, "record_suggest_latency", lambda *a: seen.append(a))
+    monkeypatch.setattr(metrics, "record_suggest_latency", lambda *a: seen.append(a))
     space = SearchSpace({"x": {"type": "float", "low": 0, "high": 1}})
     searcher = make_searcher("random", space=space, seed=0, options={}, max_budget=3)
-    adapter = TuneSearcher(searcher, metric="loss", mode="min", job="j")
+    adapter = TuneSearcher(searcher, metric="loss", mode="min", metrics=JobMetrics("j"))
     for i in range(3):
         assert adapter.suggest(f"t{i}") is not None
     assert [(job, name) for job, name, _ in seen] == [("j", "random")] * 3
     assert all(0 <= s < 1 for _, _, s in seen)
-    # No job, no metrics (a TuneSearcher built outside a warmtune run).
+    # No hook, no metrics (a TuneSearcher built outside a warmtune run).
     TuneSearcher(searcher, metric="loss", mode="min").suggest("t9")
     assert len(seen) == 3
 
