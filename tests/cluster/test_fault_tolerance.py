@@ -257,8 +257,11 @@ def test_a_killed_driver_resumes_without_rerunning_finished_trials(cluster, tmp_
         mtime = max((s.stat().st_mtime_ns for s in states), default=None)
         if mtime is None or mtime == seen["mtime"]:
             return None
+        try:
+            trials = saved_trials(root)
+        except ValueError:  # Tune rewrites the file in place: caught mid-write, poll again
+            return None
         seen["mtime"] = mtime
-        trials = saved_trials(root)
         finished = {t for t, trial in trials.items() if trial.status == "TERMINATED"}
         return (finished, mtime) if 2 <= len(finished) < len(trials) else None
 
