@@ -85,3 +85,13 @@ def test_searchers_import_only_the_space_from_the_platform():
         for p in searchers
     }
     assert {name: found for name, found in outside.items() if found} == {}
+
+
+def test_the_nas_trainables_do_not_reach_into_the_few_shot_learners():
+    """The NAS child networks and the few-shot learners share the Omniglot data, the
+    runtime helpers and the functional layers (trainables/omniglot.py, runtime.py,
+    layers.py); only the few-shot side uses NAS cells (a searched backbone)."""
+    nas = list((REPO / "trainables" / "nas").glob("*.py"))
+    assert nas
+    reached = {p.name: _under(_imports(p), "warmtune.trainables.maml") for p in nas}
+    assert {name: found for name, found in reached.items() if found} == {}

@@ -3,7 +3,7 @@
 Omniglot is published as zips of PNGs, one per drawing, in folders
 ``images_background/ALPHABET/characterNN/IIII_DD.png``: ``IIII`` is the character's
 id (the official character order) and ``DD`` the drawer, 01 to 20. The trainables read
-two ``.npz`` files instead (see :mod:`warmtune.trainables.maml.omniglot`):
+two ``.npz`` files instead (see :mod:`warmtune.trainables.omniglot`):
 
 * ``images``: bool ``[characters, 20, 105, 105]``, ``True`` for the white background and
   ``False`` for ink, exactly as the official Python demo reads a PNG

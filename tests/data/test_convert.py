@@ -39,7 +39,7 @@ def test_the_converter_reproduces_the_stored_layout(tmp_path, make_omniglot_zip,
     with np.load(out) as npz:
         assert sorted(npz.files) == ["images", "labels"]
         images, labels = npz["images"], npz["labels"]
-    # The layout the trainable reads (warmtune.trainables.maml.omniglot): bool
+    # The layout the trainable reads (warmtune.trainables.omniglot): bool
     # [characters, 20, 105, 105], True = white, as in the PNG; labels int64 [characters, 20].
     assert images.dtype == np.bool_ and images.shape == (3, 20, 105, 105)
     assert labels.dtype == np.int64 and labels.shape == (3, 20)

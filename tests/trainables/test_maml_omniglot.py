@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from warmtune.trainables import omniglot as O
 from warmtune.trainables.maml import algorithms as A
 from warmtune.trainables.maml import functional as MF
-from warmtune.trainables.maml import omniglot as O
 from warmtune.trainables.maml.conv import ConvBlock, ConvNet
-from warmtune.trainables.maml.sinusoid import make_generator
+from warmtune.trainables.runtime import make_generator
 
 INNER_LR = 0.4
 N_WAY = 3

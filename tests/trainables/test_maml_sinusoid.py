@@ -13,7 +13,7 @@ from torch.func import functional_call
 
 from warmtune.trainables.maml import functional as MF
 from warmtune.trainables.maml.models import MLP
-from warmtune.trainables.maml.sinusoid import make_generator, sample_tasks
+from warmtune.trainables.maml.sinusoid import sample_tasks
 from warmtune.trainables.maml.trainable import (
     CHECKPOINT_FILE,
     METRICS,
@@ -21,6 +21,7 @@ from warmtune.trainables.maml.trainable import (
     SinusoidSettings,
     train_sinusoid,
 )
+from warmtune.trainables.runtime import make_generator
 
 INNER_LR = 0.05
 

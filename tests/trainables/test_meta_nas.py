@@ -12,8 +12,8 @@ from torch.func import functional_call
 
 from warmtune.trainables.maml import algorithms as A
 from warmtune.trainables.maml.omniglot_trainable import OmniglotMAML, OmniglotSettings
-from warmtune.trainables.maml.sinusoid import make_generator
 from warmtune.trainables.nas.network import CellNetwork
+from warmtune.trainables.runtime import make_generator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Every operation once, and a node (1) whose only input is cut.

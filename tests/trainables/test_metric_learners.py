@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from warmtune.trainables.maml import metric as M
 from warmtune.trainables.maml.conv import ConvNet
-from warmtune.trainables.maml.sinusoid import make_generator
+from warmtune.trainables.runtime import make_generator
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-BN_EPS = 1e-5
-"""Added to the batch variance before the inverse square root (PyTorch's default)."""
+from warmtune.trainables.layers import BN_EPS, batch_norm
 
 Downsample = Literal["stride", "maxpool"]
 
@@ -81,26 +80,6 @@ class ConvBlock(nn.Module):
             ``scale * (x - mean) / sqrt(var + eps) + shift``, statistics over ``B, H, W``.
         """
         return batch_norm(x, self.scale, self.shift)
-
-
-def batch_norm(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-    """Batch-statistics batch norm written out as elementwise ops and means.
-
-    Safe under ``vmap`` and double backward (see the module docstring), stateless.
-
-    Args:
-        x: ``[B, C, H, W]``.
-        scale: ``[C]`` multiplier.
-        shift: ``[C]`` offset.
-
-    Returns:
-        ``scale * (x - mean) / sqrt(var + eps) + shift``, statistics over ``B, H, W``.
-    """
-    mean = x.mean(dim=(0, 2, 3), keepdim=True)
-    centred = x - mean
-    var = (centred * centred).mean(dim=(0, 2, 3), keepdim=True)
-    normalised = centred * torch.rsqrt(var + BN_EPS)
-    return normalised * scale[:, None, None] + shift[:, None, None]
 
 
 class ConvNet(nn.Module):

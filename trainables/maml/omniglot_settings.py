@@ -1,27 +1,26 @@
 """The settings of the Omniglot few-shot trainable: every hyperparameter, validated once.
 
 :class:`OmniglotSettings` is what a job's fixed params merged with the searched config
-must satisfy; :func:`resolve_device` and :func:`check_cpp_compiler` turn two of them into
-what the trainer needs, failing early with the setting to change.
+must satisfy; :func:`warmtune.trainables.runtime.resolve_device` and
+:func:`~warmtune.trainables.runtime.check_cpp_compiler` turn two of them into what the
+trainer needs, failing early with the setting to change.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Literal
 
-import torch
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from warmtune.trainables.nas.settings import CellFields
+from warmtune.trainables.omniglot import DEFAULT_VAL_CHARACTERS, DRAWERS, check_data_folder
+from warmtune.trainables.runtime import Device
 
 from .conv import Downsample
 from .metric import METRIC_ALGORITHMS
-from .omniglot import DEFAULT_VAL_CHARACTERS, DRAWERS, check_data_folder
 
 Algorithm = Literal["maml", "fomaml", "anil", "reptile", "metasgd", "protonet", "matching"]
-Device = Literal["auto", "cpu", "cuda"]
 Backbone = Literal["conv4", "nb201"]
 
 
@@ -213,51 +212,9 @@ class OmniglotSettings(CellFields):
         )
 
 
-def resolve_device(device: Device) -> torch.device:
-    """The torch device for a ``device`` setting.
-
-    ``"auto"`` picks CUDA when torch sees a GPU. Under Ray that means the trial requested
-    one: Ray sets ``CUDA_VISIBLE_DEVICES`` to the trial's GPUs, empty when it has none.
-
-    Args:
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-
-    Raises:
-        ValueError: If ``"cuda"`` is asked for and no GPU is visible.
-    """
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            "device 'cuda' requested but torch sees no GPU; request a GPU for the trial "
-            "(resources: {gpu: 1}) or use device 'auto' or 'cpu'"
-        )
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def check_cpp_compiler() -> None:
-    """``torch.compile`` on a CPU builds C++ kernels: fail early, naming the setting.
-
-    Inductor uses ``$CXX``, else ``g++`` (it tries no other name).
-
-    Raises:
-        ValueError: If that compiler is not on the PATH.
-    """
-    compiler = os.environ.get("CXX") or "g++"
-    if shutil.which(compiler) is None:
-        raise ValueError(
-            f"compile: true on a CPU needs a C++ compiler (torch.compile builds C++ kernels "
-            f"with $CXX, else g++), and {compiler!r} is not on the PATH; install g++ "
-            "(Debian: apt install g++), point CXX at another compiler (CXX=clang++), or set "
-            "compile: false"
-        )
-
-
 __all__ = [
     "Algorithm",
     "Backbone",
     "Device",
     "OmniglotSettings",
-    "check_cpp_compiler",
-    "resolve_device",
 ]

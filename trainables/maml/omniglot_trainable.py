@@ -27,19 +27,26 @@ import torch
 
 from warmtune.trainables import trial_seed
 from warmtune.trainables.nas.network import CellNetwork
+from warmtune.trainables.omniglot import (
+    IMAGE_SIZE,
+    Episodes,
+    OmniglotSplit,
+    load_split,
+    sample_episodes,
+)
+from warmtune.trainables.runtime import (
+    check_cpp_compiler,
+    make_generator,
+    match_threads_to_ray,
+    report_until,
+    resolve_device,
+)
 
 from . import algorithms as AL
 from .conv import HEAD_PREFIX, ConvNet
 from .functional import InnerLR
 from .metric import METRIC_ALGORITHMS, MetricLearner
-from .omniglot import IMAGE_SIZE, Episodes, OmniglotSplit, load_split, sample_episodes
-from .omniglot_settings import (
-    OmniglotSettings,
-    check_cpp_compiler,
-    resolve_device,
-)
-from .sinusoid import make_generator
-from .trainable import match_threads_to_ray, report_until
+from .omniglot_settings import OmniglotSettings
 
 METRICS = {
     "val_accuracy": "max",

@@ -38,17 +38,6 @@ class TaskBatch(NamedTuple):
     phase: Tensor
 
 
-def make_generator(seed: int) -> torch.Generator:
-    """Returns a fresh CPU ``torch.Generator`` seeded with ``seed``.
-
-    Args:
-        seed: Any integer; it is reduced to the 64-bit range torch accepts.
-    """
-    generator = torch.Generator()
-    generator.manual_seed(seed % 2**64)
-    return generator
-
-
 def _uniform(shape: tuple[int, ...], bounds: tuple[float, float], **kwargs) -> Tensor:
     low, high = bounds
     return torch.rand(shape, **kwargs) * (high - low) + low

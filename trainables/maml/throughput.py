@@ -29,10 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from warmtune.trainables.runtime import make_generator
+
 from . import algorithms as AL
 from .conv import ConvNet
 from .functional import Params
-from .sinusoid import make_generator
 
 Data = tuple[Tensor, Tensor, Tensor, Tensor]
 

@@ -10,20 +10,19 @@ Three layers, each usable without the next:
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from warmtune.trainables import trial_seed
+from warmtune.trainables.runtime import make_generator, match_threads_to_ray, report_until
 
 from . import functional as MF
 from .models import MLP
-from .sinusoid import TaskBatch, make_generator, sample_tasks
+from .sinusoid import TaskBatch, sample_tasks
 
 METRICS = {"loss": "min", "pre_loss": "min", "train_loss": "min"}
 """Reported metric names and their optimisation modes; ``loss`` is the objective."""
@@ -219,73 +218,6 @@ class SinusoidMAML:
         self.seed = int(state["seed"])
 
 
-def match_threads_to_ray() -> None:
-    """Sets torch's intra-op thread count to the CPUs Ray assigned to the current trial.
-
-    Call it at the start of a function trainable, inside the Ray worker. Nothing changes
-    when Ray assigned no CPU count or torch already uses that many threads.
-    """
-    # Ray exports OMP_NUM_THREADS from the trial's CPU request; only correct torch when it
-    # disagrees with that assignment (e.g. a reused actor), never guess a count of our own.
-    import ray
-
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-    if cpus is not None and cpus >= 1 and torch.get_num_threads() != int(cpus):
-        torch.set_num_threads(int(cpus))
-
-
-class Learner(Protocol):
-    """What :func:`report_until` drives: one reported iteration per :meth:`step`."""
-
-    @property
-    def iteration(self) -> int: ...
-
-    def step(self) -> dict[str, float]: ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
-
-
-def report_until(
-    learner: Learner,
-    *,
-    max_iterations: int,
-    checkpoint_every: int,
-    last_metrics: Callable[[], Mapping[str, float]] | None = None,
-    checkpoint_file: str = CHECKPOINT_FILE,
-) -> None:
-    """The Ray Tune loop of a meta-learning trainable.
-
-    Restores ``learner`` from ``ray.tune.get_checkpoint()`` when Tune provides one, then
-    reports one result per :meth:`Learner.step` until ``max_iterations``, with a
-    checkpoint every ``checkpoint_every`` iterations and at the last one (the learner's
-    ``state_dict()`` saved as ``checkpoint_file``). The last result also holds
-    ``last_metrics()`` (e.g. a final meta-test evaluation).
-    """
-    from ray import tune
-
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = torch.load(
-                os.path.join(directory, checkpoint_file), map_location="cpu", weights_only=True
-            )
-        learner.load_state_dict(state)
-
-    while learner.iteration < max_iterations:
-        metrics = learner.step()
-        done = learner.iteration >= max_iterations
-        if done and last_metrics is not None:
-            metrics.update(last_metrics())
-        if done or learner.iteration % checkpoint_every == 0:
-            with tempfile.TemporaryDirectory() as directory:
-                torch.save(learner.state_dict(), os.path.join(directory, checkpoint_file))
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
-        else:
-            tune.report(metrics)
-
-
 def train_sinusoid(config: dict, *, max_iterations: int, seed: int, **params: Any) -> None:
     """Ray Tune function trainable: meta-trains until ``max_iterations`` reported iterations.
 
@@ -308,7 +240,12 @@ def train_sinusoid(config: dict, *, max_iterations: int, seed: int, **params: An
     match_threads_to_ray()
     maml = SinusoidMAML(settings=settings, seed=trial_seed(seed, config))
 
-    report_until(maml, max_iterations=max_iterations, checkpoint_every=settings.checkpoint_every)
+    report_until(
+        maml,
+        max_iterations=max_iterations,
+        checkpoint_every=settings.checkpoint_every,
+        checkpoint_file=CHECKPOINT_FILE,
+    )
 
 
 def sinusoid_meta_features(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ classes, and each character's 20 drawings (one per drawer) are split by drawer:
 * drawers 17-19 (3 per class): test, touched once at the end of a trial.
 
 Every drawer draws every character, so the three splits hold the same classes drawn by
-different people. Images are the few-shot loader's (:func:`warmtune.trainables.maml.omniglot
+different people. Images are the few-shot loader's (:func:`warmtune.trainables.omniglot
 .load_images`): 28x28, area-downsampled, ink 1.0, cached per process.
 """
 
@@ -21,7 +21,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from warmtune.trainables.maml.omniglot import NUM_CHARACTERS, load_images
+from warmtune.trainables.omniglot import NUM_CHARACTERS, load_images
 
 TRAIN_DRAWERS = range(0, 14)
 VAL_DRAWERS = range(14, 17)

@@ -22,7 +22,7 @@ Batch norm comes in two kinds (``norm``):
 
 * ``"running"``: ``nn.BatchNorm2d`` with running statistics, for ordinary training;
 * ``"batch"``: batch statistics always, written out as elementwise ops
-  (:func:`warmtune.trainables.maml.conv.batch_norm`), stateless, the kind MAML needs
+  (:func:`warmtune.trainables.layers.batch_norm`), stateless, the kind MAML needs
   under ``torch.func`` (``vmap`` over the native kernel gives a wrong second-order
   meta-gradient with torch 2.13).
 """
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from warmtune.trainables.benchmarks.nb201 import EDGES, OPS, arch_to_string, string_to_arch
-from warmtune.trainables.maml.conv import batch_norm
+from warmtune.trainables.layers import batch_norm
 
 Norm = Literal["running", "batch"]
 

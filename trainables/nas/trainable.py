@@ -27,10 +27,14 @@ import torch.nn.functional as F
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from warmtune.trainables import trial_seed
-from warmtune.trainables.maml.omniglot import IMAGE_SIZE, check_data_folder
-from warmtune.trainables.maml.omniglot_settings import Device, resolve_device
-from warmtune.trainables.maml.sinusoid import make_generator
-from warmtune.trainables.maml.trainable import match_threads_to_ray, report_until
+from warmtune.trainables.omniglot import IMAGE_SIZE, check_data_folder
+from warmtune.trainables.runtime import (
+    Device,
+    make_generator,
+    match_threads_to_ray,
+    report_until,
+    resolve_device,
+)
 
 from .data import TRAIN_DRAWERS, Dataset, load_classification, random_shift
 from .network import CellNetwork, count_parameters
