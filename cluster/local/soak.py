@@ -184,7 +184,7 @@ class Soak:
     # The cluster ---------------------------------------------------------------------
     def start_cluster(self) -> None:
         if not self.start_args:
-            base = _free_block(20 + 10 * self.plan.workers)
+            base = free_port_block(20 + 10 * self.plan.workers)
             self.start_args = [
                 "--workers", str(self.plan.workers), "--cpus-per-worker", "1",
                 "--head-cpus", "0", "--dir", str(self.dir), "--port", str(base),
@@ -192,12 +192,7 @@ class Soak:
                 "--object-store-mb", "100",
             ]  # fmt: skip
         done = self._run([str(START), *self.start_args], timeout=180)
-        info = dict(
-            line.split("=", 1)
-            for line in (self.dir / "cluster.env").read_text().splitlines()
-            if "=" in line and not line.startswith("#")
-        )
-        self.address = info["RAY_ADDRESS"]
+        self.address = read_cluster_env(self.dir)["RAY_ADDRESS"]
         self.say(done.stdout.splitlines()[0])
 
     def stop_cluster(self, *, kill: bool = False) -> None:
@@ -305,21 +300,30 @@ class Soak:
         return jobs, report
 
 
-def _free_block(n: int) -> int:
+def free_port_block(n: int) -> int:
+    """The first of ``n`` consecutive ports that are free right now, below Linux's
+    ephemeral range (so no outgoing connection takes one between check and use)."""
     import socket
 
     rng = random.Random()
     for _ in range(50):
-        base = rng.randrange(20000, 32000 - n)  # below Linux's ephemeral ports
+        base = rng.randrange(20000, 32000 - n)
         try:
             for port in range(base, base + n):
                 with socket.socket() as s:
+                    # As servers do: a port whose old connections linger in TIME_WAIT is free.
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     s.bind(("", port))
         except OSError:
             continue
         return base
     raise RuntimeError(f"no {n} consecutive free ports")
+
+
+def read_cluster_env(cluster_dir: Path) -> dict[str, str]:
+    """The variables ``start.sh`` wrote to ``DIR/cluster.env``, read as data."""
+    lines = (cluster_dir / "cluster.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
 
 
 # What the stores say ---------------------------------------------------------------

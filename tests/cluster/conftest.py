@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import random
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -12,27 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster.helpers import soak
+
 REPO = Path(__file__).resolve().parents[2]
 START = REPO / "cluster" / "local" / "start.sh"
 STOP = REPO / "cluster" / "local" / "stop.sh"
 
 StartCluster = Callable[..., tuple[Path, dict[str, str]]]
-
-
-def _port_block(n: int) -> int:
-    """The first of ``n`` consecutive ports that are free right now."""
-    rng = random.Random()
-    for _ in range(50):
-        base = rng.randrange(30000, 60000 - n)
-        try:
-            for port in range(base, base + n):
-                with socket.socket() as s:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    s.bind(("", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError(f"no {n} consecutive free ports")
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +37,7 @@ def start_cluster() -> Iterator[StartCluster]:
         ray_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
         started.append((ray_dir, env))
         for _ in range(3):
-            base = _port_block(20 + 10 * workers)  # GCS, dashboard, then 10 per node
+            base = soak.free_port_block(20 + 10 * workers)  # GCS, dashboard, then 10 per node
             args = ["--workers", str(workers), "--cpus-per-worker", str(cpus_per_worker)]
             args += ["--head-cpus", "0", "--dir", str(ray_dir), "--port", str(base)]
             args += ["--dashboard-port", str(base + 1), "--base-port", str(base + 10)]
@@ -64,12 +48,7 @@ def start_cluster() -> Iterator[StartCluster]:
             if done.returncode == 0 or "is in use" not in done.stderr:
                 break
         assert done.returncode == 0, done.stdout + done.stderr
-        info = dict(
-            line.split("=", 1)
-            for line in (ray_dir / "cluster.env").read_text().splitlines()
-            if "=" in line and not line.startswith("#")
-        )
-        return ray_dir, info
+        return ray_dir, soak.read_cluster_env(ray_dir)
 
     yield start
     for ray_dir, env in started:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -10,6 +11,21 @@ from typing import Any
 import requests
 
 BIN = Path(sys.executable).parent
+
+
+def _load_soak():
+    """``cluster/local/soak.py``, a script beside start.sh, as a module: the soak, and
+    the port and cluster.env helpers the cluster fixture shares with it."""
+    path = Path(__file__).resolve().parents[2] / "cluster" / "local" / "soak.py"
+    spec = importlib.util.spec_from_file_location("soak", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["soak"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+soak = _load_soak()
 """This environment's ``bin``: ``warmtune`` and ``ray`` as a user runs them."""
 
 BOWL_JOB: dict[str, Any] = {

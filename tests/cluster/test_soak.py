@@ -6,21 +6,13 @@ docs/cluster.md."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("soak", REPO / "cluster" / "local" / "soak.py")
-assert _spec is not None and _spec.loader is not None
-soak = importlib.util.module_from_spec(_spec)
-sys.modules["soak"] = soak  # its dataclasses look their module up
-_spec.loader.exec_module(soak)
+from tests.cluster.helpers import soak
 
 pytestmark = pytest.mark.slow
 
