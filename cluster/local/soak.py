@@ -4,8 +4,9 @@ Starts ``cluster/local/start.sh`` (a head with no CPUs and N one-CPU worker node
 a private ``$HOME`` (its own token), runs two jobs on one knowledge base, and while
 they run:
 
-- SIGKILLs a random worker node every ``--kill-every`` seconds and starts it again
-  (``stop.sh --node I --kill``, ``start.sh --rejoin I``);
+- SIGKILLs a random worker node every ``kill_every_s`` seconds (never sooner after a
+  driver or head restart, whose resume re-runs would be blamed on it) and starts it
+  again (``stop.sh --node I --kill``, ``start.sh --rejoin I``);
 - SIGKILLs the driver of the main job once, then ``warmtune run JOB --resume``;
 - once, the head machine dies: the drivers and every process of the cluster are
   SIGKILLed, the cluster is started again and the unfinished jobs ``--resume``.
@@ -273,6 +274,9 @@ class Soak:
                     procs["main"].wait()  # type: ignore[union-attr]
                     time.sleep(2)
                     procs["main"] = self.driver(jobs["main"], resume=True)
+                    # The resume re-runs what Tune had not saved; a node kill right
+                    # after would take the blame for it (and the two would mix).
+                    next_node_kill = max(next_node_kill, self.now() + plan.kill_every_s)
                 elif not head_killed and self.now() >= plan.head_kill_s:
                     head_killed = True
                     fault("head SIGKILL (drivers, every node)")
@@ -286,6 +290,7 @@ class Soak:
                     for name, proc in procs.items():
                         if proc is not None and name not in ended:
                             procs[name] = self.driver(jobs[name], resume=True)
+                    next_node_kill = max(next_node_kill, self.now() + plan.kill_every_s)
                 elif self.now() >= next_node_kill:
                     node = self.rng.randint(1, plan.workers)
                     fault("worker node SIGKILL", node=node)
