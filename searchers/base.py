@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -164,6 +165,10 @@ class Searcher(abc.ABC):
     #: The warm start this searcher uses (``supports_warm_start`` searchers set it from
     #: their ``warm_start`` keyword); ``None`` when it starts cold.
     warm_start: WarmStart | None = None
+    #: Constructor keywords that are objects rather than data (a warm start, a history,
+    #: an expert prior): left out of :meth:`options` and :meth:`state`, and passed again
+    #: to :meth:`from_state`.
+    passed_again: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, space: SearchSpace, seed: int | None = None) -> None:
         if not isinstance(space, SearchSpace):
@@ -197,8 +202,24 @@ class Searcher(abc.ABC):
         return None
 
     def options(self) -> dict[str, Any]:
-        """The constructor's keyword arguments other than ``space`` and ``seed``."""
-        return {}
+        """The constructor's keyword arguments other than ``space``, ``seed`` and
+        :attr:`passed_again`, read back from the attributes of the same names.
+
+        Derived from the signature of ``__init__``, so an option a subclass adds is in
+        the saved state without more code; a constructor keyword the searcher does not
+        keep under its own name is an error here (and in the contract tests).
+        """
+        options = {}
+        for name in _option_names(type(self)):
+            try:
+                options[name] = getattr(self, name)
+            except AttributeError:
+                raise TypeError(
+                    f"{type(self).__name__} takes the option {name!r} but keeps no attribute "
+                    f"of that name; store it as self.{name} so that options() saves it, or "
+                    "list it in passed_again if it is an object rather than data"
+                ) from None
+        return options
 
     def state(self) -> dict[str, Any]:
         """JSON-able state; ``searcher_from_state(s.state(), space)`` continues identically.
@@ -213,9 +234,16 @@ class Searcher(abc.ABC):
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], space: SearchSpace) -> Searcher:
-        """Rebuild from :meth:`state`: construct with the saved options, then restore."""
-        searcher = cls(space=space, seed=state["seed"], **state.get("options", {}))
+    def from_state(cls, state: dict[str, Any], space: SearchSpace, **extras: Any) -> Searcher:
+        """Rebuild from :meth:`state`: construct with the saved options and ``extras``
+        (the :attr:`passed_again` objects), then restore."""
+        unknown = sorted(set(extras) - set(cls.passed_again))
+        if unknown:
+            raise ValueError(
+                f"searcher {cls.name!r} takes no {unknown} when rebuilt from its state; "
+                f"it takes again only {list(cls.passed_again) or 'nothing'}"
+            )
+        searcher = cls(space=space, seed=state["seed"], **extras, **state.get("options", {}))
         searcher._restore(state)
         return searcher
 
@@ -250,6 +278,21 @@ def searcher_class(name: str) -> type[Searcher]:
 def registered_searchers() -> list[str]:
     """Names of every searcher a job file can use."""
     return sorted(set(_REGISTRY.classes) | set(_LAZY_MODULES))
+
+
+def _option_names(cls: type[Searcher]) -> list[str]:
+    """The keyword arguments of ``cls.__init__`` that :meth:`Searcher.options` saves."""
+    names = []
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.name in ("self", "space", "seed") or p.name in cls.passed_again:
+            continue
+        if p.kind is not inspect.Parameter.KEYWORD_ONLY:
+            raise TypeError(
+                f"{cls.__name__}.__init__ takes {p.name!r} as {p.kind.description}; a "
+                "searcher's options are keyword-only, so that options() can save them"
+            )
+        names.append(p.name)
+    return names
 
 
 def _rng_state(rng: np.random.Generator) -> dict[str, Any]:

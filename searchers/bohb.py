@@ -111,6 +111,7 @@ class BOHB(SuccessiveHalvingSearcher):
     name = "bohb"
     supports_warm_start = True
     takes_history = True
+    passed_again = ("prior", "warm_start", "history")
 
     def __init__(
         self,
@@ -228,22 +229,6 @@ class BOHB(SuccessiveHalvingSearcher):
         self._model_key: tuple[float, int] | None = None
         self._model: DensityRatioModel | None = None
 
-    def options(self) -> dict[str, Any]:
-        return {
-            **super().options(),
-            "min_points_in_model": self.min_points_in_model,
-            "top_n_percent": self.top_n_percent,
-            "num_samples": self.num_samples,
-            "random_fraction": self.random_fraction,
-            "bandwidth_factor": self.bandwidth_factor,
-            "min_bandwidth": self.min_bandwidth,
-            "prior_weight": self.prior_weight,
-            "initial_design": self.initial_design,
-            "design_cost": self.design_cost,
-            "warm_design": self.warm_design,
-            "warm_model": self.warm_model,
-        }
-
     def state(self) -> dict[str, Any]:
         warm = None
         if self.warm_start is not None:
@@ -265,29 +250,6 @@ class BOHB(SuccessiveHalvingSearcher):
         if warm is not None and self.warm_start is not None:
             self._warm_n = int(warm["n"])
             self.warm_start.set_weights(warm["weights"])
-
-    @classmethod
-    def from_state(
-        cls,
-        state: dict[str, Any],
-        space: SearchSpace,
-        *,
-        prior: PriorModel | None = None,
-        warm_start: WarmStart | None = None,
-        history: History | None = None,
-    ) -> BOHB:
-        """Rebuild from :meth:`state`; a prior, warm start or history, not being data, is
-        passed again here."""
-        searcher = cls(
-            space=space,
-            seed=state["seed"],
-            prior=prior,
-            warm_start=warm_start,
-            history=history,
-            **state.get("options", {}),
-        )
-        searcher._restore(state)
-        return searcher
 
     # The own model --------------------------------------------------------------------
     def model(self) -> DensityRatioModel | None:

@@ -48,11 +48,6 @@ class Hyperband(SuccessiveHalvingSearcher):
             max_concurrent_brackets=max_concurrent_brackets,
         )
 
-    def options(self) -> dict[str, Any]:
-        options = super().options()
-        del options["mode"]
-        return options
-
     def _new_config(self, budget: float) -> dict[str, Any]:
         return self.space.sample(self.rng)
 
@@ -90,11 +85,6 @@ class ASHA(SuccessiveHalvingSearcher):
             eta=eta,
             mode="async",
         )
-
-    def options(self) -> dict[str, Any]:
-        options = super().options()
-        del options["mode"], options["max_concurrent_brackets"]
-        return options
 
     def _new_config(self, budget: float) -> dict[str, Any]:
         return self.space.sample(self.rng)

@@ -79,9 +79,6 @@ class HyperOptTPE(ReplayedSearcher[dict[str, Any]]):
         self._reset()
 
     # State ------------------------------------------------------------------------
-    def options(self) -> dict[str, Any]:
-        return {"n_startup_jobs": self.n_startup_jobs}
-
     # Replay hooks -----------------------------------------------------------------
     def _ask_event(self, trial_id: str) -> dict[str, Any]:
         # tpe.suggest takes its seed per call: log it so that replay repeats the call.

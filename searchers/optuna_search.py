@@ -98,14 +98,6 @@ class OptunaTPE(ReplayedSearcher[int]):
         self._reset()
 
     # State ------------------------------------------------------------------------
-    def options(self) -> dict[str, Any]:
-        return {
-            "n_startup_trials": self.n_startup_trials,
-            "multivariate": self.multivariate,
-            "group": self.group,
-            "constant_liar": self.constant_liar,
-        }
-
     # Replay hooks -----------------------------------------------------------------
     def _extra_state(self) -> dict[str, Any]:
         return {"study_seed": self._study_seed}

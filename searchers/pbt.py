@@ -46,6 +46,7 @@ class PBT(Searcher):
     supports_warm_start = True
     copies_checkpoints = True
     schedules_trials = True
+    passed_again = ("warm_start",)
 
     def __init__(
         self,
@@ -79,22 +80,8 @@ class PBT(Searcher):
         )
         self._members = 0
 
-    def options(self) -> dict[str, Any]:
-        return {
-            "perturbation_interval": self.perturbation_interval,
-            "quantile_fraction": self.quantile_fraction,
-            "resample_probability": self.resample_probability,
-            "initial_design": self.initial_design,
-        }
-
     def state(self) -> dict[str, Any]:
         return {**super().state(), "members": self._members}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], space: SearchSpace, **extras: Any) -> PBT:
-        searcher = cls(space=space, seed=state["seed"], **extras, **state.get("options", {}))
-        searcher._restore(state)
-        return searcher
 
     def _restore(self, state: dict[str, Any]) -> None:
         super()._restore(state)

@@ -192,15 +192,6 @@ class SuccessiveHalvingSearcher(Searcher):
         return None
 
     # Searcher API ---------------------------------------------------------------------
-    def options(self) -> dict[str, Any]:
-        return {
-            "max_budget": self.max_budget,
-            "min_budget": self.min_budget,
-            "eta": self.eta,
-            "mode": self.mode,
-            "max_concurrent_brackets": self.max_concurrent_brackets,
-        }
-
     def ask(self, trial_id: str) -> Suggestion | None:
         if self.mode == "async":
             direct = self._full_budget_config()

@@ -117,3 +117,55 @@ def test_declared_abilities_match_what_it_does(make, variant):
     if not searcher.schedules_trials:
         assert type(searcher).promotion is warmtune.searchers.base.Searcher.promotion
     assert searcher.copies_checkpoints == (searcher.name == "pbt")
+
+
+def test_options_are_every_constructor_keyword_but_the_objects(make):
+    """options() is derived from the constructor: every keyword but space, seed and the
+    objects passed again on restore, each with the value the searcher runs with."""
+    import inspect
+
+    searcher = make(0)
+    keywords = set(inspect.signature(type(searcher).__init__).parameters) - {"self"}
+    expected = keywords - {"space", "seed", *type(searcher).passed_again}
+    assert set(searcher.options()) == expected
+    assert set(searcher.passed_again) <= keywords
+    rebuilt = type(searcher)(space=searcher.space, seed=0, **searcher.options())
+    assert rebuilt.options() == searcher.options()
+
+
+def test_an_option_a_subclass_adds_is_saved_and_restored_without_more_code(mixed_space):
+    from warmtune.searchers import RandomSearch
+
+    class Tempered(RandomSearch):
+        name = ""  # not registered
+
+        def __init__(self, *, space, seed=None, temperature: float = 1.0) -> None:
+            super().__init__(space=space, seed=seed)
+            self.temperature = temperature
+
+    searcher = Tempered(space=mixed_space, seed=1, temperature=0.5)
+    state = json.loads(json.dumps(searcher.state()))
+    assert state["options"] == {"temperature": 0.5}
+    assert Tempered.from_state(state, mixed_space).temperature == 0.5
+
+
+def test_an_option_the_searcher_does_not_keep_is_an_error_that_names_it(mixed_space):
+    from warmtune.searchers import RandomSearch
+
+    class Forgetful(RandomSearch):
+        name = ""
+
+        def __init__(self, *, space, seed=None, temperature: float = 1.0) -> None:
+            super().__init__(space=space, seed=seed)
+            self._t = temperature
+
+    with pytest.raises(TypeError, match=r"'temperature'.*self\.temperature"):
+        Forgetful(space=mixed_space, seed=1).options()
+
+
+def test_restore_refuses_an_object_the_searcher_does_not_take_again(mixed_space):
+    from warmtune.searchers import RandomSearch
+
+    state = RandomSearch(space=mixed_space, seed=1).state()
+    with pytest.raises(ValueError, match="takes no \\['warm_start'\\]"):
+        RandomSearch.from_state(state, mixed_space, warm_start=None)
