@@ -139,7 +139,7 @@ def run_job(
 
         # Idempotent: a resumed job adds only what the knowledge base lacks.
         kb_rows = KnowledgeBase(spec.knowledge_base.path).add_job(
-            jobdir, meta_features=spec.task_meta_features()
+            jobdir, meta_features=spec.task_meta_features
         )
     return dataclasses.replace(summary, interrupted=interrupted, kb_rows=kb_rows)
 
@@ -212,15 +212,12 @@ def _tuner(
 ) -> Any:
     from ray import tune
 
-    from warmtune.trainables import resolve_trainable
-
-    info = resolve_trainable(spec.trainable.name)
     trainable = tune.with_resources(
         tune.with_parameters(
-            _quiet(info.load()),
+            _quiet(spec.trainable_info.load()),
             max_iterations=spec.budget.max_iterations,
             seed=spec.seed,
-            **spec.trainable_params(),
+            **spec.trainable_params,
         ),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
@@ -234,7 +231,6 @@ def _tuner(
     from warmtune.cluster.metrics import MetricsCallback
     from warmtune.progress import ProgressPrinter
     from warmtune.recorder import ResultRecorder
-    from warmtune.searchers import searcher_class
     from warmtune.searchers.ray_adapter import BudgetScheduler
     from warmtune.store import ResultStore
 
@@ -280,7 +276,7 @@ def _tuner(
             stop={"training_iteration": spec.budget.max_iterations},
             # PBT clones checkpoints of other trials later on, so it must keep them all.
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=None if searcher_class(spec.searcher.name).copies_checkpoints else 2
+                num_to_keep=None if spec.searcher_class.copies_checkpoints else 2
             ),
             failure_config=tune.FailureConfig(max_failures=spec.max_retries),
             callbacks=callbacks,

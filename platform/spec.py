@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import os
 import re
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
@@ -37,6 +38,10 @@ from pydantic import (
 )
 
 from warmtune.space import Param, SearchSpace
+
+if TYPE_CHECKING:
+    from warmtune.searchers.base import Searcher
+    from warmtune.trainables import TrainableInfo
 
 __all__ = ["JobSpec", "JobSpecError", "default_storage", "dump_job", "load_job"]
 
@@ -232,22 +237,48 @@ class JobSpec(_Strict):
             raise ValueError("\n".join(f"{p}: {m}" for p, m in problems))
         return self
 
-    @property
+    # Resolved once. A job spec is frozen, so what follows from its fields is computed
+    # on first use (the validation above uses every one of them) and kept; pydantic
+    # leaves cached properties out of equality, dumps and the schema.
+    @cached_property
     def search_space(self) -> SearchSpace:
         """The validated :class:`~warmtune.space.SearchSpace`."""
         return SearchSpace(self.space)
 
-    def task_meta_features(self) -> dict[str, Any]:
-        """Meta-features of the task: the trainable's computed ones, then the job file's."""
+    @cached_property
+    def trainable_info(self) -> TrainableInfo:
+        """The trainable ``trainable.name`` names (built-in or ``module:function``)."""
         from warmtune.trainables import resolve_trainable
 
-        computed = resolve_trainable(self.trainable.name).task_meta_features(self.trainable.params)
+        return resolve_trainable(self.trainable.name)
+
+    @cached_property
+    def trainable_settings(self) -> Any:
+        """The trainable's settings model (a pydantic class), or ``None`` if it has none."""
+        return self.trainable_info.load_settings()
+
+    @cached_property
+    def searcher_class(self) -> type[Searcher]:
+        """The searcher class ``searcher.name`` names."""
+        from warmtune.searchers import registered_searchers, searcher_class
+
+        if self.searcher.name not in registered_searchers():
+            raise ValueError(
+                f"unknown searcher {self.searcher.name!r}; choose one of {registered_searchers()}"
+            )
+        return searcher_class(self.searcher.name)
+
+    @cached_property
+    def task_meta_features(self) -> dict[str, Any]:
+        """Meta-features of the task: the trainable's computed ones, then the job file's."""
+        computed = self.trainable_info.task_meta_features(self.trainable.params)
         return {**computed, **self.task.meta_features}
 
     def storage_uri(self) -> str:
         """``storage`` with ``~`` expanded and local paths made absolute."""
         return resolve_storage(self.storage)
 
+    @cached_property
     def trainable_params(self) -> dict[str, Any]:
         """The fixed ``trainable.params`` as the trainable's settings model normalises
         them (data paths made absolute, say), so that trials on Ray workers, whose
@@ -259,14 +290,11 @@ class JobSpec(_Strict):
         """
         import numpy as np
 
-        from warmtune.trainables import resolve_trainable
-
-        settings = resolve_trainable(self.trainable.name).load_settings()
         params = dict(self.trainable.params)
-        if settings is None:
+        if self.trainable_settings is None:
             return params
         draw = self.search_space.sample(np.random.default_rng(0))
-        checked = settings.model_validate({**params, **draw}).model_dump()
+        checked = self.trainable_settings.model_validate({**params, **draw}).model_dump()
         return {k: checked.get(k, v) for k, v in params.items()}
 
 
@@ -279,16 +307,15 @@ def resolve_storage(storage: str) -> str:
 def _cross_checks(spec: JobSpec) -> list[tuple[str, str]]:
     """Checks that need several fields, each returned as (path, message)."""
     from warmtune.searchers import make_searcher
-    from warmtune.trainables import resolve_trainable
 
     problems: list[tuple[str, str]] = []
     try:
-        space = SearchSpace(spec.space)
+        space = spec.search_space
     except ValueError as e:
         return [("space", _first_line(e))]
 
     try:
-        info = resolve_trainable(spec.trainable.name)
+        info = spec.trainable_info
     except ValueError as e:
         return [("trainable.name", str(e))]
 
@@ -347,7 +374,7 @@ def _cross_checks(spec: JobSpec) -> list[tuple[str, str]]:
 
 def _check_settings(spec: JobSpec, space: SearchSpace, info: Any) -> list[tuple[str, str]]:
     """Validate fixed params + every searched parameter against the trainable's model."""
-    settings = info.load_settings()
+    settings = spec.trainable_settings
     if settings is None:
         return []
     import numpy as np

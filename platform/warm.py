@@ -135,18 +135,16 @@ def warm_start_for(spec: JobSpec) -> tuple[Any, Any, WarmStartSource | None]:
     base when it holds usable tasks (other tasks for the warm start, the same task for
     the history); else the search starts cold.
     """
-    from warmtune.searchers import searcher_class
-
     options = spec.searcher.options
     switch = options.get("warm_start")
-    cls = searcher_class(spec.searcher.name)
+    cls = spec.searcher_class
     if switch is False or not cls.supports_warm_start:
         return None, None, None
     source = WarmStartSource(
         kb_path=spec.knowledge_base.path,
         space=spec.search_space.to_dict(),
         task=spec.task.name,
-        meta_features=spec.task_meta_features(),
+        meta_features=spec.task_meta_features,
         seed=spec.seed,
         max_budget=float(spec.budget.max_iterations),
         repeat_history=bool(options.get("repeat_history", False)),

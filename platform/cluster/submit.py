@@ -283,7 +283,7 @@ def prepare_submission(
         spec = load_job(job_file, overrides=overrides)
         job, task = spec.name, spec.task.name
         trainable, searcher = spec.trainable.name, spec.searcher.name
-        text = _with_resolved_params(text, spec.trainable.params, spec.trainable_params())
+        text = _with_resolved_params(text, spec.trainable.params, spec.trainable_params)
     else:
         try:
             data = yaml.safe_load(text) if text else None

@@ -207,11 +207,9 @@ def searcher_state(jobdir: JobDir) -> dict[str, Any] | None:
 
 def warm_story(jobdir: JobDir, spec: JobSpec) -> WarmStory:
     """What the job's warm start did (see :class:`WarmStory` for the cases)."""
-    from warmtune.searchers import searcher_class
-
     name = spec.searcher.name
     kb = spec.knowledge_base.path
-    cls = searcher_class(name)
+    cls = spec.searcher_class
     if not cls.supports_warm_start:
         return WarmStory(
             "unsupported",

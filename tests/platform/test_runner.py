@@ -321,5 +321,5 @@ def test_trainable_meta_features_reach_the_knowledge_base(tmp_path):
             "storage": str(tmp_path),
         }
     )
-    meta = spec.task_meta_features()
+    meta = spec.task_meta_features
     assert meta["family"] == "sinusoid" and meta["k_shot"] == 5 and meta["note"] == "mine"

@@ -95,7 +95,7 @@ def test_every_example_validates_once_its_data_is_present(need_data):
         spec = load_job(f)
         for key in ("scenario", "data", "path"):
             if key in spec.trainable.params:
-                assert Path(spec.trainable_params()[key]).is_absolute(), f
+                assert Path(spec.trainable_params[key]).is_absolute(), f
 
 
 @pytest.mark.parametrize(
@@ -218,3 +218,26 @@ def test_searchers_that_schedule_refuse_a_second_scheduler():
     data["searcher"] = {"name": "pbt"}
     data["scheduler"] = {"name": "asha"}
     assert "decides itself when trials stop" in problems(data)["scheduler"]
+
+
+def test_the_spec_resolves_its_trainable_space_and_searcher_once(monkeypatch):
+    """Validation resolves the trainable, its settings, the space and the searcher class;
+    everything after reads those values, and they take no part in equality."""
+    import pickle
+
+    import warmtune.trainables as trainables
+
+    calls = []
+    real = trainables.resolve_trainable
+    monkeypatch.setattr(trainables, "resolve_trainable", lambda ref: calls.append(ref) or real(ref))
+    spec = job_from_dict(copy.deepcopy(GOOD))
+    space, info, cls = spec.search_space, spec.trainable_info, spec.searcher_class
+    for _ in range(3):
+        assert spec.search_space is space
+        assert spec.trainable_info is info and spec.searcher_class is cls
+        assert spec.trainable_params == {"sleep_s": 0.0}
+        assert spec.task_meta_features["dim"] == 2
+    assert calls == ["quadratic"]
+    assert cls.name == "random"
+    assert spec == job_from_dict(copy.deepcopy(GOOD)) == pickle.loads(pickle.dumps(spec))
+    assert "search_space" not in spec.model_dump()

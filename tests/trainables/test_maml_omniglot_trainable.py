@@ -222,7 +222,7 @@ def test_examples_validate(name, omniglot, tmp_path, monkeypatch):
     assert spec.trainable.name == "maml-omniglot"
     assert spec.objective.metric == "val_accuracy"
     assert spec.trainable.params["data"] == "omniglot"
-    assert spec.trainable_params()["data"] == omniglot
+    assert spec.trainable_params["data"] == omniglot
 
 
 @pytest.mark.slow
@@ -366,7 +366,7 @@ def test_family_search_example_validates_for_every_algorithm(omniglot, tmp_path,
     seen = set()
     for _ in range(200):
         config = space.sample(rng)
-        settings = OmniglotSettings(**{**spec.trainable_params(), **config})
+        settings = OmniglotSettings(**{**spec.trainable_params, **config})
         seen.add(settings.algorithm)
         if settings.algorithm in ("protonet", "matching"):
             assert "inner_lr" not in config
