@@ -299,13 +299,11 @@ def _quiet(fn: Any) -> Any:
 def _search_alg_and_scheduler(spec: JobSpec) -> tuple[Any, Any, dict[str, Any]]:
     """Tune's search algorithm, scheduler and param space for the job's searcher.
 
-    A warmtune searcher supplies whole configurations, so the param space stays
-    empty, except for PBT's population (see :func:`_pbt`).
+    A warmtune searcher supplies whole configurations, so the param space stays empty.
     """
     from warmtune.cluster.metrics import JobMetrics
     from warmtune.searchers import make_searcher
-    from warmtune.searchers.pbt import PBT
-    from warmtune.searchers.ray_adapter import BudgetScheduler, TuneSearcher
+    from warmtune.searchers.ray_adapter import BudgetScheduler, PBTScheduler, TuneSearcher
     from warmtune.warm import warm_start_for
 
     warm, history, source = warm_start_for(spec)
@@ -315,11 +313,10 @@ def _search_alg_and_scheduler(spec: JobSpec) -> tuple[Any, Any, dict[str, Any]]:
         seed=spec.seed,
         options=spec.searcher.options,
         max_budget=spec.budget.max_iterations,
+        population_size=spec.budget.trials,
         warm_start=warm,
         history=history,
     )
-    if isinstance(searcher, PBT):
-        return _pbt(spec, searcher)
     adapter = TuneSearcher(
         searcher,
         metric=spec.objective.metric,
@@ -327,6 +324,9 @@ def _search_alg_and_scheduler(spec: JobSpec) -> tuple[Any, Any, dict[str, Any]]:
         rebuild=source,
         metrics=JobMetrics(spec.name),
     )
+    if searcher.copies_checkpoints:
+        # PBT: its decisions, carried out by Ray's population-based training scheduler.
+        return adapter, PBTScheduler.for_searcher(searcher), {}
     if searcher.schedules_trials:
         # Successive halving decided by the searcher, carried out by pausing and
         # resuming Tune's trials.
@@ -335,38 +335,6 @@ def _search_alg_and_scheduler(spec: JobSpec) -> tuple[Any, Any, dict[str, Any]]:
         )
         return adapter, scheduler, {}
     return adapter, _scheduler(spec), {}
-
-
-class _Explore:
-    """PBT's explore step as a picklable callable for Ray's scheduler."""
-
-    def __init__(self, pbt: Any) -> None:
-        self.pbt = pbt
-
-    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
-        others = {k: v for k, v in config.items() if k not in self.pbt.space}
-        return {**others, **self.pbt.explore(config)}
-
-
-def _pbt(spec: JobSpec, pbt: Any) -> tuple[Any, Any, dict[str, Any]]:
-    from ray.tune.schedulers import PopulationBasedTraining
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    # Ray's PBT refuses search algorithms other than its variant generator, so the
-    # population warmtune draws goes to it as points to evaluate. Ray ranks the
-    # population and copies checkpoints (exploit); the explore step is ours,
-    # seeded and kept inside the space.
-    population = [pbt.ask(f"member-{i}").config for i in range(spec.budget.trials or 0)]
-    scheduler = PopulationBasedTraining(
-        time_attr="training_iteration",
-        perturbation_interval=pbt.perturbation_interval,
-        quantile_fraction=pbt.quantile_fraction,
-        custom_explore_fn=_Explore(pbt),
-    )
-    # The variant generator only fills keys that the param space has; every member
-    # overrides all of them (PBT spaces have no conditions, see JobSpec checks).
-    generator = BasicVariantGenerator(points_to_evaluate=population)
-    return generator, scheduler, spec.search_space.to_tune()
 
 
 def _scheduler(spec: JobSpec) -> Any:

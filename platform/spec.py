@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from functools import cached_property
@@ -340,12 +341,35 @@ def _cross_checks(spec: JobSpec) -> list[tuple[str, str]]:
     problems += _check_settings(spec, space, info)
 
     try:
+        cls = spec.searcher_class
+    except ValueError as e:
+        problems.append(("searcher", str(e)))
+        return problems
+    # A searcher that takes a population size (PBT) takes the job's trials as that.
+    takes_population = "population_size" in inspect.signature(cls.__init__).parameters
+    if takes_population and "population_size" in spec.searcher.options:
+        problems.append(
+            (
+                "searcher.options.population_size",
+                "the population is the job's budget.trials; remove population_size",
+            )
+        )
+        return problems
+    if takes_population and spec.budget.trials is None:
+        problems.append(
+            (
+                "budget.trials",
+                f"searcher {spec.searcher.name!r} needs 'trials': the population size",
+            )
+        )
+    try:
         searcher = make_searcher(
             spec.searcher.name,
             space=space,
             seed=spec.seed,
             options=spec.searcher.options,
             max_budget=spec.budget.max_iterations,
+            population_size=spec.budget.trials,
         )
     except ValueError as e:
         problems.append(("searcher", str(e)))
@@ -358,17 +382,6 @@ def _cross_checks(spec: JobSpec) -> list[tuple[str, str]]:
                 f"remove the {spec.scheduler.name!r} scheduler (or set name: fifo)",
             )
         )
-    if spec.searcher.name == "pbt":
-        if spec.budget.trials is None:
-            problems.append(("budget.trials", "searcher 'pbt' needs 'trials': the population size"))
-        if space.is_conditional:
-            problems.append(
-                (
-                    "searcher",
-                    "'pbt' explores each parameter on its own and does not support "
-                    "conditional parameters ('when'); use bohb, optuna or random",
-                )
-            )
     return problems
 
 

@@ -47,13 +47,15 @@ def make_searcher(
     seed: int | None,
     options: dict[str, Any] | None = None,
     max_budget: float | None = None,
+    population_size: int | None = None,
     warm_start: Any = None,
     history: History | None = None,
 ) -> Searcher:
     """Build the searcher registered as ``name`` with its options.
 
-    ``max_budget`` (the job's full budget in training iterations) fills the
-    option of the same name for searchers that take one, unless given. In
+    ``max_budget`` (the job's full budget in training iterations) and
+    ``population_size`` (the job's trials) fill the options of the same names for
+    searchers that take them, unless given. In
     ``options``, ``warm_start`` is the job file's switch (``true``/``false``; absent
     means "when the knowledge base has data"); the ``warm_start`` argument is the
     :class:`~warmtune.searchers.warmstart.WarmStart` to use when it is on. ``history``
@@ -81,7 +83,9 @@ def make_searcher(
     accepted = [
         p.name
         for p in inspect.signature(cls.__init__).parameters.values()
-        if p.kind is p.KEYWORD_ONLY and p.name not in ("space", "seed", "prior", "history")
+        if p.kind is p.KEYWORD_ONLY
+        and p.name not in ("space", "seed")
+        and (p.name not in cls.passed_again or p.name == "warm_start")
     ]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -93,6 +97,8 @@ def make_searcher(
         )
     if "max_budget" in accepted and max_budget is not None:
         options.setdefault("max_budget", max_budget)
+    if "population_size" in accepted and population_size is not None:
+        options.setdefault("population_size", population_size)
     if warm_start is not None and switch is not False:
         options["warm_start"] = warm_start
     if history is not None and len(history) and switch is not False and cls.takes_history:

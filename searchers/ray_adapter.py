@@ -1,5 +1,5 @@
 """Ray Tune adapters: any warmtune ask/tell searcher as a Tune ``Searcher``, and the
-pause/resume side of successive halving as a Tune ``TrialScheduler``.
+pause/resume side of successive halving and PBT as Tune ``TrialScheduler``s.
 
 The adapters own no search logic. :class:`TuneSearcher` forwards Tune's calls to
 the ask/tell object, negates ``max`` metrics (searchers always minimise), and
@@ -12,6 +12,12 @@ pauses when it reports at the budget it was given, and resumes (from its
 checkpoint) when the searcher promotes it to a higher rung. Promotions are
 asked for with ``searcher.promotion()`` whenever a worker is free, so no worker
 waits for the next new trial to be created first.
+
+For PBT, :class:`PBTScheduler` is Ray's asynchronous ``PopulationBasedTraining``
+carrying out the decisions of :meth:`warmtune.searchers.pbt.PBT.perturb`: Ray times
+the perturbation points, saves and copies the checkpoints and pauses members to share
+the workers; which member keeps a checkpoint, which copies whom and with what
+configuration is decided by the searcher, as in the benchmark simulator.
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import TrialScheduler
+from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
+from ray.tune.schedulers.pbt import _PBTTrialState
 from ray.tune.search import Searcher as TuneSearcherBase
 
 from warmtune.searchers.base import Observation, Searcher, searcher_from_state
+from warmtune.searchers.pbt import PBT
 from warmtune.searchers.warmstart import WarmStart
 from warmtune.space import SearchSpace
 
@@ -272,14 +280,7 @@ class BudgetScheduler(TrialScheduler):
 
     @staticmethod
     def _adapter(tune_controller: Any) -> TuneSearcher:
-        searcher = tune_controller.search_alg
-        while not isinstance(searcher, TuneSearcher):
-            searcher = getattr(searcher, "searcher", None)
-            if searcher is None:
-                raise ValueError(
-                    "BudgetScheduler needs a warmtune TuneSearcher as the search algorithm"
-                )
-        return searcher
+        return _tune_searcher(tune_controller, "BudgetScheduler")
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
         pass
@@ -334,3 +335,90 @@ class BudgetScheduler(TrialScheduler):
 
     def debug_string(self) -> str:
         return "warmtune budget scheduler (successive halving decided by the searcher)"
+
+
+def _tune_searcher(tune_controller: Any, who: str) -> TuneSearcher:
+    """The run's :class:`TuneSearcher`, found at run time (a restored one after a resume)."""
+    searcher = tune_controller.search_alg
+    while not isinstance(searcher, TuneSearcher):
+        searcher = getattr(searcher, "searcher", None)
+        if searcher is None:
+            raise ValueError(f"{who} needs a warmtune TuneSearcher as the search algorithm")
+    return searcher
+
+
+def _explored_by_warmtune(config: dict[str, Any]) -> dict[str, Any]:
+    raise RuntimeError("PBTScheduler takes its explored configurations from warmtune's PBT")
+
+
+class PBTScheduler(PopulationBasedTraining):
+    """Ray Tune's asynchronous PBT, carrying out the decisions of warmtune's PBT searcher.
+
+    Ray's scheduler keeps what it does on a cluster: it finds the perturbation points
+    (every ``perturbation_interval`` training iterations of a member, the rule
+    ``PBT.due`` states), pauses members so that a population larger than the cluster
+    takes turns, saves a checkpoint where told and copies it into the member that
+    exploits. At each perturbation point it hands the member's result to
+    ``PBT.perturb`` (on the search algorithm Tune runs, so a restored searcher after a
+    resume) and does what it decides; Ray's own ranking, random choice and explore step
+    are not used.
+
+    Args:
+        perturbation_interval: the searcher's ``perturbation_interval``.
+    """
+
+    def __init__(self, *, perturbation_interval: int) -> None:
+        super().__init__(
+            time_attr="training_iteration",
+            perturbation_interval=perturbation_interval,
+            custom_explore_fn=_explored_by_warmtune,
+        )
+        # Explored configurations decided for exploits in progress, by trial id.
+        self._decided: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def for_searcher(cls, searcher: Searcher) -> PBTScheduler:
+        """The scheduler that carries out ``searcher``'s (a PBT's) perturbations."""
+        if not isinstance(searcher, PBT):
+            raise ValueError(
+                f"PBTScheduler carries out PBT's decisions; searcher {searcher.name!r} makes none"
+            )
+        return cls(perturbation_interval=searcher.perturbation_interval)
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        # Ray's scheduler refuses search algorithms, whose configurations its own explore
+        # step would change behind their backs; here the searcher decides the explore.
+        _tune_searcher(tune_controller, "PBTScheduler")
+        if not self._metric or not self._metric_op:
+            raise ValueError("PBTScheduler needs the run's metric and mode (tune.TuneConfig)")
+        self._trial_state[trial] = _PBTTrialState(trial)
+
+    def _checkpoint_or_exploit(
+        self,
+        trial: Trial,
+        tune_controller: Any,
+        upper_quantile: list[Trial],
+        lower_quantile: list[Trial],
+    ) -> None:
+        adapter = _tune_searcher(tune_controller, "PBTScheduler")
+        result = self._trial_state[trial].last_result
+        decision = adapter.algorithm.perturb(adapter._observation(trial.trial_id, result))
+        # Ray's mechanism, given quantiles that hold exactly the decision: the trial saves
+        # a checkpoint if it is "top"; if it is "bottom" it copies the one "top" trial.
+        upper: list[Trial] = [trial] if decision.checkpoint else []
+        lower: list[Trial] = []
+        if decision.exploit is not None:
+            by_id = {t.trial_id: t for t in tune_controller.get_trials()}
+            source = by_id.get(decision.exploit.source)
+            if source is None:
+                return
+            upper, lower = [source], [trial]
+            self._decided[trial.trial_id] = dict(decision.exploit.config)
+        super()._checkpoint_or_exploit(trial, tune_controller, upper, lower)
+        self._decided.pop(trial.trial_id, None)
+
+    def _get_new_config(self, trial: Trial, trial_to_clone: Trial) -> tuple[dict, dict]:
+        return dict(self._decided[trial.trial_id]), {}
+
+    def debug_string(self) -> str:
+        return "warmtune PBT (Ray's PopulationBasedTraining carrying out warmtune's decisions)"

@@ -40,9 +40,10 @@ class WarmStory:
     Attributes:
         status: ``warm`` (a weight log exists), ``cold`` (the searcher could start warm
             but found no usable past task), ``off`` (switched off in the job file),
-            ``unsupported`` (the searcher never starts warm), ``pbt`` (PBT: the
-            population is drawn once; weights are not recorded) or ``unknown`` (the
-            searcher state is not saved yet, or predates the weight log).
+            ``unsupported`` (the searcher never starts warm) or ``unknown`` (the
+            searcher state is not saved yet, or predates the weight log). A searcher
+            that weighs the past once (PBT, for its first population) has a log of one
+            record.
         message: one paragraph saying so, for people.
         log: the weight records, oldest first (see ``TuneSearcher.warm_start_log``).
         design: the configurations the warm start designed (BOHB), if any.
@@ -219,13 +220,6 @@ def warm_story(jobdir: JobDir, spec: JobSpec) -> WarmStory:
     if spec.searcher.options.get("warm_start") is False:
         return WarmStory(
             "off", "No warm start: the job file switches it off (searcher.options.warm_start)."
-        )
-    if name == "pbt":
-        return WarmStory(
-            "pbt",
-            "PBT draws its initial population from the warm start when the knowledge base "
-            f"({kb}) held usable past tasks when the job started; it re-weights nothing "
-            "afterwards, and the weights are not recorded for PBT.",
         )
     state = searcher_state(jobdir)
     if state is None:

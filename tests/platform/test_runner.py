@@ -166,13 +166,29 @@ def test_pbt_exploits_checkpoints_and_explores_inside_the_space(ray_session, tmp
         assert spec.search_space.validate(config) == config
     changed = df.groupby("trial_id")["config_json"].nunique()
     assert (changed > 1).any(), "no trial ever took a new configuration (no exploit)"
+    # Ray carried out exactly the exploits the searcher decided: each trial's later
+    # configurations are the ones decided for it, each first reported one iteration
+    # after the source's checkpoint it continued from.
+    from warmtune.report import searcher_state
+
+    exploits = searcher_state(JobDir.of(spec))["searcher"]["exploits"]
+    assert exploits
+    for tid, rows in df.sort_values("timestamp", kind="stable").groupby("trial_id"):
+        seen = list(dict.fromkeys(rows["config_json"]))[1:]
+        decided = [e for e in exploits if e[0] == tid]
+        assert [json.loads(c) for c in seen] == [e[4] for e in decided][: len(seen)]
+        for e in decided[: len(seen)]:
+            first = rows[rows["config_json"].map(json.loads) == e[4]].iloc[0]
+            assert first["training_iteration"] == e[3] + 1
 
 
-def test_pbt_needs_an_unconditional_space_and_a_population(tmp_path):
+def test_pbt_takes_its_population_from_the_trials(tmp_path):
     from warmtune.spec import JobSpecError
 
-    with pytest.raises(JobSpecError, match="conditional"):
-        job(tmp_path, searcher={"name": "pbt"})
+    # A conditional space is fine: the explore step re-completes children.
+    assert job(tmp_path, searcher={"name": "pbt"}).searcher_class.name == "pbt"
+    with pytest.raises(JobSpecError, match="budget.trials; remove population_size"):
+        job(tmp_path, searcher={"name": "pbt", "options": {"population_size": 3}})
     with pytest.raises(JobSpecError, match="population"):
         job(
             tmp_path,

@@ -102,3 +102,84 @@ def test_warm_population_starts_in_the_past_good_region():
         )
         <= 2
     )
+
+
+# The exploit decisions ----------------------------------------------------------------
+ONE = SearchSpace({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+
+
+def _population(values, **options):
+    """A PBT whose members m0, m1, ... reached their first perturbation point with these
+    results, in this order; returns it and the decisions."""
+    from warmtune.searchers.base import Observation
+
+    pbt = PBT(space=ONE, seed=0, perturbation_interval=2, **options)
+    members = [pbt.ask(f"m{i}") for i in range(len(values))]
+    decisions = {}
+    for m, v in zip(members, values):
+        decisions[m.trial_id] = pbt.perturb(Observation.of(m.trial_id, m.config, 2, v))
+    return pbt, members, decisions
+
+
+def test_the_top_quantile_keeps_checkpoints_and_the_bottom_copies_one_of_them():
+    from warmtune.searchers.base import Observation
+
+    # m0..m3 perturb in turn: m0 alone is unranked; then the ranking grows.
+    pbt, members, d = _population([0.4, 0.1, 0.3, 0.2], quantile_fraction=0.25)
+    assert d["m0"].checkpoint is False and d["m0"].exploit is None  # alone: no quantiles
+    # m1 joins: n=2, q=1: m0 (0.4) is the bottom, m1 (0.1) the top.
+    assert d["m1"].checkpoint is True and d["m1"].exploit is None
+    # m2 (0.3) among 0.4, 0.1, 0.3: q=1, neither top nor bottom.
+    assert d["m2"] == type(d["m2"])(checkpoint=False)
+    # m3 (0.2) among four: q=1; m3 is not bottom (m0 is), not top (m1 is).
+    assert d["m3"].checkpoint is False and d["m3"].exploit is None
+    # m0 at its next point, still the worst: copies the top member, m1, explored.
+    again = pbt.perturb(Observation.of("m0", members[0].config, 4, 0.5))
+    assert again.exploit is not None and again.exploit.source == "m1"
+    assert again.exploit.config != members[1].config
+    assert ONE.validate(again.exploit.config) == again.exploit.config
+    # The exploited member takes the source's perturbation point (iteration 2).
+    assert not pbt.due("m0", 3) and pbt.due("m0", 4)
+
+
+def test_a_top_member_without_a_checkpoint_is_not_copied():
+    from warmtune.searchers.base import Observation
+
+    pbt, members, d = _population([0.1, 0.4], quantile_fraction=0.5)
+    assert d["m0"].checkpoint is False  # it was alone when it perturbed: no checkpoint kept
+    # m1 is the bottom; the top, m0, kept no checkpoint: nothing to copy.
+    assert d["m1"].exploit is None
+    # m0 perturbs again, now at the top: it keeps one, and m1 copies it next time.
+    assert pbt.perturb(Observation.of("m0", members[0].config, 4, 0.1)).checkpoint
+    assert pbt.perturb(Observation.of("m1", members[1].config, 4, 0.4)).exploit.source == "m0"
+
+
+def test_failed_and_ended_members_are_left_out_of_the_ranking():
+    from warmtune.searchers.base import Observation
+
+    pbt, members, d = _population([0.1, None, 0.3], quantile_fraction=0.5)
+    # m1 failed: m2 is ranked against m0 only, and is the bottom.
+    assert d["m1"].checkpoint is False and d["m1"].exploit is None
+    pbt.on_trial_end("m0")
+    # With m0 ended, m2 is alone: no quantiles at all.
+    assert pbt.perturb(Observation.of("m2", members[2].config, 4, 0.3)) == type(d["m0"])(
+        checkpoint=False
+    )
+
+
+def test_a_restored_pbt_makes_the_same_decisions():
+    from warmtune.searchers.base import Observation
+
+    pbt, members, _ = _population([0.4, 0.1, 0.3, 0.2], quantile_fraction=0.5)
+    twin = searcher_from_state(json.loads(json.dumps(pbt.state())), ONE)
+    for step in range(3):
+        for m in members:
+            obs = Observation.of(m.trial_id, pbt._population[m.trial_id]["config"], 4 + step, 0.2)
+            assert pbt.perturb(obs) == twin.perturb(obs)
+
+
+def test_the_population_size_ends_the_asking():
+    pbt = PBT(space=ONE, seed=0, population_size=3)
+    assert [pbt.ask(str(i)) is None for i in range(5)] == [False, False, False, True, True]
+    with pytest.raises(ValueError, match="population_size"):
+        PBT(space=ONE, seed=0, population_size=1)
