@@ -231,7 +231,7 @@ def _tuner(
     from warmtune.cluster.metrics import MetricsCallback
     from warmtune.progress import ProgressPrinter
     from warmtune.recorder import ResultRecorder
-    from warmtune.searchers.ray_adapter import BudgetScheduler
+    from warmtune.searchers.ray_adapter import BudgetScheduler, PBTScheduler
     from warmtune.store import ResultStore
 
     callbacks: list[Any] = [
@@ -263,10 +263,10 @@ def _tuner(
             time_budget_s=spec.budget.time,
             search_alg=search_alg,
             scheduler=scheduler,
-            # Tune's own limit counts paused trials as running; the budget
-            # scheduler applies max_concurrency itself.
+            # Tune's own limit counts paused trials as running; the budget and PBT
+            # schedulers apply max_concurrency themselves.
             max_concurrent_trials=None
-            if isinstance(scheduler, BudgetScheduler)
+            if isinstance(scheduler, (BudgetScheduler, PBTScheduler))
             else spec.max_concurrency,
             reuse_actors=True,
         ),
@@ -326,7 +326,7 @@ def _search_alg_and_scheduler(spec: JobSpec) -> tuple[Any, Any, dict[str, Any]]:
     )
     if searcher.copies_checkpoints:
         # PBT: its decisions, carried out by Ray's population-based training scheduler.
-        return adapter, PBTScheduler.for_searcher(searcher), {}
+        return adapter, PBTScheduler(max_concurrent=spec.max_concurrency), {}
     if searcher.schedules_trials:
         # Successive halving decided by the searcher, carried out by pausing and
         # resuming Tune's trials.

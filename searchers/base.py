@@ -38,6 +38,13 @@ Budgets (multi-fidelity searchers: Hyperband, ASHA, BOHB):
   rung and are never promoted.
 - The engine decides when to ask; a searcher never hands out a trial that is
   still running.
+
+Perturbations (``copies_checkpoints`` searchers: PBT): when a trial reports at an
+iteration where :meth:`Searcher.due` is true, the engine hands that result to
+:meth:`Searcher.perturb` instead of ``tell`` and carries out the
+:class:`Perturbation`: it keeps the trial's checkpoint (weights and iteration) when
+told, and for an exploit the trial continues from the source's kept checkpoint, at
+its iteration, with the new configuration.
 """
 
 from __future__ import annotations
@@ -103,6 +110,23 @@ class Observation:
 
 
 @dataclass(frozen=True)
+class Exploit:
+    """Continue from ``source``'s checkpoint with ``config`` (``source``'s, explored)."""
+
+    source: str
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """A decision at a perturbation point (:meth:`Searcher.perturb`): keep this trial's
+    checkpoint for others to copy, and/or continue from another trial's (``exploit``)."""
+
+    checkpoint: bool
+    exploit: Exploit | None = None
+
+
+@dataclass(frozen=True)
 class History:
     """Earlier results of the very task being searched (a knowledge base's same-task rows).
 
@@ -160,7 +184,8 @@ class Searcher(abc.ABC):
     #: (:class:`History`, the ``history`` keyword) as their own evidence.
     takes_history: ClassVar[bool] = False
     #: True for searchers whose trials start from other trials' checkpoints later on
-    #: (PBT's exploit): an engine must then keep every checkpoint.
+    #: (PBT's exploit): they implement :meth:`due` and :meth:`perturb`, and an engine
+    #: carries out their perturbations and keeps every checkpoint.
     copies_checkpoints: ClassVar[bool] = False
     #: The warm start this searcher uses (``supports_warm_start`` searchers set it from
     #: their ``warm_start`` keyword); ``None`` when it starts cold.
@@ -200,6 +225,20 @@ class Searcher(abc.ABC):
         schedule (``schedules_trials`` searchers); never starts a new trial. The
         default has none."""
         return None
+
+    def due(self, trial_id: str, iteration: float) -> bool:
+        """Whether ``trial_id`` reporting at ``iteration`` reached a perturbation point,
+        where the engine calls :meth:`perturb` instead of :meth:`tell`
+        (``copies_checkpoints`` searchers). The default: never."""
+        return False
+
+    def perturb(self, observation: Observation) -> Perturbation:
+        """Take the result that reached a perturbation point and decide (see
+        :class:`Perturbation`); the engine keeps the checkpoint and carries out the
+        exploit. Only ``copies_checkpoints`` searchers, which also implement :meth:`due`."""
+        raise NotImplementedError(
+            f"searcher {self.name!r} has no perturbation points (copies_checkpoints is False)"
+        )
 
     def options(self) -> dict[str, Any]:
         """The constructor's keyword arguments other than ``space``, ``seed`` and

@@ -12,9 +12,11 @@ engine hands its result to :meth:`PBT.perturb`, which decides:
 - otherwise it goes on as it is.
 
 The population is ranked by each live member's result at its own latest
-perturbation point (members without one, failed ones and ended ones are left out);
-the quantile holds ``ceil(n * quantile_fraction)`` members, at most half of them.
-These are the rules of Ray Tune's asynchronous ``PopulationBasedTraining``, which
+perturbation point (members without one yet and ended ones are left out; a failed
+result, such as a diverged loss, ranks last, so the member copies a good one); the
+quantile holds ``ceil(n * quantile_fraction)`` members, at most half of them. These
+are the rules of Ray Tune's asynchronous ``PopulationBasedTraining`` (which leaves
+failed members out instead, so a diverged one would never recover), which
 carries out the decisions on a cluster (``warmtune.searchers.ray_adapter.PBTScheduler``:
 Ray copies checkpoints and pauses trials; the decisions are the ones made here), and the
 benchmark simulator carries out the same decisions with a backend that has weights.
@@ -38,29 +40,12 @@ explored configuration always validates.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from warmtune.searchers.base import Observation, Searcher, Suggestion
+from warmtune.searchers.base import Exploit, Observation, Perturbation, Searcher, Suggestion
 from warmtune.space import CategoricalParam, FloatParam, SearchSpace, sample_param
-
-
-@dataclass(frozen=True)
-class Exploit:
-    """Continue from ``source``'s checkpoint with ``config`` (``source``'s, explored)."""
-
-    source: str
-    config: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Perturbation:
-    """PBT's decision for a member at a perturbation point (see the module docstring)."""
-
-    checkpoint: bool
-    exploit: Exploit | None = None
 
 
 class PBT(Searcher):
@@ -125,6 +110,10 @@ class PBT(Searcher):
             else []
         )
         self._members = 0
+        # The population is drawn from `rng`, the exploit and explore decisions from a
+        # generator of their own: so the population does not depend on how an engine
+        # interleaves new members with perturbations.
+        self.explore_rng = np.random.default_rng(None if seed is None else [seed, 1])
         # Per member, in the order they joined (the ranking's tie order): its current
         # configuration, last result and iteration, its result and iteration at its
         # latest perturbation point, whether it kept a checkpoint there, whether it ended.
@@ -138,6 +127,7 @@ class PBT(Searcher):
             "members": self._members,
             "population": [[tid, dict(m)] for tid, m in self._population.items()],
             "exploits": [list(e) for e in self.exploits],
+            "explore_rng": dict(self.explore_rng.bit_generator.state),
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -145,6 +135,8 @@ class PBT(Searcher):
         self._members = int(state.get("members", 0))
         self._population = {tid: dict(m) for tid, m in state.get("population", [])}
         self.exploits = [list(e) for e in state.get("exploits", [])]
+        if "explore_rng" in state:
+            self.explore_rng.bit_generator.state = state["explore_rng"]
 
     def ask(self, trial_id: str) -> Suggestion | None:
         """A new member of the initial population (``None`` once it is complete)."""
@@ -156,6 +148,7 @@ class PBT(Searcher):
             "value": None,
             "iteration": 0.0,
             "score": None,
+            "ranked": False,
             "perturbed_at": 0.0,
             "checkpoint": False,
             "ended": False,
@@ -166,9 +159,8 @@ class PBT(Searcher):
         member = self._population.get(observation.trial_id)
         if member is None:
             return
-        # The reported configuration is the member's current one (an engine applies
-        # the exploits decided here).
-        member["config"] = dict(observation.config)
+        # A member's configuration is the one decided here (drawn, then explored on each
+        # exploit), which the engine carries out; a report's own copy may lag behind it.
         member["value"] = observation.value
         member["iteration"] = float(observation.budget)
 
@@ -186,13 +178,14 @@ class PBT(Searcher):
         self.tell(observation)
         tid = observation.trial_id
         member = self._population[tid]
-        member["score"] = member["value"]
+        member["score"], member["ranked"] = member["value"], True
         member["perturbed_at"] = member["iteration"]
         lower, upper = self._quantiles()
-        member["checkpoint"] = tid in upper
+        # A failed member is never worth copying, even when all are failed.
+        member["checkpoint"] = tid in upper and member["value"] is not None
         if tid not in lower:
             return Perturbation(checkpoint=member["checkpoint"])
-        source = upper[int(self.rng.integers(len(upper)))]
+        source = upper[int(self.explore_rng.integers(len(upper)))]
         donor = self._population[source]
         if not donor["checkpoint"]:
             # The top member kept no checkpoint at its latest perturbation point (it was
@@ -206,13 +199,10 @@ class PBT(Searcher):
 
     def _quantiles(self) -> tuple[list[str], list[str]]:
         """The bottom and top members by their results at their latest perturbation points."""
-        ranked = [
-            tid
-            for tid, m in self._population.items()
-            if m["score"] is not None and not m["ended"] and math.isfinite(m["score"])
-        ]
-        # Worst first (values are minimised); ties keep the order members joined.
-        ranked.sort(key=lambda tid: -self._population[tid]["score"])
+        ranked = [tid for tid, m in self._population.items() if m["ranked"] and not m["ended"]]
+        # Worst first (values are minimised, a failed result is the worst); ties keep
+        # the order members joined.
+        ranked.sort(key=lambda tid: -_worst_if_failed(self._population[tid]["score"]))
         if len(ranked) <= 1:
             return [], []
         q = math.ceil(len(ranked) * self.quantile_fraction)
@@ -240,20 +230,24 @@ class PBT(Searcher):
         for name, p in self.space.items():
             if not self.space.is_active(name, out):
                 continue
-            if name not in config or self.rng.random() < self.resample_probability:
-                out[name] = sample_param(p, self.rng)
+            if name not in config or self.explore_rng.random() < self.resample_probability:
+                out[name] = sample_param(p, self.explore_rng)
             else:
                 out[name] = self._perturb(p, config[name])
         return self.space.validate(out)
 
     def _perturb(self, p: Any, value: Any) -> Any:
         if isinstance(p, CategoricalParam):
-            i = p.index(value) + int(self.rng.choice([-1, 1]))
+            i = p.index(value) + int(self.explore_rng.choice([-1, 1]))
             return p.choices[min(max(i, 0), len(p.choices) - 1)]
-        up = bool(self.rng.random() < 0.5)
+        up = bool(self.explore_rng.random() < 0.5)
         if p.log:
             new = value * (1.25 if up else 0.8)
         else:
             new = value + (0.2 if up else -0.2) * (p.high - p.low)
         new = float(np.clip(new, p.low, p.high))
         return new if isinstance(p, FloatParam) else int(np.clip(round(new), p.low, p.high))
+
+
+def _worst_if_failed(score: float | None) -> float:
+    return math.inf if score is None or not math.isfinite(score) else score

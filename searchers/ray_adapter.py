@@ -33,7 +33,6 @@ from ray.tune.schedulers.pbt import _PBTTrialState
 from ray.tune.search import Searcher as TuneSearcherBase
 
 from warmtune.searchers.base import Observation, Searcher, searcher_from_state
-from warmtune.searchers.pbt import PBT
 from warmtune.searchers.warmstart import WarmStart
 from warmtune.space import SearchSpace
 
@@ -354,36 +353,37 @@ def _explored_by_warmtune(config: dict[str, Any]) -> dict[str, Any]:
 class PBTScheduler(PopulationBasedTraining):
     """Ray Tune's asynchronous PBT, carrying out the decisions of warmtune's PBT searcher.
 
-    Ray's scheduler keeps what it does on a cluster: it finds the perturbation points
-    (every ``perturbation_interval`` training iterations of a member, the rule
-    ``PBT.due`` states), pauses members so that a population larger than the cluster
-    takes turns, saves a checkpoint where told and copies it into the member that
-    exploits. At each perturbation point it hands the member's result to
-    ``PBT.perturb`` (on the search algorithm Tune runs, so a restored searcher after a
-    resume) and does what it decides; Ray's own ranking, random choice and explore step
-    are not used.
+    Ray's scheduler keeps what it does on a cluster: it pauses members so that a
+    population larger than the cluster takes turns, saves a checkpoint where told and
+    copies it into the member that exploits. The searcher (the one Tune runs, so a
+    restored one after a resume) says where the perturbation points are
+    (``Searcher.due``) and decides there (``Searcher.perturb``); Ray's own interval,
+    ranking, random choice and explore step are not used.
 
     Args:
-        perturbation_interval: the searcher's ``perturbation_interval``.
+        max_concurrent: at most this many members train at once (``None``: as
+            resources allow); the others wait paused or pending, and take turns at the
+            perturbation points. Tune's own concurrency limit would instead keep the
+            rest of the population from being created at all.
     """
 
-    def __init__(self, *, perturbation_interval: int) -> None:
+    def __init__(self, *, max_concurrent: int | None = None) -> None:
+        self.max_concurrent = max_concurrent
+        # Ray's interval check passes at every result; `due` decides (on_trial_result).
         super().__init__(
             time_attr="training_iteration",
-            perturbation_interval=perturbation_interval,
+            perturbation_interval=1,
             custom_explore_fn=_explored_by_warmtune,
         )
         # Explored configurations decided for exploits in progress, by trial id.
         self._decided: dict[str, dict[str, Any]] = {}
 
-    @classmethod
-    def for_searcher(cls, searcher: Searcher) -> PBTScheduler:
-        """The scheduler that carries out ``searcher``'s (a PBT's) perturbations."""
-        if not isinstance(searcher, PBT):
-            raise ValueError(
-                f"PBTScheduler carries out PBT's decisions; searcher {searcher.name!r} makes none"
-            )
-        return cls(perturbation_interval=searcher.perturbation_interval)
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        adapter = _tune_searcher(tune_controller, "PBTScheduler")
+        iteration = result.get("training_iteration")
+        if iteration is None or not adapter.algorithm.due(trial.trial_id, float(iteration)):
+            return TrialScheduler.CONTINUE
+        return str(super().on_trial_result(tune_controller, trial, result))
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
         # Ray's scheduler refuses search algorithms, whose configurations its own explore
@@ -401,7 +401,8 @@ class PBTScheduler(PopulationBasedTraining):
         lower_quantile: list[Trial],
     ) -> None:
         adapter = _tune_searcher(tune_controller, "PBTScheduler")
-        result = self._trial_state[trial].last_result
+        # The result that reached the perturbation point (Ray saved it just before).
+        result = dict(self._trial_state[trial].last_result or {})
         decision = adapter.algorithm.perturb(adapter._observation(trial.trial_id, result))
         # Ray's mechanism, given quantiles that hold exactly the decision: the trial saves
         # a checkpoint if it is "top"; if it is "bottom" it copies the one "top" trial.
@@ -416,6 +417,13 @@ class PBTScheduler(PopulationBasedTraining):
             self._decided[trial.trial_id] = dict(decision.exploit.config)
         super()._checkpoint_or_exploit(trial, tune_controller, upper, lower)
         self._decided.pop(trial.trial_id, None)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        if self.max_concurrent is not None:
+            running = sum(t.status == Trial.RUNNING for t in tune_controller.get_trials())
+            if running >= self.max_concurrent:
+                return None
+        return super().choose_trial_to_run(tune_controller)
 
     def _get_new_config(self, trial: Trial, trial_to_clone: Trial) -> tuple[dict, dict]:
         return dict(self._decided[trial.trial_id]), {}

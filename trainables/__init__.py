@@ -136,6 +136,15 @@ BUILTIN: dict[str, TrainableInfo] = {
             description="a noiseless quadratic bowl with a learning curve; for smoke tests "
             "and examples that must run in seconds",
         ),
+        TrainableInfo(
+            name="nqm",
+            target="warmtune.trainables.nqm:train_nqm",
+            metrics={"loss": "min"},
+            settings="warmtune.trainables.nqm:NQMSettings",
+            description="SGD on the noisy quadratic model (Zhang et al. 2019), exact in "
+            "closed form: weights a schedule (PBT) improves; runs in milliseconds",
+            meta_features="warmtune.trainables.nqm:meta_features",
+        ),
     ]
 }
 

@@ -1,8 +1,10 @@
-"""Simulator backends over real benchmarks: a YAHPO Gym instance, a NAS-Bench-201 dataset.
+"""Simulator backends: what they must do, and those over real benchmarks (a YAHPO Gym
+instance, a NAS-Bench-201 dataset, the noisy quadratic model).
 
 A backend is what :func:`warmtune.bench.simulator.simulate` evaluates (see
-:class:`~warmtune.bench.simulator.Backend`): ``evaluate(config, budget)`` returns the
-value to minimise and the seconds that report took.
+:class:`Backend`): ``evaluate(config, budget)`` returns the value to minimise and the
+seconds that report took. A backend with weights (:class:`TrainingBackend`) also
+trains a trial's weights iteration by iteration, so PBT can copy them.
 
 How the fidelity behaves decides the backend:
 
@@ -21,11 +23,235 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 
-__all__ = ["FixedFidelity", "NB201Backend", "YahpoBackend", "YahpoFloatBackend"]
+from warmtune.space import CategoricalParam, SearchSpace
+
+__all__ = [
+    "FIDELITY_KINDS",
+    "Backend",
+    "BatchedBackend",
+    "FixedFidelity",
+    "NB201Backend",
+    "NQMBackend",
+    "SyntheticBackend",
+    "TrainingBackend",
+    "YahpoBackend",
+    "YahpoFloatBackend",
+    "fidelity_kind",
+]
+
+#: The kinds of fidelity a backend can declare (see :class:`Backend`).
+FIDELITY_KINDS = ("iterations", "retrain")
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the simulator evaluates: one report of a configuration at a budget.
+
+    ``evaluate(config, budget)`` returns ``(value, cost)``:
+
+    - ``value`` is minimised (negate accuracies); ``None`` or a non-finite value
+      is a failed trial, which the simulator tells and never resumes.
+    - ``cost`` is simulated seconds, finite and ``>= 0``; what it covers depends on
+      the backend's kind of fidelity.
+
+    A backend declares its kind in a ``fidelity_kind`` attribute, one of
+    :data:`FIDELITY_KINDS`; a backend that declares none is an ``"iterations"``
+    backend, so backends written before float fidelities keep working:
+
+    - ``"iterations"``: ``budget`` is a training iteration, an int from 1 to
+      ``max_budget`` (an int). ``cost`` is the seconds it takes to go from iteration
+      ``budget - 1`` to ``budget``, not the cumulative runtime: a surrogate that
+      predicts cumulative time (LCBench reports ``time`` per epoch) returns
+      ``time(budget) - time(budget - 1)``; a tabular backend without runtimes
+      documents a cost model of its own, e.g. a constant cost per iteration (its
+      full training time divided by ``max_budget``), scaled by the model size.
+    - ``"retrain"``: ``budget`` is a fidelity value in ``[min_budget, max_budget]``
+      (floats; the backend has a ``min_budget`` attribute), such as the fraction of
+      the training set. Each evaluation is a fit from scratch: ``cost`` is the
+      runtime of the whole fit at ``budget``, and the simulator charges it in full
+      every time, promotions included (see the module docstring).
+
+    The simulator calls ``evaluate`` for iterations in increasing order within a
+    segment, but a backend should not rely on it: a pure function of
+    ``(config, budget)`` is what makes simulations reproducible.
+
+    Attributes:
+        max_budget: the full fidelity: training iterations, or the highest fidelity
+            value of a ``"retrain"`` backend.
+    """
+
+    @property
+    def max_budget(self) -> float:
+        """The full fidelity (an int for ``"iterations"`` backends)."""
+        ...
+
+    def evaluate(self, config: dict[str, Any], budget: Any) -> tuple[float | None, float]:
+        """``(value to minimise or None, cost in seconds)`` of the report at ``budget``."""
+        ...
+
+
+def fidelity_kind(backend: Any) -> str:
+    """The kind of fidelity ``backend`` declares (``"iterations"`` when it declares none).
+
+    Raises:
+        ValueError: a kind that is not one of :data:`FIDELITY_KINDS`.
+    """
+    kind = getattr(backend, "fidelity_kind", "iterations")
+    if kind not in FIDELITY_KINDS:
+        raise ValueError(
+            f"backend.fidelity_kind must be one of {list(FIDELITY_KINDS)}, got {kind!r}; "
+            "'iterations' for training steps a checkpoint continues, 'retrain' for a "
+            "fidelity that is fitted from scratch at every budget (e.g. a data fraction)"
+        )
+    return str(kind)
+
+
+@runtime_checkable
+class BatchedBackend(Backend, Protocol):
+    """A backend that can also evaluate a whole segment at once (one surrogate call).
+
+    The simulator prefers ``evaluate_many`` when a backend has it: it is called
+    once per segment with the iterations the segment will run, and must return
+    what ``evaluate`` would return for each. If the segment is cut short
+    (failure, end of the simulation), the extra results are discarded.
+    """
+
+    def evaluate_many(
+        self, config: dict[str, Any], budgets: Sequence[int]
+    ) -> Sequence[tuple[float | None, float]]:
+        """``[evaluate(config, b) for b in budgets]``, computed in one go."""
+        ...
+
+
+class SyntheticBackend:
+    """A multi-fidelity quadratic on any search space, with a fixed cost per iteration.
+
+    For tests and overhead measurements, not for benchmarks. Each active
+    parameter contributes ``(u - optimum) ** 2``, where ``u`` in ``[0, 1]`` is its
+    position on its own scale (log for log parameters, the choice's index for
+    categoricals); the value at iteration ``b`` adds ``1 / b``, so it improves with
+    budget like a learning curve and the ranking is the same at every budget.
+
+    Args:
+        space: the space the configurations come from.
+        max_budget: the full fidelity, in iterations.
+        cost_per_iteration: simulated seconds each iteration takes.
+        optimum: the position ``u`` of the best value of every parameter.
+    """
+
+    def __init__(
+        self,
+        *,
+        space: SearchSpace,
+        max_budget: int = 27,
+        cost_per_iteration: float = 1.0,
+        optimum: float = 0.3,
+    ) -> None:
+        if not isinstance(max_budget, int) or max_budget < 1:
+            raise ValueError(f"max_budget must be an int >= 1 iteration, got {max_budget!r}")
+        if not cost_per_iteration >= 0:
+            raise ValueError(f"cost_per_iteration must be >= 0 seconds, got {cost_per_iteration}")
+        self.space = space
+        self.max_budget = max_budget
+        self.cost_per_iteration = float(cost_per_iteration)
+        self.optimum = float(optimum)
+
+    def evaluate(self, config: dict[str, Any], budget: int) -> tuple[float, float]:
+        """The value at iteration ``budget`` and the cost of one iteration."""
+        return self.base_value(config) + 1.0 / budget, self.cost_per_iteration
+
+    def evaluate_many(
+        self, config: dict[str, Any], budgets: Sequence[int]
+    ) -> list[tuple[float, float]]:
+        """:meth:`evaluate` for each budget, with the configuration's part computed once."""
+        base, cost = self.base_value(config), self.cost_per_iteration
+        return [(base + 1.0 / b, cost) for b in budgets]
+
+    def base_value(self, config: dict[str, Any]) -> float:
+        """The value the learning curve converges to (``budget`` -> infinity)."""
+        return sum((self._position(name, v) - self.optimum) ** 2 for name, v in config.items())
+
+    def _position(self, name: str, value: Any) -> float:
+        p = self.space[name]
+        if isinstance(p, CategoricalParam):
+            return p.index(value) / max(len(p.choices) - 1, 1)
+        if p.high == p.low:
+            return 0.0
+        if p.log:
+            return math.log(value / p.low) / math.log(p.high / p.low)
+        return (value - p.low) / (p.high - p.low)
+
+
+@runtime_checkable
+class TrainingBackend(Backend, Protocol):
+    """A backend whose trials have weights, which PBT's exploit copies from one trial
+    into another (the population simulator, :mod:`warmtune.bench.population`).
+
+    ``initial(config)`` is a trial's weights before training; ``step(weights, config,
+    iteration)`` trains the ``iteration``-th iteration with ``config`` and returns
+    ``(weights, value, cost)`` as ``evaluate`` does. ``evaluate(config, budget)`` is
+    what ``budget`` steps from ``initial(config)`` with that one configuration give,
+    so every other searcher runs on the same backend. ``step`` must not change the
+    weights it is given (a kept checkpoint is shared).
+    """
+
+    def initial(self, config: dict[str, Any]) -> Any:
+        """The weights before the first iteration."""
+        ...
+
+    def step(
+        self, weights: Any, config: dict[str, Any], iteration: int
+    ) -> tuple[Any, float | None, float]:
+        """``(new weights, value to minimise or None, cost in seconds)`` of one iteration."""
+        ...
+
+
+# Real benchmarks ------------------------------------------------------------------------
+class NQMBackend:
+    """The noisy quadratic model (:mod:`warmtune.trainables.nqm`): exact, with weights.
+
+    A training iteration processes the task's ``examples`` and costs
+    ``examples * seconds_per_example`` simulated seconds whatever the configuration (a
+    batch of ``b`` examples takes ``b`` times as long as one example; the iteration
+    holds ``examples // b`` of them). A diverged trial (infinite loss) fails.
+    """
+
+    fidelity_kind = "iterations"
+
+    def __init__(self, model: Any, max_budget: int, seconds_per_example: float = 1e-4) -> None:
+        self.model = model
+        self.max_budget = int(max_budget)
+        self.cost = model.examples * seconds_per_example
+
+    def evaluate(self, config: dict[str, Any], budget: int) -> tuple[float | None, float]:
+        return _finite(float(self.model.losses([config], int(budget))[0])), self.cost
+
+    def evaluate_many(
+        self, config: dict[str, Any], budgets: Sequence[int]
+    ) -> list[tuple[float | None, float]]:
+        out, weights, done = [], self.initial(config), 0
+        for b in budgets:
+            weights = self.model.train(weights, config, int(b) - done)
+            done = int(b)
+            out.append((_finite(self.model.loss(weights)), self.cost))
+        return out
+
+    def initial(self, config: dict[str, Any]) -> Any:
+        return self.model.initial()
+
+    def step(
+        self, weights: Any, config: dict[str, Any], iteration: int
+    ) -> tuple[Any, float | None, float]:
+        weights = self.model.train(weights, config)
+        return weights, _finite(self.model.loss(weights)), self.cost
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 class YahpoBackend:

@@ -11,6 +11,10 @@
 * ``nb201:DATASET``: NAS-Bench-201, target ``DATASET`` (cifar10, cifar100,
   imagenet16-120); tasks are the three datasets. A single fidelity (``max_budget=1``)
   whose cost is :func:`~warmtune.trainables.benchmarks.nb201.evaluation_cost`.
+* ``nqm``: SGD on the noisy quadratic model (:mod:`warmtune.trainables.nqm`), exact
+  and computed, no data; tasks are 12 variants (dimensions x curvature spectrum x
+  gradient noise), ``lr`` and ``batch_size`` searched, 32 iterations of 4,096
+  examples, metric ``loss`` (min). Its trials have weights, so PBT runs on it.
 
 ``full_costs`` gives the seconds of one full-fidelity evaluation from scratch, the
 unit of the regret-against-time tables (:mod:`warmtune.bench.wallclock`).
@@ -60,6 +64,8 @@ class Benchmark:
             (numbers or labels): YAHPO tasks carry their scenario and task id as labels,
             nb201's datasets their class count, image size and training-set size. None
             is ever computed from a task's results.
+        weights: its trials have weights that one trial can copy from another (its
+            backends are ``TrainingBackend``s): PBT runs on it.
     """
 
     name: str
@@ -77,6 +83,7 @@ class Benchmark:
     min_budget: float = 1
     full_costs: Callable[[str, Sequence[Mapping[str, Any]]], np.ndarray] | None = None
     meta_features: Callable[[str], dict[str, Any]] = field(default=lambda task: {})
+    weights: bool = False
 
     def minimised(self, values: np.ndarray) -> np.ndarray:
         """Values in the direction the searchers minimise."""
@@ -138,14 +145,18 @@ def _load(
             else Path(target).expanduser()
         )
         return _yahpo(path, metric, mode, fidelity)
+    if spec == "nqm":
+        if metric is not None or fidelity is not None or mode is not None:
+            raise ValueError("nqm has one metric (loss, min) and one fidelity; drop them")
+        return _nqm()
     if spec.startswith("nb201:"):
         if metric is not None or fidelity is not None:
             raise ValueError("nb201 has one metric (test accuracy) and no fidelity; drop them")
         return _nb201(_dataset("nb201", data_dir), spec.partition(":")[2])
     raise ValueError(
         f"unknown benchmark {spec!r}; use lcbench, yahpo:NAME or yahpo:PATH (a YAHPO "
-        "scenario by name, e.g. yahpo:iaml_glmnet, or its folder) "
-        f"or nb201:DATASET with DATASET one of {list(NB201_DATASETS)}"
+        "scenario by name, e.g. yahpo:iaml_glmnet, or its folder), "
+        f"nb201:DATASET with DATASET one of {list(NB201_DATASETS)}, or nqm"
     )
 
 
@@ -265,4 +276,58 @@ def _nb201(data_dir: Path, dataset: str) -> Benchmark:
         # The same cost on every dataset: the proxy counts a cell's operations.
         full_costs=lambda task, configs: np.array([evaluation_cost(c) for c in configs]),
         meta_features=lambda task: dict(NB201_META_FEATURES[task]),
+    )
+
+
+#: The NQM benchmark's tasks: (dimensions, curvature exponent, gradient noise).
+NQM_TASKS = {
+    f"nqm-d{d}-p{p:g}-n{n:g}": (d, p, n)
+    for d in (100, 1000)
+    for p in (1.0, 2.0)
+    for n in (0.1, 1.0, 10.0)
+}
+NQM_ITERATIONS = 32
+
+
+def _nqm() -> Benchmark:
+    from warmtune.bench.backends import NQMBackend
+    from warmtune.trainables.nqm import NoisyQuadratic
+
+    def model(task: str) -> NoisyQuadratic:
+        d, p, n = NQM_TASKS[task]
+        return NoisyQuadratic(dims=d, exponent=p, noise=n)
+
+    def full_values(task: str, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        m = model(task)
+        # In chunks: a chunk's second moments are (configs x dims) floats.
+        chunks = [
+            m.losses(configs[i : i + 2048], NQM_ITERATIONS) for i in range(0, len(configs), 2048)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros(0)
+
+    def full_costs(task: str, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        return np.full(len(configs), NQMBackend(model(task), NQM_ITERATIONS).cost * NQM_ITERATIONS)
+
+    return Benchmark(
+        name="nqm",
+        tasks=list(NQM_TASKS),
+        space=SearchSpace(
+            {
+                "lr": {"type": "float", "low": 1e-3, "high": 4.0, "log": True},
+                "batch_size": {"type": "int", "low": 4, "high": 1024, "log": True},
+            }
+        ),
+        max_budget=NQM_ITERATIONS,
+        metric="loss",
+        mode="min",
+        backend=lambda task: NQMBackend(model(task), NQM_ITERATIONS),
+        full_values=full_values,
+        default_tasks=list(NQM_TASKS),
+        # Losses span orders of magnitude between tasks; evals_to_target in loss units.
+        target_gap=0.001,
+        full_costs=full_costs,
+        meta_features=lambda task: dict(
+            zip(("dims", "exponent", "noise"), NQM_TASKS[task], strict=True)
+        ),
+        weights=True,
     )

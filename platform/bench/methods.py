@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_METHODS",
     "METHOD_GROUPS",
     "WARM_METHODS",
+    "WEIGHT_METHODS",
     "expand_methods",
     "make_method",
 ]
@@ -39,6 +40,7 @@ ALL_METHODS = (
     "zeroshot",
     "optuna",
     "hyperopt",
+    "pbt",
 )
 #: What each ablation of bohb-warm removes (or, for the oracle, replaces).
 ABLATIONS = {
@@ -51,6 +53,9 @@ ABLATIONS = {
 #: What ``--methods`` runs when not told: every method but the ablations, which answer
 #: a different question (which mechanism of bohb-warm does what) and have their own
 #: keyword, ``--methods ablations``.
+#: Methods that copy one trial's weights into another: only on benchmarks with weights,
+#: where the keywords include them.
+WEIGHT_METHODS = ("pbt",)
 DEFAULT_METHODS = tuple(m for m in ALL_METHODS if m not in ABLATIONS)
 #: ``--methods`` keywords.
 METHOD_GROUPS = {
@@ -58,6 +63,9 @@ METHOD_GROUPS = {
     "all": ALL_METHODS,
     "ablations": ("bohb", "bohb-warm", *ABLATIONS),
 }
+#: PBT's population in ``warmtune bench``: 16 members of a full training each, about
+#: 17 of the default 20 FFE with the iterations re-run after exploits.
+PBT_POPULATION = 16
 WARM_METHODS = (
     "bohb-warm",
     *ABLATIONS,
@@ -120,6 +128,15 @@ def make_method(
                 "min_budget": bench.min_budget,
             },
         )
+    if method in WEIGHT_METHODS:
+        if not bench.weights:
+            raise ValueError(
+                f"{method} copies trials' weights, and {bench.name}'s trials have none; "
+                "run it on a benchmark with weights (nqm)"
+            )
+        return make_searcher(
+            method, space=space, seed=seed, options={"population_size": PBT_POPULATION}
+        )
     if method in ALL_METHODS:
         rungs = {"min_budget": bench.min_budget} if method in MULTI_FIDELITY_METHODS else None
         return make_searcher(method, space=space, seed=seed, max_budget=max_budget, options=rungs)
@@ -157,9 +174,10 @@ def _shared(
     return models, similarity
 
 
-def expand_methods(text: str) -> list[str]:
+def expand_methods(text: str, *, weights: bool = False) -> list[str]:
     """``--methods``: comma-separated methods or keywords of :data:`METHOD_GROUPS`, in
-    report order, each once.
+    report order, each once. A keyword includes the :data:`WEIGHT_METHODS` only on a
+    benchmark whose trials have ``weights``.
 
     Raises:
         ValueError: an unknown method, naming the choices.
@@ -167,6 +185,8 @@ def expand_methods(text: str) -> list[str]:
     wanted: list[str] = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
         names = METHOD_GROUPS.get(part, (part,))
+        if part in METHOD_GROUPS and not weights:
+            names = tuple(n for n in names if n not in WEIGHT_METHODS)
         unknown = [n for n in names if n not in ALL_METHODS]
         if unknown:
             raise ValueError(

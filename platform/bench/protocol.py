@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from warmtune.bench.benchmarks import Benchmark, load_benchmark
-from warmtune.bench.methods import ALL_METHODS, WARM_METHODS, make_method
+from warmtune.bench.methods import ALL_METHODS, WARM_METHODS, WEIGHT_METHODS, make_method
 from warmtune.bench.pasts import (
     KB_CONFIGS,
     PASTS,
@@ -49,7 +49,8 @@ from warmtune.bench.reference import (
     reference,
     task_values,
 )
-from warmtune.bench.simulator import SimulationResult, simulate
+from warmtune.bench.results import SimulationResult
+from warmtune.bench.simulator import simulate
 from warmtune.bench.summary import compare, markdown_extras, markdown_table, no_harm, plot_regret
 from warmtune.bench.wallclock import time_unit, write_time_outputs
 
@@ -269,6 +270,11 @@ def run_bench(
     bad = [m for m in methods if m not in ALL_METHODS]
     if bad:
         raise ValueError(f"unknown method(s) {bad}; choose from {list(ALL_METHODS)}")
+    if not bench.weights and any(m in WEIGHT_METHODS for m in methods):
+        raise ValueError(
+            f"{[m for m in methods if m in WEIGHT_METHODS]} copy trials' weights, and "
+            f"{bench.name}'s trials have none; run them on nqm"
+        )
     if not budget > 0:
         raise ValueError(f"--budget must be > 0 full-fidelity evaluations, got {budget}")
     if not (isinstance(workers, int) and workers >= 1):

@@ -48,6 +48,9 @@ Limits, whichever comes first:
 - ``max_evaluations``: reports (rows of the result).
 - ``max_time``: simulated seconds.
 
+A searcher that copies checkpoints (PBT) runs on a backend with weights in the
+population simulator instead (:mod:`warmtune.bench.population`), under the same limits.
+
 At a limit the simulation *cuts* the work in flight rather than finishing it: the
 report that spends the last FFE (or evaluation) is the last one told, and the
 iterations other workers were computing at that moment are neither reported nor
@@ -73,266 +76,19 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from warmtune.bench.backends import Backend, fidelity_kind
+from warmtune.bench.results import COLUMNS, ContractError, SimulationResult, StopReason
 from warmtune.searchers.base import Observation, Searcher, Suggestion
-from warmtune.space import CategoricalParam, SearchSpace
 
-__all__ = [
-    "FIDELITY_KINDS",
-    "Backend",
-    "BatchedBackend",
-    "ContractError",
-    "SimulationResult",
-    "SyntheticBackend",
-    "fidelity_kind",
-    "simulate",
-]
-
-#: Columns of :attr:`SimulationResult.evaluations`, in order.
-COLUMNS = [
-    "trial_id",
-    "config_json",
-    "budget",
-    "value",
-    "start_time",
-    "end_time",
-    "worker",
-    "segment",
-    "ffe_spent_so_far",
-]
+__all__ = ["simulate"]
 
 # Suggestion budgets are floats after rung arithmetic (27 * 3**-2 = 3.0000000000000004).
 _EPS = 1e-9
-
-#: The kinds of fidelity a backend can declare (see :class:`Backend`).
-FIDELITY_KINDS = ("iterations", "retrain")
-
-
-# Backends -------------------------------------------------------------------------------
-@runtime_checkable
-class Backend(Protocol):
-    """What the simulator evaluates: one report of a configuration at a budget.
-
-    ``evaluate(config, budget)`` returns ``(value, cost)``:
-
-    - ``value`` is minimised (negate accuracies); ``None`` or a non-finite value
-      is a failed trial, which the simulator tells and never resumes.
-    - ``cost`` is simulated seconds, finite and ``>= 0``; what it covers depends on
-      the backend's kind of fidelity.
-
-    A backend declares its kind in a ``fidelity_kind`` attribute, one of
-    :data:`FIDELITY_KINDS`; a backend that declares none is an ``"iterations"``
-    backend, so backends written before float fidelities keep working:
-
-    - ``"iterations"``: ``budget`` is a training iteration, an int from 1 to
-      ``max_budget`` (an int). ``cost`` is the seconds it takes to go from iteration
-      ``budget - 1`` to ``budget``, not the cumulative runtime: a surrogate that
-      predicts cumulative time (LCBench reports ``time`` per epoch) returns
-      ``time(budget) - time(budget - 1)``; a tabular backend without runtimes
-      documents a cost model of its own, e.g. a constant cost per iteration (its
-      full training time divided by ``max_budget``), scaled by the model size.
-    - ``"retrain"``: ``budget`` is a fidelity value in ``[min_budget, max_budget]``
-      (floats; the backend has a ``min_budget`` attribute), such as the fraction of
-      the training set. Each evaluation is a fit from scratch: ``cost`` is the
-      runtime of the whole fit at ``budget``, and the simulator charges it in full
-      every time, promotions included (see the module docstring).
-
-    The simulator calls ``evaluate`` for iterations in increasing order within a
-    segment, but a backend should not rely on it: a pure function of
-    ``(config, budget)`` is what makes simulations reproducible.
-
-    Attributes:
-        max_budget: the full fidelity: training iterations, or the highest fidelity
-            value of a ``"retrain"`` backend.
-    """
-
-    @property
-    def max_budget(self) -> float:
-        """The full fidelity (an int for ``"iterations"`` backends)."""
-        ...
-
-    def evaluate(self, config: dict[str, Any], budget: Any) -> tuple[float | None, float]:
-        """``(value to minimise or None, cost in seconds)`` of the report at ``budget``."""
-        ...
-
-
-def fidelity_kind(backend: Any) -> str:
-    """The kind of fidelity ``backend`` declares (``"iterations"`` when it declares none).
-
-    Raises:
-        ValueError: a kind that is not one of :data:`FIDELITY_KINDS`.
-    """
-    kind = getattr(backend, "fidelity_kind", "iterations")
-    if kind not in FIDELITY_KINDS:
-        raise ValueError(
-            f"backend.fidelity_kind must be one of {list(FIDELITY_KINDS)}, got {kind!r}; "
-            "'iterations' for training steps a checkpoint continues, 'retrain' for a "
-            "fidelity that is fitted from scratch at every budget (e.g. a data fraction)"
-        )
-    return str(kind)
-
-
-@runtime_checkable
-class BatchedBackend(Backend, Protocol):
-    """A backend that can also evaluate a whole segment at once (one surrogate call).
-
-    The simulator prefers ``evaluate_many`` when a backend has it: it is called
-    once per segment with the iterations the segment will run, and must return
-    what ``evaluate`` would return for each. If the segment is cut short
-    (failure, end of the simulation), the extra results are discarded.
-    """
-
-    def evaluate_many(
-        self, config: dict[str, Any], budgets: Sequence[int]
-    ) -> Sequence[tuple[float | None, float]]:
-        """``[evaluate(config, b) for b in budgets]``, computed in one go."""
-        ...
-
-
-class SyntheticBackend:
-    """A multi-fidelity quadratic on any search space, with a fixed cost per iteration.
-
-    For tests and overhead measurements, not for benchmarks. Each active
-    parameter contributes ``(u - optimum) ** 2``, where ``u`` in ``[0, 1]`` is its
-    position on its own scale (log for log parameters, the choice's index for
-    categoricals); the value at iteration ``b`` adds ``1 / b``, so it improves with
-    budget like a learning curve and the ranking is the same at every budget.
-
-    Args:
-        space: the space the configurations come from.
-        max_budget: the full fidelity, in iterations.
-        cost_per_iteration: simulated seconds each iteration takes.
-        optimum: the position ``u`` of the best value of every parameter.
-    """
-
-    def __init__(
-        self,
-        *,
-        space: SearchSpace,
-        max_budget: int = 27,
-        cost_per_iteration: float = 1.0,
-        optimum: float = 0.3,
-    ) -> None:
-        if not isinstance(max_budget, int) or max_budget < 1:
-            raise ValueError(f"max_budget must be an int >= 1 iteration, got {max_budget!r}")
-        if not cost_per_iteration >= 0:
-            raise ValueError(f"cost_per_iteration must be >= 0 seconds, got {cost_per_iteration}")
-        self.space = space
-        self.max_budget = max_budget
-        self.cost_per_iteration = float(cost_per_iteration)
-        self.optimum = float(optimum)
-
-    def evaluate(self, config: dict[str, Any], budget: int) -> tuple[float, float]:
-        """The value at iteration ``budget`` and the cost of one iteration."""
-        return self.base_value(config) + 1.0 / budget, self.cost_per_iteration
-
-    def evaluate_many(
-        self, config: dict[str, Any], budgets: Sequence[int]
-    ) -> list[tuple[float, float]]:
-        """:meth:`evaluate` for each budget, with the configuration's part computed once."""
-        base, cost = self.base_value(config), self.cost_per_iteration
-        return [(base + 1.0 / b, cost) for b in budgets]
-
-    def base_value(self, config: dict[str, Any]) -> float:
-        """The value the learning curve converges to (``budget`` -> infinity)."""
-        return sum((self._position(name, v) - self.optimum) ** 2 for name, v in config.items())
-
-    def _position(self, name: str, value: Any) -> float:
-        p = self.space[name]
-        if isinstance(p, CategoricalParam):
-            return p.index(value) / max(len(p.choices) - 1, 1)
-        if p.high == p.low:
-            return 0.0
-        if p.log:
-            return math.log(value / p.low) / math.log(p.high / p.low)
-        return (value - p.low) / (p.high - p.low)
-
-
-# Results --------------------------------------------------------------------------------
-StopReason = Literal["exhausted", "budget_ffe", "max_evaluations", "max_time"]
-
-
-@dataclass(frozen=True)
-class SimulationResult:
-    """What a simulation produced.
-
-    Attributes:
-        evaluations: one row per reported iteration, in the order they were told
-            (non-decreasing ``end_time``); columns :data:`COLUMNS`: ``trial_id``,
-            ``config_json`` (sorted keys), ``budget`` (the iteration; for a
-            ``"retrain"`` backend the fidelity value), ``value`` (minimised; NaN for
-            a failure), ``start_time`` / ``end_time`` of the report in simulated
-            seconds, ``worker``, ``segment`` (0 for a trial's first run, +1 per
-            resume) and ``ffe_spent_so_far``.
-        max_budget: the backend's full fidelity.
-        workers: how many workers were simulated.
-        seed: the simulation's seed.
-        stop_reason: ``"exhausted"`` (the searcher had nothing left), or the limit
-            that stopped it: ``"budget_ffe"``, ``"max_evaluations"``, ``"max_time"``.
-        end_time: simulated seconds at the stop (``max_time`` when that cut it).
-        ffe_spent: full-fidelity equivalents reported.
-    """
-
-    evaluations: pd.DataFrame
-    max_budget: float
-    workers: int
-    seed: int
-    stop_reason: StopReason
-    end_time: float
-    ffe_spent: float
-
-    def incumbent_trajectory(self, at_budget: float | Literal["max"] = "max") -> pd.DataFrame:
-        """The anytime curve: best value found at ``at_budget`` against FFE spent.
-
-        Only evaluations at that budget count (by default full fidelity, the
-        benchmark's regret), failures never do.
-
-        Returns:
-            One row per evaluation at the budget, in the order found, with columns
-            ``ffe`` (spent when it was reported), ``time`` (its ``end_time``),
-            ``value`` (the best so far) and ``trial_id`` (the incumbent's).
-        """
-        rows = self._at(at_budget)
-        best = rows["value"].cummin()
-        improved = rows["value"] < best.shift(1, fill_value=math.inf)
-        return pd.DataFrame(
-            {
-                "ffe": rows["ffe_spent_so_far"].to_numpy(),
-                "time": rows["end_time"].to_numpy(),
-                "value": best.to_numpy(),
-                "trial_id": rows["trial_id"].where(improved).ffill().to_numpy(),
-            }
-        )
-
-    def best_at(self, ffe: float, *, at_budget: float | Literal["max"] = "max") -> float:
-        """Best value at ``at_budget`` found with at most ``ffe`` spent (inf if none yet)."""
-        rows = self._at(at_budget)
-        values = rows["value"][rows["ffe_spent_so_far"] <= ffe + _EPS]
-        return float(values.min()) if len(values) else math.inf
-
-    def best_at_time(self, seconds: float, *, at_budget: float | Literal["max"] = "max") -> float:
-        """Best value at ``at_budget`` reported by simulated time ``seconds`` (inf if none)."""
-        rows = self._at(at_budget)
-        values = rows["value"][rows["end_time"] <= seconds * (1 + _EPS)]
-        return float(values.min()) if len(values) else math.inf
-
-    def _at(self, at_budget: float | Literal["max"]) -> pd.DataFrame:
-        budget = self.max_budget if at_budget == "max" else at_budget
-        if isinstance(budget, str) or not 0 < budget <= self.max_budget * (1 + _EPS):
-            raise ValueError(
-                f"at_budget must be 'max' or a budget in (0, {self.max_budget}], got {at_budget!r}"
-            )
-        df = self.evaluations
-        # Float budgets come out of rung arithmetic: compare them with a tolerance.
-        return df[((df["budget"] - budget).abs() <= _EPS * budget) & df["value"].notna()]
-
-
-class ContractError(RuntimeError):
-    """The searcher broke the ask/tell contract (:mod:`warmtune.searchers.base`)."""
 
 
 # The simulation -------------------------------------------------------------------------
@@ -375,6 +131,26 @@ def simulate(
     """
     _check_arguments(searcher, backend, workers, budget_ffe, max_evaluations, max_time, jitter)
     retrain = fidelity_kind(backend) == "retrain"
+    if searcher.copies_checkpoints:
+        # PBT: members copy each other's weights; see warmtune.bench.population.
+        from warmtune.bench.population import simulate_population
+
+        if retrain or jitter:
+            raise ValueError(
+                f"searcher {searcher.name!r} trains members iteration by iteration: it needs "
+                "an 'iterations' backend with weights, and no runtime jitter"
+            )
+        return simulate_population(
+            searcher,
+            backend,  # type: ignore[arg-type]
+            workers=workers,
+            limit_reports=math.inf if max_evaluations is None else max_evaluations,
+            limit_iterations=math.inf
+            if budget_ffe is None
+            else math.ceil(budget_ffe * backend.max_budget - _EPS),
+            max_time=math.inf if max_time is None else float(max_time),
+            seed=seed,
+        )
     # The spend limit in budget units: whole iterations (the report that crosses the
     # limit is told), or fidelity values summed over reports (nothing past the limit).
     limit_spend: float

@@ -114,7 +114,7 @@ def bench(
     fidelity: str | None,
     quiet: bool,
 ) -> None:
-    """Benchmark searchers on BENCHMARK: lcbench, yahpo:PATH or nb201:DATASET.
+    """Benchmark searchers on BENCHMARK: lcbench, yahpo:PATH, nb201:DATASET or nqm.
 
     Leave-one-task-out: each target task is warm-started from the benchmark's other
     tasks. Prints the mean normalised regret per method and budget.
@@ -147,7 +147,7 @@ def bench(
         table = run_bench(
             spec,
             tasks=targets,
-            methods=expand_methods(methods),
+            methods=expand_methods(methods, weights=spec.weights),
             budget=budget,
             workers=workers,
             seeds=list(range(seeds)),

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from warmtune.jobdir import JobDir
-from warmtune.report import load_report
+from warmtune.report import load_report, searcher_state
 from warmtune.runner import JobExistsError, run_job
 from warmtune.spec import job_from_dict
 from warmtune.store import ResultStore, configs
@@ -169,8 +169,6 @@ def test_pbt_exploits_checkpoints_and_explores_inside_the_space(ray_session, tmp
     # Ray carried out exactly the exploits the searcher decided: each trial's later
     # configurations are the ones decided for it, each first reported one iteration
     # after the source's checkpoint it continued from.
-    from warmtune.report import searcher_state
-
     exploits = searcher_state(JobDir.of(spec))["searcher"]["exploits"]
     assert exploits
     for tid, rows in df.sort_values("timestamp", kind="stable").groupby("trial_id"):
@@ -180,6 +178,54 @@ def test_pbt_exploits_checkpoints_and_explores_inside_the_space(ray_session, tmp
         for e in decided[: len(seen)]:
             first = rows[rows["config_json"].map(json.loads) == e[4]].iloc[0]
             assert first["training_iteration"] == e[3] + 1
+
+
+def test_pbt_on_ray_is_the_pbt_of_the_simulator(ray_session, tmp_path):
+    """One worker, so nothing is left to timing: Ray (carrying out the searcher's
+    decisions) reports the same iterations, losses and configurations, in the same
+    order, as the population simulator of `warmtune bench` on the same NQM task."""
+    from warmtune.bench.backends import NQMBackend
+    from warmtune.bench.simulator import simulate
+    from warmtune.searchers import make_searcher
+    from warmtune.trainables.nqm import NoisyQuadratic
+
+    space = {
+        "lr": {"type": "float", "low": 1e-3, "high": 4.0, "log": True},
+        "batch_size": {"type": "int", "low": 4, "high": 1024, "log": True},
+    }
+    options = {"perturbation_interval": 2, "quantile_fraction": 0.25}
+    spec = job(
+        tmp_path,
+        space=space,
+        trainable={"name": "nqm", "params": {"dims": 100}},
+        searcher={"name": "pbt", "options": options},
+        budget={"trials": 5, "max_iterations": 8},
+        max_concurrency=1,
+    )
+    run_job(spec, progress=False)
+    # Every row in the order written, the iterations re-run after an exploit included.
+    df = ResultStore(JobDir.of(spec).results).read(dedupe=False)
+    exploits = searcher_state(JobDir.of(spec))["searcher"]["exploits"]
+    ray_rows = [
+        (r.trial_id, int(r.training_iteration), round(float(r.loss), 12), r.config_json)
+        for r in df.itertuples()
+    ]
+
+    pbt = make_searcher(
+        "pbt", space=spec.search_space, seed=spec.seed, options={**options, "population_size": 5}
+    )
+    result = simulate(pbt, NQMBackend(NoisyQuadratic(dims=100), 8), workers=1, max_time=1e9)
+    # Trial ids differ (Ray's against t0, t1, ...): map them by first appearance.
+    first = list(dict.fromkeys(r[0] for r in ray_rows))
+    names = dict(zip(dict.fromkeys(result.evaluations["trial_id"]), first, strict=True))
+    sim_rows = [
+        (names[r.trial_id], int(r.budget), round(float(r.value), 12), r.config_json)
+        for r in result.evaluations.itertuples()
+    ]
+    assert exploits
+    assert exploits == [[names[m], i, names[src], j, c] for m, i, src, j, c in pbt.exploits]
+    assert [(t, i, v) for t, i, v, _ in ray_rows] == [(t, i, v) for t, i, v, _ in sim_rows]
+    assert [json.loads(c) for *_, c in ray_rows] == [json.loads(c) for *_, c in sim_rows]
 
 
 def test_pbt_takes_its_population_from_the_trials(tmp_path):

@@ -116,7 +116,7 @@ def _population(values, **options):
     pbt = PBT(space=ONE, seed=0, perturbation_interval=2, **options)
     members = [pbt.ask(f"m{i}") for i in range(len(values))]
     decisions = {}
-    for m, v in zip(members, values):
+    for m, v in zip(members, values, strict=True):
         decisions[m.trial_id] = pbt.perturb(Observation.of(m.trial_id, m.config, 2, v))
     return pbt, members, decisions
 
@@ -154,17 +154,20 @@ def test_a_top_member_without_a_checkpoint_is_not_copied():
     assert pbt.perturb(Observation.of("m1", members[1].config, 4, 0.4)).exploit.source == "m0"
 
 
-def test_failed_and_ended_members_are_left_out_of_the_ranking():
+def test_a_failed_member_ranks_last_and_an_ended_one_is_left_out():
     from warmtune.searchers.base import Observation
 
-    pbt, members, d = _population([0.1, None, 0.3], quantile_fraction=0.5)
-    # m1 failed: m2 is ranked against m0 only, and is the bottom.
-    assert d["m1"].checkpoint is False and d["m1"].exploit is None
+    pbt, members, d = _population([0.1, 0.3, None], quantile_fraction=0.5)
+    # m2 failed (diverged): the bottom of three; the top, m0, has no checkpoint yet.
+    assert d["m1"].checkpoint is False  # m0 (0.1) was the top when m1 perturbed
+    assert d["m2"].exploit is None  # m0 kept no checkpoint (it was alone at its point)
+    assert pbt.perturb(Observation.of("m0", members[0].config, 4, 0.1)).checkpoint
+    assert pbt.perturb(Observation.of("m2", members[2].config, 4, None)).exploit.source == "m0"
+    # A failed member never keeps a checkpoint, even at the top.
     pbt.on_trial_end("m0")
-    # With m0 ended, m2 is alone: no quantiles at all.
-    assert pbt.perturb(Observation.of("m2", members[2].config, 4, 0.3)) == type(d["m0"])(
-        checkpoint=False
-    )
+    pbt.on_trial_end("m1")
+    alone = pbt.perturb(Observation.of("m2", members[2].config, 6, None))
+    assert alone == type(alone)(checkpoint=False)
 
 
 def test_a_restored_pbt_makes_the_same_decisions():

@@ -330,7 +330,8 @@ def test_iaml_glmnet_runs_every_method_through_the_cli(tmp_path, data_dir, need_
         tmp_path,
         data_dir,
     )
-    assert set(summary["method"]) == set(ALL_METHODS)
+    # Every method but PBT, which needs trials with weights (see test_nqm_bench.py).
+    assert set(summary["method"]) == set(ALL_METHODS) - {"pbt"}
     assert sorted(summary["budget_ffe"].unique()) == [1.0, 2.0, 5.0]
     final = summary[summary["budget_ffe"] == 5.0]
     assert final["has_incumbent"].all()

@@ -13,14 +13,9 @@ import pandas as pd
 import pytest
 
 import warmtune.searchers
-from warmtune.bench.simulator import (
-    Backend,
-    BatchedBackend,
-    ContractError,
-    SimulationResult,
-    SyntheticBackend,
-    simulate,
-)
+from warmtune.bench.backends import Backend, BatchedBackend, SyntheticBackend
+from warmtune.bench.results import ContractError, SimulationResult
+from warmtune.bench.simulator import simulate
 from warmtune.searchers import (
     Observation,
     Searcher,
