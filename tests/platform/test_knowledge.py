@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import time
 import warnings
 from pathlib import Path
 
@@ -334,7 +333,7 @@ def test_default_path(monkeypatch, tmp_path):
     assert default_kb_path() == os.path.expanduser("~/warmtune_kb")
 
 
-def test_read_speed_50k(tmp_path, capsys):
+def test_reads_are_right_at_50k_observations(tmp_path):
     kb = KnowledgeBase(tmp_path)
     space = {"lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True}}
     for batch in range(10):
@@ -354,18 +353,8 @@ def test_read_speed_50k(tmp_path, capsys):
                 for i in range(5000)
             ]
         )
-    start = time.perf_counter()
+    # Correct at scale; how fast is measured by `python -m warmtune.searchers.latency`.
     df = kb.observations()
-    read_s = time.perf_counter() - start
-    start = time.perf_counter()
     tasks = kb.tasks()
-    tasks_s = time.perf_counter() - start
-    start = time.perf_counter()
     best = kb.best_configs("task3", k=10)
-    best_s = time.perf_counter() - start
     assert len(df) == 50_000 and len(tasks) == 20 and len(best) == 10
-    with capsys.disabled():
-        print(
-            f"\n[knowledge] 50,000 observations: observations() {read_s:.3f}s, "
-            f"tasks() {tasks_s:.3f}s, best_configs() {best_s:.3f}s"
-        )

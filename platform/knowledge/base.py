@@ -4,40 +4,15 @@ A new search on a task similar to a past one starts warm from what the past one
 learned (the similarity model and the warm-start searcher read this store). The
 knowledge base only stores and serves observations; it never rewrites a file.
 
+The rows' schema, and how they are built and grouped into past tasks:
+:mod:`warmtune.knowledge.rows`.
+
 Layout, under one local directory or pyarrow filesystem URI (``file://``, ``s3://``)::
 
     PATH/observations/   a ResultStore: one Parquet file per add (never rewritten)
     PATH/removed/        a ResultStore of tombstones, one file per ``remove_task``
     PATH/similarity/     a ResultStore of pairwise concordances, written as each job
                          joins (:meth:`KnowledgeBase.similarities`)
-
-Observation row schema (one row per reported result of one trial):
-
-- ``task`` (str): the task name, the key of the knowledge base.
-- ``meta_features_json`` (str): the task's meta-features as JSON (sorted keys).
-- ``space_signature`` (str): :meth:`SearchSpace.signature` of the space searched.
-- ``space_json`` (str): :meth:`SearchSpace.to_dict` as JSON, so a configuration can be
-  projected into a different space later.
-- ``config_json`` (str): the configuration, exactly (decode with :func:`configs`);
-  plus ``config/<name>`` columns flattened for pandas, as :class:`ResultStore` writes.
-- ``budget`` (float): training iterations the value was measured after.
-- ``max_budget`` (float): the full budget of one trial in that search.
-- ``value`` (float): the objective as reported (not sign-flipped; see ``mode``).
-- ``metric`` (str), ``mode`` (``"min"`` | ``"max"``): what ``value`` is.
-- ``job`` (str), ``trial_id`` (str): where the observation came from.
-- ``time`` (float): unix seconds when the trial reported the value (when unknown,
-  :meth:`KnowledgeBase.add_observations` uses the time the row is added).
-- ``runtime`` (float): seconds the trial had trained when it reported (Ray's
-  ``time_total_s``); NaN where unknown. Warm starts use it to prefer cheap good
-  configurations when workers run in parallel.
-- ``seed`` (float): the seed of the job that measured it; NaN where unknown. A new
-  search of the same task does not re-run a configuration measured under its seed.
-- ``source`` (str): ``"job"`` (:meth:`KnowledgeBase.add_job`), ``"import"`` (the
-  default of :meth:`KnowledgeBase.add_observations`), ``"bench"``, ...
-- ``added_ns`` (int): unix nanoseconds when the row joined the knowledge base; the
-  tombstones compare against it.
-
-Rows may carry further columns (say, a second metric); reads return the union.
 
 Reads apply two rules, both at read time so that writers only ever append:
 
@@ -54,9 +29,6 @@ are as exact as the clocks are in sync.
 
 from __future__ import annotations
 
-import json
-import math
-import numbers
 import os
 import warnings
 from collections.abc import Iterable, Mapping
@@ -65,45 +37,28 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from warmtune.store import CONFIG_PREFIX, ResultStore, configs, next_timestamp_ns
+from warmtune.knowledge.rows import (
+    REQUIRED,
+    job_rows,
+    loads_meta,
+    normalise,
+    past_tasks,
+    pick_metric,
+    trial_keys,
+    unseen,
+    with_schema,
+)
+from warmtune.store import ResultStore, configs, next_timestamp_ns
 
 if TYPE_CHECKING:
     from warmtune.jobdir import JobDir
 
-__all__ = [
-    "KB_COLUMNS",
-    "past_tasks",
-    "KnowledgeBase",
-    "KnowledgeBaseWarning",
-    "configs",
-    "default_kb_path",
-]
+__all__ = ["KnowledgeBase", "KnowledgeBaseWarning", "default_kb_path"]
 
-KB_COLUMNS: tuple[str, ...] = (
-    "task",
-    "meta_features_json",
-    "space_signature",
-    "space_json",
-    "config_json",
-    "budget",
-    "max_budget",
-    "value",
-    "metric",
-    "mode",
-    "job",
-    "trial_id",
-    "time",
-    "runtime",
-    "seed",
-    "source",
-    "added_ns",
-)
 
-_REQUIRED = ("task", "value", "metric", "mode")
 #: How many other tasks a joining task's concordances are measured with (the nearest
 #: by space and meta-features): as many as a warm start weighs.
 SIMILARITY_NEIGHBOURS = 128
-_FLOATS = ("budget", "max_budget", "value", "time", "runtime", "seed")
 _DEDUPE_KEYS = ["task", "job", "trial_id", "budget"]
 _TOMBSTONE_COLUMNS = ("task", "removed_ns", "removed_time")
 
@@ -119,10 +74,6 @@ def default_kb_path() -> str:
         ``$WARMTUNE_KB`` when set, else ``~/warmtune_kb`` (expanded).
     """
     return os.environ.get("WARMTUNE_KB") or str(Path("~/warmtune_kb").expanduser())
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _resolve(path: str | os.PathLike[str] | None) -> str:
@@ -187,7 +138,7 @@ class KnowledgeBase:
             rows = rows.to_dict("records")
         added_ns = next_timestamp_ns()
         spaces: dict[str, tuple[str, str]] = {}
-        records = [_normalise(i, row, added_ns, spaces) for i, row in enumerate(rows)]
+        records = [normalise(i, row, added_ns, spaces) for i, row in enumerate(rows)]
         self._observations.append(records)
         return len(records)
 
@@ -225,11 +176,11 @@ class KnowledgeBase:
         from warmtune.jobdir import JobDir
 
         jobdir = job if isinstance(job, JobDir) else JobDir.find(job, storage=storage)
-        frame = _job_rows(jobdir, meta_features or {})
+        frame = job_rows(jobdir, meta_features or {})
         if frame.empty:
             return 0
         known = self.observations(frame["task"].iloc[0], strict=strict)
-        frame = _unseen(frame, known[known["job"].isin(frame["job"].unique())])
+        frame = unseen(frame, known[known["job"].isin(frame["job"].unique())])
         if frame.empty:
             return 0
         frame["added_ns"] = next_timestamp_ns()
@@ -350,7 +301,7 @@ class KnowledgeBase:
         Raises:
             ValueError: With ``strict=True``, naming the first unreadable file.
         """
-        df = _with_schema(self._read(self._observations, _REQUIRED, strict))
+        df = with_schema(self._read(self._observations, REQUIRED, strict))
         if task is not None:
             df = df[df["task"] == task]
         if metric is not None:
@@ -387,7 +338,7 @@ class KnowledgeBase:
             last_time=("time", "max"),
         )
         # One decode per task, not per row.
-        out["meta_features"] = [_loads(s) for s in out["meta_features_json"]]
+        out["meta_features"] = [loads_meta(s) for s in out["meta_features_json"]]
         out = out.reset_index()
         return out[[*columns, "last_time"]]
 
@@ -452,7 +403,7 @@ class KnowledgeBase:
         df = self.observations(task, strict=strict)
         if df.empty:
             raise ValueError(self._unknown_task(task, strict=strict))
-        df = df[df["metric"] == _pick_metric(task, df, metric)]
+        df = df[df["metric"] == pick_metric(task, df, metric)]
         # Without a configuration an observation cannot seed anything.
         df = df[df["value"].notna() & df["config_json"].notna()]
         columns = ["value", "budget", "max_budget", "metric", "mode", "job", "trial_id"]
@@ -461,7 +412,7 @@ class KnowledgeBase:
             return pd.DataFrame(columns=["config", *columns])
         mode = df["mode"].iloc[-1]
         last = (
-            df.assign(_trial=_trial_keys(df), _fraction=df["budget"] / df["max_budget"])
+            df.assign(_trial=trial_keys(df), _fraction=df["budget"] / df["max_budget"])
             .sort_values(["_trial", "budget"], kind="stable", na_position="first")
             .groupby("_trial", sort=False)
             .tail(1)
@@ -509,113 +460,6 @@ class KnowledgeBase:
         )
 
 
-def _normalise(
-    i: int, row: Mapping[str, Any], added_ns: int, spaces: dict[str, tuple[str, str]]
-) -> dict[str, Any]:
-    """One ``add_observations`` row as stored: JSON columns filled, types checked."""
-    record = {k: v for k, v in dict(row).items() if not _missing(v) or k in _REQUIRED}
-    missing = [k for k in _REQUIRED if _missing(record.get(k))]
-    if missing:
-        raise ValueError(
-            f"observation {i} lacks {', '.join(missing)}; every row needs task, value, "
-            "metric and mode (e.g. {'task': 'sinusoid', 'value': 0.1, 'metric': 'loss', "
-            "'mode': 'min', 'config': {...}})"
-        )
-    if record["mode"] not in ("min", "max"):
-        raise ValueError(f"observation {i}: mode must be 'min' or 'max', got {record['mode']!r}")
-    if not isinstance(record["task"], str) or not record["task"]:
-        raise ValueError(f"observation {i}: task must be a non-empty string")
-    if isinstance(record["value"], bool) or not isinstance(record["value"], numbers.Real):
-        raise ValueError(
-            f"observation {i}: value must be a number, got {record['value']!r}; "
-            "store the objective as reported (mode says whether lower is better)"
-        )
-    meta = record.pop("meta_features", None)
-    if meta is not None:
-        record["meta_features_json"] = _meta_json(meta)
-    space = record.pop("space", None)
-    if space is not None:
-        record["space_json"], record["space_signature"] = _space_columns(space, spaces)
-    for name in _FLOATS:
-        if name in record:
-            try:
-                record[name] = float(record[name])
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"observation {i}: {name} must be a number, got {record[name]!r}"
-                ) from None
-    record.setdefault("source", "import")
-    # Unknown observation time: the time it joined is the best stand-in.
-    record.setdefault("time", added_ns / 1e9)
-    record["added_ns"] = added_ns
-    return record
-
-
-def _meta_json(meta: Mapping[str, Any]) -> str:
-    if not isinstance(meta, Mapping):
-        raise ValueError(f"meta_features must be a dict, got {type(meta).__name__}")
-    return json.dumps(dict(meta), sort_keys=True, default=str)
-
-
-def _space_columns(space: Any, cache: dict[str, tuple[str, str]]) -> tuple[str, str]:
-    """``(space_json, signature)``; cached, since one batch usually shares one space."""
-    from warmtune.space import SearchSpace
-
-    as_dict = space.to_dict() if isinstance(space, SearchSpace) else dict(space)
-    text = json.dumps(as_dict, sort_keys=True)
-    if text not in cache:
-        space = space if isinstance(space, SearchSpace) else SearchSpace(as_dict)
-        cache[text] = (text, space.signature())
-    return cache[text]
-
-
-def _job_rows(jobdir: JobDir, meta_features: Mapping[str, Any]) -> pd.DataFrame:
-    """The job's results with its objective, as knowledge-base rows (vectorised)."""
-    spec = jobdir.read_spec()
-    results = ResultStore(jobdir.results).read()
-    metric = spec.objective.metric
-    if results.empty or metric not in results.columns:
-        return pd.DataFrame(columns=list(KB_COLUMNS))
-    results = results[pd.to_numeric(results[metric], errors="coerce").notna()]
-    space = spec.search_space
-    n = len(results)
-    job = results["job"] if "job" in results else pd.Series(spec.name, index=results.index)
-    frame = pd.DataFrame(
-        {
-            "task": spec.task.name,
-            "meta_features_json": _meta_json({**spec.task.meta_features, **meta_features}),
-            "space_signature": space.signature(),
-            "space_json": json.dumps(space.to_dict(), sort_keys=True),
-            "config_json": results.get("config_json", pd.Series([None] * n)).to_numpy(),
-            "budget": results["training_iteration"].astype(float).to_numpy(),
-            "max_budget": float(spec.budget.max_iterations),
-            "value": results[metric].astype(float).to_numpy(),
-            "metric": metric,
-            "mode": spec.objective.mode,
-            "job": job.fillna(spec.name).astype(str).to_numpy(),
-            "trial_id": results["trial_id"].astype(str).to_numpy(),
-            "time": results.get("timestamp", pd.Series([math.nan] * n)).astype(float).to_numpy(),
-            "runtime": results.get("time_total_s", pd.Series([math.nan] * n))
-            .astype(float)
-            .to_numpy(),
-            "seed": float(spec.seed),
-            "source": "job",
-        },
-        index=range(n),
-    )
-    flat = results[[c for c in results.columns if c.startswith(CONFIG_PREFIX)]]
-    return pd.concat([frame, flat.reset_index(drop=True)], axis=1)
-
-
-def _unseen(frame: pd.DataFrame, known: pd.DataFrame) -> pd.DataFrame:
-    """Rows of ``frame`` the knowledge base does not hold yet, identically."""
-    if known.empty:
-        return frame
-    keys = ["task", "trial_id", "budget", "value", "meta_features_json"]
-    fresh = ~pd.MultiIndex.from_frame(frame[keys]).isin(pd.MultiIndex.from_frame(known[keys]))
-    return frame[fresh].reset_index(drop=True)
-
-
 def _drop_foreign(
     df: pd.DataFrame, store: ResultStore, required: tuple[str, ...], strict: bool
 ) -> pd.DataFrame:
@@ -660,95 +504,3 @@ def _foreign_files(store: ResultStore, required: tuple[str, ...]) -> list[str]:
         if not set(required) <= set(schema.names):
             names.append(path)
     return names
-
-
-def _with_schema(df: pd.DataFrame) -> pd.DataFrame:
-    """Every schema column present (rows added without, say, ``job`` have it empty)."""
-    df = df.assign(**{name: None for name in KB_COLUMNS if name not in df.columns})
-    schema = list(KB_COLUMNS)
-    config = [c for c in df.columns if c.startswith(CONFIG_PREFIX)]
-    rest = [c for c in df.columns if c not in schema and c not in config]
-    return df[schema + rest + config]
-
-
-def _trial_keys(df: pd.DataFrame) -> pd.Series:
-    """One key per trial; a row without a trial id is a trial of its own."""
-    row = "#" + pd.Series(df.index.astype(str), index=df.index)
-    trial = df["trial_id"].astype(str).where(df["trial_id"].notna(), row)
-    return df["job"].fillna("").astype(str) + "/" + trial
-
-
-def _pick_metric(task: str, df: pd.DataFrame, metric: str | None) -> str:
-    metrics = sorted(df["metric"].dropna().unique())
-    if metric is None:
-        if len(metrics) > 1:
-            raise ValueError(
-                f"task {task!r} has observations of several metrics ({', '.join(metrics)}); "
-                "pass metric= (or --metric) to choose one"
-            )
-        return metrics[0]
-    if metric not in metrics:
-        raise ValueError(
-            f"task {task!r} has no observations of metric {metric!r}; it has: {', '.join(metrics)}"
-        )
-    return metric
-
-
-def _loads(text: Any) -> dict[str, Any]:
-    return json.loads(text) if isinstance(text, str) else {}
-
-
-def past_tasks(frame: pd.DataFrame) -> list[Any]:
-    """Group knowledge-base rows into :class:`~warmtune.searchers.pasttask.PastTask`
-    objects, one per task (what searchers read: they never see the store's columns).
-
-    Meta-features, space and mode are read from each task's first row; ``runtime`` is
-    used where present.
-
-    Raises:
-        ValueError: a column is missing.
-    """
-    from warmtune.searchers.pasttask import PastTask
-    from warmtune.space import SearchSpace
-
-    needed = [
-        "task",
-        "meta_features_json",
-        "space_json",
-        "config_json",
-        "budget",
-        "max_budget",
-        "value",
-        "mode",
-    ]
-    missing = [c for c in needed if c not in frame.columns]
-    if missing:
-        raise ValueError(f"knowledge-base frame lacks column(s) {missing}; it needs {needed}")
-    # Rows added without a space or configuration (a bare import) cannot transfer.
-    frame = frame[
-        frame["space_json"].map(lambda v: isinstance(v, str))
-        & frame["config_json"].map(lambda v: isinstance(v, str))
-        & frame["value"].notna()
-    ]
-    tasks = []
-    for name, rows in frame.groupby("task", sort=True):
-        first = rows.iloc[0]
-        runtimes = (
-            pd.to_numeric(rows["runtime"], errors="coerce").to_numpy(dtype=float)
-            if "runtime" in rows.columns
-            else None
-        )
-        tasks.append(
-            PastTask(
-                name=str(name),
-                meta_features=_loads(first["meta_features_json"]),
-                space=SearchSpace(json.loads(first["space_json"])),
-                configs=[json.loads(s) for s in rows["config_json"]],
-                values=rows["value"].to_numpy(dtype=float),
-                budgets=rows["budget"].to_numpy(dtype=float),
-                max_budget=float(rows["max_budget"].max()),
-                mode=str(first["mode"]),
-                runtimes=runtimes,
-            )
-        )
-    return tasks
