@@ -10,6 +10,7 @@ from torch.func import functional_call
 
 from warmtune.trainables import omniglot as O
 from warmtune.trainables.maml import algorithms as A
+from warmtune.trainables.maml import evaluation as EV
 from warmtune.trainables.maml import functional as MF
 from warmtune.trainables.maml.conv import ConvBlock, ConvNet
 from warmtune.trainables.runtime import make_generator
@@ -400,7 +401,7 @@ def test_meta_gradient_through_optimizer_and_evaluate(tiny_problem):
     with pytest.raises(ValueError, match="do not match"):
         A.set_grads(net, A.MetaGradient(result.loss, {"w": result.grads["head.bias"]}))
 
-    ev = A.evaluate(net, params, *data, inner_lr=INNER_LR, steps=1)
+    ev = EV.evaluate(net, params, *data, inner_lr=INNER_LR, steps=1)
     assert ev.loss.shape == ev.accuracy.shape == (3,)
     assert ((ev.accuracy >= 0) & (ev.accuracy <= 1)).all()
     # Evaluation loss after the same adaptation equals the MAML meta-loss per task.
@@ -417,8 +418,8 @@ def test_task_chunks_give_the_same_result(tiny_problem, algorithm):
     chunked = run(net, params, *data, inner_lr=INNER_LR, steps=2, task_chunk=2)
     torch.testing.assert_close(chunked.loss, whole.loss, rtol=1e-12, atol=0)
     _assert_grads_equal(chunked.grads, whole.grads)
-    ev = A.evaluate(net, params, *data, inner_lr=INNER_LR, steps=2)
-    ev_chunked = A.evaluate(net, params, *data, inner_lr=INNER_LR, steps=2, task_chunk=2)
+    ev = EV.evaluate(net, params, *data, inner_lr=INNER_LR, steps=2)
+    ev_chunked = EV.evaluate(net, params, *data, inner_lr=INNER_LR, steps=2, task_chunk=2)
     torch.testing.assert_close(ev_chunked.loss, ev.loss, rtol=1e-12, atol=0)
     with pytest.raises(ValueError, match="task_chunk"):
         run(net, params, *data, inner_lr=INNER_LR, steps=2, task_chunk=0)

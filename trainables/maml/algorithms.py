@@ -18,13 +18,13 @@ meta-batch, computed with ``torch.func`` on top of :mod:`.functional` (``vmap`` 
 Every algorithm accepts any :data:`.functional.InnerLR` step size (a float, or one tensor per
 parameter); only :func:`meta_sgd` differentiates w.r.t. it. A trainer calls :func:`set_grads`
 (which sets ``p.grad = result.grads[name]`` on its module's parameters, and the rates' grads
-for Meta-SGD) and then ``optimizer.step()`` on one optimizer over both; :func:`evaluate`
-scores an initialisation after adaptation.
+for Meta-SGD) and then ``optimizer.step()`` on one optimizer over both; :func:`.evaluation.evaluate`
+scores an initialisation after adaptation (:mod:`.evaluation`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 import torch
@@ -94,30 +94,6 @@ def check_vmap_safe(model: nn.Module) -> None:
                 "meta-gradient under vmap is wrong (torch 2.13); use the explicit batch "
                 "norm of warmtune.trainables.maml.conv.ConvBlock instead"
             )
-
-
-def _split(params: Mapping[str, Tensor], prefix: str) -> tuple[Params, Params]:
-    adapted = {n: p for n, p in params.items() if n.startswith(prefix)}
-    if not adapted:
-        raise ValueError(
-            f"no parameter name starts with {prefix!r} (got {', '.join(params)}); pass the "
-            "prefix of the layers the inner loop adapts"
-        )
-    return adapted, {n: p for n, p in params.items() if not n.startswith(prefix)}
-
-
-def _constant(inner_lr: InnerLR) -> InnerLR:
-    """The step size cut from any outer graph: algorithms return detached meta-gradients."""
-    if isinstance(inner_lr, Mapping):
-        return MF.detached(inner_lr)
-    return inner_lr.detach() if isinstance(inner_lr, Tensor) else inner_lr
-
-
-def _rates_for(inner_lr: InnerLR, names: Iterable[str]) -> InnerLR:
-    """Per-parameter step sizes of the adapted parameters only (ANIL adapts a subset)."""
-    if isinstance(inner_lr, Mapping):
-        return {n: inner_lr[n] for n in names if n in inner_lr}
-    return inner_lr
 
 
 def initial_inner_lrs(params: Mapping[str, Tensor], inner_lr: float) -> Params:
@@ -258,7 +234,7 @@ def maml(
     check_vmap_safe(model)
 
     base = MF.detached(params)
-    rates = _traceable(_constant(inner_lr), next(iter(base.values())), compiled=compiled)
+    rates = _traceable(MF.constant_rate(inner_lr), next(iter(base.values())), compiled=compiled)
 
     def compute(data: Data) -> tuple[Grads, Tensor]:
         def objective(p: Params) -> Tensor:
@@ -362,9 +338,9 @@ def anil(
     """
     _check_steps(steps)
     check_vmap_safe(model)
-    head, body = _split(MF.detached(params), head_prefix)
-    rates = _rates_for(
-        _traceable(_constant(inner_lr), next(iter(head.values())), compiled=compiled), head
+    head, body = MF.split_adapted(MF.detached(params), head_prefix)
+    rates = MF.rates_for(
+        _traceable(MF.constant_rate(inner_lr), next(iter(head.values())), compiled=compiled), head
     )
 
     def compute(data: Data) -> tuple[Grads, Tensor]:
@@ -507,7 +483,7 @@ def reptile(
     _check_steps(steps)
     check_vmap_safe(model)
     base = MF.detached(params)
-    rates = _traceable(_constant(inner_lr), next(iter(base.values())), compiled=compiled)
+    rates = _traceable(MF.constant_rate(inner_lr), next(iter(base.values())), compiled=compiled)
 
     def one_task(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Params, Tensor]:
         adapted = MF.adapt(
@@ -542,127 +518,6 @@ HEAD_ONLY = frozenset({"anil"})
 
 LEARNED_INNER_LR = frozenset({"metasgd"})
 """Algorithms that meta-learn per-parameter inner step sizes (``inner_lr_grads``)."""
-
-
-class Evaluation(NamedTuple):
-    """Per-task scores after adaptation.
-
-    Attributes:
-        loss: ``[T]`` query loss.
-        accuracy: ``[T]`` query accuracy in ``[0, 1]``.
-    """
-
-    loss: Tensor
-    accuracy: Tensor
-
-
-def adapted_logits(
-    model: nn.Module,
-    params: Mapping[str, Tensor],
-    support_x: Tensor,
-    support_y: Tensor,
-    query_x: Tensor,
-    *,
-    inner_lr: InnerLR,
-    steps: int,
-    loss_fn: LossFn = F.cross_entropy,
-    adapt_prefix: str = "",
-    task_chunk: int | None = None,
-) -> Tensor:
-    """Query logits of every task after adapting on its support set (no meta-gradient).
-
-    Args:
-        model: Architecture template.
-        params: Initialisation.
-        support_x: ``[T, N*K, *input_shape]``.
-        support_y: ``[T, N*K]``.
-        query_x: ``[T, M, *input_shape]``.
-        inner_lr: Inner-loop step size (per-parameter step sizes: only the adapted
-            parameters' entries are used).
-        steps: Adaptation steps (0 scores the initialisation itself).
-        loss_fn: Inner-loop loss.
-        adapt_prefix: Only parameters whose name starts with it adapt (``""``: all;
-            ``"head."`` for ANIL).
-        task_chunk: Tasks vectorised at a time, see :func:`maml`.
-
-    Returns:
-        ``[T, M, n_way]`` logits, detached.
-    """
-    check_vmap_safe(model)
-    adapting, fixed = _split(MF.detached(params), adapt_prefix)
-    rates = _rates_for(_constant(inner_lr), adapting)
-
-    def one_task(sx: Tensor, sy: Tensor, qx: Tensor) -> Tensor:
-        adapted = MF.adapt(
-            model,
-            adapting,
-            sx,
-            sy,
-            loss_fn=loss_fn,
-            inner_lr=rates,
-            steps=steps,
-            first_order=True,
-            frozen=fixed,
-        )
-        return MF.forward(model, {**fixed, **adapted}, qx)
-
-    tasks = support_x.shape[0]
-    chunk = tasks if task_chunk is None else task_chunk
-    if chunk < 1:
-        raise ValueError(f"task_chunk must be >= 1 or None (no chunking), got {task_chunk}")
-    with torch.no_grad():
-        return torch.cat(
-            [
-                vmap(one_task)(*(t[i : i + chunk] for t in (support_x, support_y, query_x)))
-                for i in range(0, tasks, chunk)
-            ]
-        )
-
-
-def evaluate(
-    model: nn.Module,
-    params: Mapping[str, Tensor],
-    support_x: Tensor,
-    support_y: Tensor,
-    query_x: Tensor,
-    query_y: Tensor,
-    *,
-    inner_lr: InnerLR,
-    steps: int,
-    adapt_prefix: str = "",
-    task_chunk: int | None = None,
-) -> Evaluation:
-    """Cross-entropy and accuracy of every task's query set after adaptation.
-
-    Args:
-        model: Architecture template.
-        params: Initialisation.
-        support_x: ``[T, N*K, *input_shape]``.
-        support_y: ``[T, N*K]``.
-        query_x: ``[T, M, *input_shape]``.
-        query_y: ``[T, M]``.
-        inner_lr: Inner-loop step size, see :func:`adapted_logits`.
-        steps: Adaptation steps.
-        adapt_prefix: See :func:`adapted_logits`.
-        task_chunk: Tasks vectorised at a time, see :func:`maml`.
-
-    Returns:
-        Per-task loss and accuracy.
-    """
-    logits = adapted_logits(
-        model,
-        params,
-        support_x,
-        support_y,
-        query_x,
-        inner_lr=inner_lr,
-        steps=steps,
-        adapt_prefix=adapt_prefix,
-        task_chunk=task_chunk,
-    )
-    loss = F.cross_entropy(logits.flatten(0, 1), query_y.flatten(), reduction="none")
-    accuracy = (logits.argmax(dim=-1) == query_y).to(logits.dtype).mean(dim=1)
-    return Evaluation(loss.view_as(query_y).mean(dim=1), accuracy)
 
 
 def _check_steps(steps: int) -> None:
@@ -715,12 +570,9 @@ __all__ = [
     "HEAD_ONLY",
     "LEARNED_INNER_LR",
     "Algorithm",
-    "Evaluation",
     "MetaGradient",
-    "adapted_logits",
     "anil",
     "check_vmap_safe",
-    "evaluate",
     "first_order_maml",
     "initial_inner_lrs",
     "maml",

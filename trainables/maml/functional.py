@@ -26,7 +26,7 @@ through them (ANIL's body) go in ``frozen``, not in ``params``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
@@ -392,15 +392,43 @@ def detached(params: Mapping[str, Tensor]) -> Params:
     return {name: p.detach() for name, p in params.items()}
 
 
+def split_adapted(params: Mapping[str, Tensor], prefix: str) -> tuple[Params, Params]:
+    """The parameters the inner loop adapts (names starting with ``prefix``), and the rest."""
+    adapted = {n: p for n, p in params.items() if n.startswith(prefix)}
+    if not adapted:
+        raise ValueError(
+            f"no parameter name starts with {prefix!r} (got {', '.join(params)}); pass the "
+            "prefix of the layers the inner loop adapts"
+        )
+    return adapted, {n: p for n, p in params.items() if not n.startswith(prefix)}
+
+
+def constant_rate(inner_lr: InnerLR) -> InnerLR:
+    """The step size cut from any outer graph: algorithms return detached meta-gradients."""
+    if isinstance(inner_lr, Mapping):
+        return detached(inner_lr)
+    return inner_lr.detach() if isinstance(inner_lr, Tensor) else inner_lr
+
+
+def rates_for(inner_lr: InnerLR, names: Iterable[str]) -> InnerLR:
+    """Per-parameter step sizes of the adapted parameters only (ANIL adapts a subset)."""
+    if isinstance(inner_lr, Mapping):
+        return {n: inner_lr[n] for n in names if n in inner_lr}
+    return inner_lr
+
+
 __all__ = [
     "InnerLR",
     "LossFn",
     "Params",
     "adapt",
     "batched_query_losses",
+    "constant_rate",
     "detached",
     "forward",
     "meta_loss",
+    "rates_for",
+    "split_adapted",
     "task_loss",
     "task_query_loss",
 ]

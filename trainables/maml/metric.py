@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .algorithms import Evaluation
+from .evaluation import Evaluation
 
 MetricAlgorithm = Literal["protonet", "matching"]
 

@@ -43,6 +43,7 @@ from warmtune.trainables.runtime import (
 )
 
 from . import algorithms as AL
+from . import evaluation as EV
 from .conv import HEAD_PREFIX, ConvNet
 from .functional import InnerLR
 from .metric import METRIC_ALGORITHMS, MetricLearner
@@ -261,7 +262,7 @@ class OmniglotMAML:
         self.optimizer.step()
         return result.loss.item()
 
-    def _score_chunk(self, e: Episodes) -> AL.Evaluation:
+    def _score_chunk(self, e: Episodes) -> EV.Evaluation:
         if self.metric is not None:
             return self.metric.evaluate(
                 self.model,
@@ -271,7 +272,7 @@ class OmniglotMAML:
                 e.query_y,
                 n_way=self.settings.n_way,
             )
-        return AL.evaluate(
+        return EV.evaluate(
             self.model,
             dict(self.model.named_parameters()),
             e.support_x,
@@ -284,9 +285,9 @@ class OmniglotMAML:
             task_chunk=self._task_chunk,
         )
 
-    def _score(self, chunks: list[Episodes]) -> AL.Evaluation:
+    def _score(self, chunks: list[Episodes]) -> EV.Evaluation:
         parts = [self._score_chunk(e) for e in chunks]
-        return AL.Evaluation(
+        return EV.Evaluation(
             torch.cat([p.loss for p in parts]), torch.cat([p.accuracy for p in parts])
         )
 
