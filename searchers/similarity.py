@@ -63,8 +63,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.special import betaincc, betaln
 
+from warmtune.searchers.betabinomial import (
+    MIN_VARIANCE,
+    beta_parameters,
+    effective_pairs,
+    helpful_probability,
+    log_likelihood,
+    logsumexp,
+    normalise_log,
+)
 from warmtune.searchers.metafeatures import MetaTable, meta_kernel
 from warmtune.searchers.pastmodels import PastModels
 from warmtune.searchers.pasttask import PastTask
@@ -76,7 +84,6 @@ __all__ = ["UNINFORMED_VARIANCE", "TaskSimilarity", "TaskWeights", "task_concord
 UNINFORMED_VARIANCE = 1.0 / 12.0
 # The smallest prior variance a task keeps: a prior is never so sure that a few dozen
 # observations could not overturn it.
-_MIN_VARIANCE = 1e-4
 # Meta-feature kernel bandwidths (in standard deviations) and label-mismatch factors
 # tried by LOTO; infinity is the "meta-features say nothing" model.
 _META_BANDWIDTHS = (*np.geomspace(0.1, 10.0, 9).tolist(), math.inf)
@@ -306,10 +313,10 @@ class TaskSimilarity:
             )
             resid = np.where(known, resid - self.meta_slope * (k - loo_k), np.nan)
         sq = np.where(known, resid**2 - noise, np.nan)
-        pooled = max(float(np.nanmean(sq)), _MIN_VARIANCE)
+        pooled = max(float(np.nanmean(sq)), MIN_VARIANCE)
         per_task = (np.nansum(sq, axis=1) + pooled) / (count + 1)
         # Never wider than knowing nothing (a concordance uniform on [0, 1]).
-        self._variance = np.clip(per_task, _MIN_VARIANCE, UNINFORMED_VARIANCE)
+        self._variance = np.clip(per_task, MIN_VARIANCE, UNINFORMED_VARIANCE)
 
     @staticmethod
     def _loto_slope_error(kc: np.ndarray, resid: np.ndarray) -> float:
@@ -409,36 +416,36 @@ class TaskSimilarity:
         evidence = evidence or Evidence.none(t)
         usable = self.models.usable()
         mu, var = self.prior(meta_features)
-        a, b = _beta_parameters(mu, var)
+        a, b = beta_parameters(mu, var)
         # A task's prior weight: the probability that its model orders a new task better
         # than chance at all, under its learned prior.
         with np.errstate(divide="ignore"):
             log_pi = np.where(usable, np.log(helpful_probability(mu, var)), -np.inf)
-        log_pi -= _logsumexp(log_pi[np.isfinite(log_pi)]) if np.isfinite(log_pi).any() else 0.0
-        nu, k = _effective(evidence.concordant, evidence.pairs)
-        loglik = _log_likelihood(a, b, k, nu)
+        log_pi -= logsumexp(log_pi[np.isfinite(log_pi)]) if np.isfinite(log_pi).any() else 0.0
+        nu, k = effective_pairs(evidence.concordant, evidence.pairs)
+        loglik = log_likelihood(a, b, k, nu)
         if oracle is not None:
-            nu_o, k_o = _effective(oracle.concordant, oracle.pairs)
-            within = _normalise(log_pi + _log_likelihood(a, b, k_o, nu_o))
+            nu_o, k_o = effective_pairs(oracle.concordant, oracle.pairs)
+            within = normalise_log(log_pi + log_likelihood(a, b, k_o, nu_o))
         else:
-            within = _normalise(log_pi + loglik)
+            within = normalise_log(log_pi + loglik)
         # The past as one model: the mixture of its tasks under their current weights.
         with np.errstate(divide="ignore"):
-            log_past = _logsumexp(np.log(within[usable]) + loglik[usable])
+            log_past = logsumexp(np.log(within[usable]) + loglik[usable])
         candidates = [("past", math.log(1.0 - self.null_prior), log_past)]
         own_measured = None
         if evidence.own_concordant is not None and evidence.pairs:
             own_measured = evidence.own_concordant / evidence.pairs
             own_k = own_measured * nu
             # A uniform prior on its concordance (restricted, like the past's, to [1/2, 1]).
-            log_own = float(_log_likelihood(np.ones(1), np.ones(1), np.array([own_k]), nu)[0])
+            log_own = float(log_likelihood(np.ones(1), np.ones(1), np.array([own_k]), nu)[0])
             # The past and the own model share the prior mass that chance leaves.
             candidates = [
                 ("past", math.log((1.0 - self.null_prior) / 2.0), log_past),
                 ("own", math.log((1.0 - self.null_prior) / 2.0), log_own),
             ]
         candidates.append(("random", math.log(self.null_prior), -nu * math.log(2.0)))
-        share = _normalise(np.array([p + m for _, p, m in candidates]))
+        share = normalise_log(np.array([p + m for _, p, m in candidates]))
         shares = {name: float(x) for (name, _, _), x in zip(candidates, share, strict=True)}
         w_past = shares["past"] * within
         measured = evidence.concordant / evidence.pairs if evidence.pairs else np.full(t, np.nan)
@@ -515,63 +522,6 @@ def task_concordances(
                 for i, a in zip(sources, agree, strict=True)
             ]
     return out
-
-
-def _effective(concordant: np.ndarray, pairs: int) -> tuple[float, np.ndarray]:
-    """``(nu, k)``: the pairs' worth as independent pairs (Kendall's variance of a
-    concordance is that of ``nu`` coin flips) and the concordant share of them."""
-    if pairs <= 0:
-        return 0.0, np.zeros_like(np.asarray(concordant, dtype=float))
-    nu = 0.25 / concordance_variance(pairs)
-    return nu, np.asarray(concordant, dtype=float) / pairs * nu
-
-
-def _log_likelihood(a: np.ndarray, b: np.ndarray, k: np.ndarray, nu: float) -> np.ndarray:
-    """Log probability of the observed pair orders under each model: ``c^k (1 - c)^(nu - k)``
-    integrated over the model's concordance ``c``, Beta(a, b) restricted to ``[1/2, 1]``.
-
-    A model is used as it is, never turned round: a task whose model orders the target's
-    results the wrong way round does not explain them, however consistently. Hence the
-    restriction: at best it is as good as chance.
-    """
-    if nu <= 0:
-        return np.zeros(len(a))
-    a2, b2 = a + k, b + nu - k
-    with np.errstate(divide="ignore"):
-        upper = np.log(betaincc(a2, b2, 0.5)) - np.log(betaincc(a, b, 0.5))
-    return betaln(a2, b2) - betaln(a, b) + upper
-
-
-def helpful_probability(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
-    """Prior probability that each task's model orders a new task better than chance
-    (its concordance above one half), under the learned Beta prior."""
-    a, b = _beta_parameters(np.asarray(mean, dtype=float), np.asarray(var, dtype=float))
-    return betaincc(a, b, 0.5)
-
-
-def _beta_parameters(mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The Beta with this mean and variance (its concentration at least 2: no prior is
-    surer of a concordance than a handful of pairs could be)."""
-    mean = np.clip(mean, 0.01, 0.99)
-    kappa = np.maximum(mean * (1.0 - mean) / np.maximum(var, _MIN_VARIANCE) - 1.0, 2.0)
-    return mean * kappa, (1.0 - mean) * kappa
-
-
-def _logsumexp(x: np.ndarray) -> float:
-    if len(x) == 0 or not np.isfinite(x).any():
-        return -math.inf
-    top = float(np.max(x))
-    return top + math.log(float(np.sum(np.exp(x - top))))
-
-
-def _normalise(log_weights: np.ndarray) -> np.ndarray:
-    """Softmax of log weights (``-inf`` entries get 0)."""
-    log_weights = np.asarray(log_weights, dtype=float)
-    if not np.isfinite(log_weights).any():
-        return np.zeros(len(log_weights))
-    top = np.max(log_weights[np.isfinite(log_weights)])
-    w = np.where(np.isfinite(log_weights), np.exp(log_weights - top), 0.0)
-    return w / w.sum()
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> float:
