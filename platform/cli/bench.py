@@ -1,4 +1,6 @@
-"""``warmtune bench``: searchers on benchmarks, leave-one-task-out (see :mod:`warmtune.bench`)."""
+"""``warmtune bench``: searchers on benchmarks, leave-one-task-out (see :mod:`warmtune.bench`),
+and the measurement tools (:mod:`warmtune.bench.tools`): ``overhead``, ``latency``,
+``throughput maml|nas``, ``compare``."""
 
 from __future__ import annotations
 
@@ -16,7 +18,78 @@ def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-@click.command()
+class _BenchGroup(click.Group):
+    """``warmtune bench BENCHMARK ...`` runs the protocol (the ``run`` command), and
+    ``warmtune bench TOOL ...`` a measurement tool."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(ctx.command_path, "BENCHMARK [OPTIONS] | TOOL [ARGS]...")
+
+
+@click.group(cls=_BenchGroup)
+def bench() -> None:
+    """Benchmark searchers, and measure warmtune itself.
+
+    `warmtune bench BENCHMARK [OPTIONS]` (lcbench, yahpo:NAME|PATH, nb201:DATASET, nqm)
+    replays every method on the benchmark, leave one task out; `warmtune bench run
+    --help` lists its options. The tools: `overhead` (what the platform adds to a
+    search), `latency` (a searcher's suggest time against the knowledge base's size),
+    `throughput maml|nas` (training steps per second of the trainables), `compare`
+    (trained NAS cells against random ones); each takes --help.
+    """
+
+
+_TOOL = {"context_settings": {"ignore_unknown_options": True, "help_option_names": []}}
+
+
+@bench.command("overhead", add_help_option=False, **_TOOL)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def overhead(args: tuple[str, ...]) -> None:
+    """What Tune and warmtune add to a fixed search (--help for the options)."""
+    from warmtune.bench.tools.overhead import main
+
+    main(list(args))
+
+
+@bench.command("latency", add_help_option=False, **_TOOL)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def latency(args: tuple[str, ...]) -> None:
+    """A searcher's suggest time against the knowledge base's size (--help)."""
+    from warmtune.bench.tools.latency import main
+
+    main(list(args))
+
+
+@bench.command("throughput", add_help_option=False, **_TOOL)
+@click.argument("family", type=click.Choice(["maml", "nas"]))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def throughput(family: str, args: tuple[str, ...]) -> None:
+    """Training throughput of the few-shot (maml) or NAS trainables (FAMILY --help)."""
+    if family == "maml":
+        from warmtune.bench.tools.maml_throughput import main as run_maml
+
+        run_maml(list(args))
+    else:
+        from warmtune.bench.tools.nas_throughput import main as run_nas
+
+        run_nas(list(args))
+
+
+@bench.command("compare", add_help_option=False, **_TOOL)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def compare(args: tuple[str, ...]) -> None:
+    """Train a NAS job's found cell beside random cells (--help)."""
+    from warmtune.bench.tools.nas_compare import main
+
+    main(list(args))
+
+
+@bench.command("run")
 @click.argument("benchmark")
 @click.option(
     "--tasks",
@@ -28,7 +101,8 @@ def _split(text: str) -> list[str]:
     default="default",
     show_default=True,
     help="Comma-separated methods, or a keyword: default (every method but the "
-    "ablations), ablations (bohb, bohb-warm and each bohb-warm-* ablation), all.",
+    "ablations; pbt too where trials have weights, nqm), ablations (bohb, bohb-warm and "
+    "each bohb-warm-* ablation), all.",
 )
 @click.option("--budget", default=20.0, show_default=True, help="Full-fidelity equivalents.")
 @click.option("--workers", default=1, show_default=True, help="Simulated parallel workers.")
@@ -94,7 +168,7 @@ def _split(text: str) -> list[str]:
     "each budget a fit from scratch).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def bench(
+def run(
     benchmark: str,
     tasks: str | None,
     methods: str,

@@ -22,6 +22,7 @@ from warmtune.searchers import (
     Suggestion,
     make_searcher,
     registered_searchers,
+    searcher_class,
 )
 from warmtune.space import SearchSpace
 
@@ -242,7 +243,11 @@ def test_incumbent_trajectory_and_best_at():
 # Every searcher -------------------------------------------------------------------------
 # Every registered searcher with its defaults, plus the synchronous variants that make
 # ask() return None while a bracket waits for stragglers.
-VARIANTS = [(name, {}) for name in registered_searchers()] + [
+# Searchers that copy checkpoints (PBT) run in the population engine, on a backend with
+# weights: tests/bench/test_population.py.
+VARIANTS = [
+    (name, {}) for name in registered_searchers() if not searcher_class(name).copies_checkpoints
+] + [
     ("bohb", {"mode": "sync", "max_concurrent_brackets": 1}),
     ("hyperband", {"max_concurrent_brackets": 1}),
 ]

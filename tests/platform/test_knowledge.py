@@ -353,7 +353,7 @@ def test_reads_are_right_at_50k_observations(tmp_path):
                 for i in range(5000)
             ]
         )
-    # Correct at scale; how fast is measured by `python -m warmtune.searchers.latency`.
+    # Correct at scale; how fast is measured by `warmtune bench latency`.
     df = kb.observations()
     tasks = kb.tasks()
     best = kb.best_configs("task3", k=10)

@@ -165,7 +165,7 @@ def test_network_rejects_bad_sizes():
 
 
 def test_throughput_table_runs(capsys):
-    from warmtune.trainables.nas.throughput import main
+    from warmtune.bench.tools.nas_throughput import main
 
     main(["--channels", "2", "--cells-per-stage", "1", "--steps", "1", "--batch-size", "4"])
     lines = capsys.readouterr().out.strip().splitlines()

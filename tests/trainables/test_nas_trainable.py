@@ -211,7 +211,7 @@ def test_compare_trains_given_and_random_cells(omniglot, tmp_path, capsys):
     import pandas as pd
     import yaml
 
-    from warmtune.trainables.nas.compare import main
+    from warmtune.bench.tools.nas_compare import main
 
     job = {
         "name": "tiny-nas",

@@ -2,7 +2,7 @@
 
 ::
 
-    python -m warmtune.trainables.nas.throughput --channels 16 --cells-per-stage 5 \\
+    python -m warmtune.bench.tools.nas_throughput --channels 16 --cells-per-stage 5 \\
         --image-size 28 --in-channels 1 --batch-size 64 --threads 1,2
 
 Times SGD training steps (forward, backward, update) of :class:`~.network.CellNetwork`
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .network import CellNetwork, count_parameters
+from warmtune.trainables.nas.network import CellNetwork, count_parameters
 
 CELLS = {
     "all-conv3x3": "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|"
@@ -84,7 +84,9 @@ def images_per_second(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command-line entry point (see the module docstring); prints a Markdown table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="warmtune bench throughput nas", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--channels", type=int, default=16)
     parser.add_argument("--cells-per-stage", type=int, default=5)
     parser.add_argument("--image-size", type=int, default=28)

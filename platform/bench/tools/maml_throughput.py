@@ -1,6 +1,6 @@
 """Meta-iterations per second of vectorised MAML versus a per-task Python loop.
 
-Run ``python -m warmtune.trainables.maml.throughput [--device cpu|cuda] [--seconds N]``.
+Run ``python -m warmtune.bench.tools.maml_throughput [--device cpu|cuda] [--seconds N]``.
 The setting is the MAML paper's Omniglot one: second-order MAML, meta-batch 32, 5-way
 1-shot with 15 queries per class, 64 filters, 4 blocks, one inner step. Images are random
 (throughput does not depend on their content), so no data is needed.
@@ -29,11 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from warmtune.trainables.maml import algorithms as AL
+from warmtune.trainables.maml.conv import ConvNet
+from warmtune.trainables.maml.functional import Params
 from warmtune.trainables.runtime import make_generator
-
-from . import algorithms as AL
-from .conv import ConvNet
-from .functional import Params
 
 Data = tuple[Tensor, Tensor, Tensor, Tensor]
 
@@ -276,7 +275,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     Returns:
         Meta-iterations per second by implementation.
     """
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="warmtune bench throughput maml", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--seconds", type=float, default=10.0, help="timing per method")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (CPU)")

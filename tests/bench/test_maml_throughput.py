@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from warmtune.bench.tools import maml_throughput as T
 from warmtune.trainables.maml import algorithms as AL
-from warmtune.trainables.maml import throughput as T
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,4 +1,4 @@
-"""Suggest-latency benchmark: ``python -m warmtune.searchers.latency``.
+"""Suggest-latency benchmark: ``python -m warmtune.bench.tools.latency``.
 
 Measures how long ``ask()`` takes once a searcher has ``--own`` observations of its
 own, with a knowledge base of ``--kb-size`` past observations over ``--tasks`` tasks
@@ -116,7 +116,9 @@ def time_asks(searcher: Searcher, n: int, shift: float) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="warmtune bench latency", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--own", type=int, default=1000, help="own observations first")
     parser.add_argument("--kb-size", type=int, default=50_000, help="past observations")
     parser.add_argument("--tasks", type=int, default=34, help="past tasks")

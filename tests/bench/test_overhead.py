@@ -1,4 +1,4 @@
-"""warmtune.overhead: the report's structure on a tiny search (no timing thresholds)."""
+"""warmtune.bench.tools.overhead: the report's structure on a tiny search (no timing thresholds)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from warmtune.overhead import OverheadReport, Run, main, measure
+from warmtune.bench.tools.overhead import OverheadReport, Run, main, measure
 from warmtune.store import ResultStore
 
 TINY = {"meta_iters_per_report": 1, "eval_tasks": 2}

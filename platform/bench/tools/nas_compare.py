@@ -3,7 +3,7 @@
 The yardstick for an architecture search: is the cell it found better than a typical
 random cell trained the same way? ::
 
-    python -m warmtune.trainables.nas.compare examples/nas-omniglot.yaml \\
+    python -m warmtune.bench.tools.nas_compare examples/nas-omniglot.yaml \\
         --cell '|nor_conv_3x3~0|+|...' --random 8 --jobs 2 --out nas-compare.csv
 
 Every child trains for the job's ``budget.max_iterations`` reported iterations with the
@@ -36,8 +36,7 @@ def train_cell(
 
     from warmtune.trainables import trial_seed
     from warmtune.trainables.benchmarks.nb201 import string_to_arch
-
-    from .trainable import ChildTraining, NASSettings
+    from warmtune.trainables.nas.trainable import ChildTraining, NASSettings
 
     torch.set_num_threads(1)
     config = string_to_arch(cell)
@@ -59,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     from warmtune.spec import load_job
     from warmtune.trainables.benchmarks.nb201 import all_archs, arch_to_string
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="warmtune bench compare", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("job", type=Path, help="a job file of the nas-omniglot trainable")
     parser.add_argument("--cell", action="append", default=[], help="a cell string to train")
     parser.add_argument("--random", type=int, default=8, help="random cells to train")

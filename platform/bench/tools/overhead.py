@@ -1,6 +1,6 @@
 """What warmtune costs on top of Ray Tune, and how a fixed search scales with workers.
 
-``python -m warmtune.overhead`` runs one fixed search (MAML on sinusoids, a fixed
+``python -m warmtune.bench.tools.overhead`` runs one fixed search (MAML on sinusoids, a fixed
 amount of CPU work per trial, random search) twice: through :func:`warmtune.runner.run_job`,
 the path ``warmtune run`` takes (results recorder, progress, knowledge-base add at the
 end), and as a bare ``ray.tune.Tuner`` over the same function trainable with the same
@@ -356,7 +356,7 @@ class _Bench:
                 "knowledge_base": {"path": str(self.root / "kb")},
                 "seed": self.seed,
             },
-            source="warmtune.overhead",
+            source="warmtune.bench.tools.overhead",
         )
         # The CLI's path: progress lines included (into a buffer, not the terminal).
         summary = run_job(spec, progress=True, stream=io.StringIO())
@@ -411,9 +411,10 @@ def _check(n_trials: int, n_errors: int, expected: int, what: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m warmtune.overhead``: run :func:`measure` and print the table."""
+    """``python -m warmtune.bench.tools.overhead``: run :func:`measure` and print the table."""
     parser = argparse.ArgumentParser(
-        prog="python -m warmtune.overhead", description=__doc__.split("\n\n")[0]
+        prog="warmtune bench overhead",
+        description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("--trials", type=int, default=12, help="Trials per search (12).")
     parser.add_argument("--iterations", type=int, default=5, help="Iterations per trial (5).")

@@ -1,0 +1,1 @@
+"""Measurement tools behind `warmtune bench overhead|latency|throughput|compare`."""
