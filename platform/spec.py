@@ -307,7 +307,7 @@ def resolve_storage(storage: str) -> str:
 
 def _cross_checks(spec: JobSpec) -> list[tuple[str, str]]:
     """Checks that need several fields, each returned as (path, message)."""
-    from warmtune.searchers import make_searcher
+    from warmtune.searchers import check_searcher
 
     problems: list[tuple[str, str]] = []
     try:
@@ -363,7 +363,9 @@ def _cross_checks(spec: JobSpec) -> list[tuple[str, str]]:
             )
         )
     try:
-        searcher = make_searcher(
+        # Checked, not built: the run builds the searcher once, warm from the knowledge
+        # base, which is no business of a job file's validation.
+        check_searcher(
             spec.searcher.name,
             space=space,
             seed=spec.seed,
@@ -374,7 +376,7 @@ def _cross_checks(spec: JobSpec) -> list[tuple[str, str]]:
     except ValueError as e:
         problems.append(("searcher", str(e)))
         return problems
-    if searcher.schedules_trials and spec.scheduler.name != "fifo":
+    if cls.schedules_trials and spec.scheduler.name != "fifo":
         problems.append(
             (
                 "scheduler",

@@ -34,6 +34,7 @@ __all__ = [
     "RandomSearch",
     "Searcher",
     "Suggestion",
+    "check_searcher",
     "make_searcher",
     "registered_searchers",
     "searcher_from_state",
@@ -65,6 +66,42 @@ def make_searcher(
     Raises:
         ValueError: unknown name, or options the searcher does not take.
     """
+    cls, kwargs = _constructor_arguments(
+        name, options, max_budget, population_size, warm_start, history
+    )
+    return cls(space=space, seed=seed, **kwargs)
+
+
+def check_searcher(
+    name: str,
+    *,
+    space: SearchSpace,
+    seed: int | None,
+    options: dict[str, Any] | None = None,
+    max_budget: float | None = None,
+    population_size: int | None = None,
+) -> type[Searcher]:
+    """What :func:`make_searcher` would raise for these options, without building the
+    searcher (a job file is checked before its knowledge base is read, and its searcher
+    built once, by the run); returns the searcher's class.
+
+    Raises:
+        ValueError: as :func:`make_searcher`.
+    """
+    cls, kwargs = _constructor_arguments(name, options, max_budget, population_size, None, None)
+    cls.check_options(space=space, seed=seed, **kwargs)
+    return cls
+
+
+def _constructor_arguments(
+    name: str,
+    options: dict[str, Any] | None,
+    max_budget: float | None,
+    population_size: int | None,
+    warm_start: Any,
+    history: History | None,
+) -> tuple[type[Searcher], dict[str, Any]]:
+    """The class registered as ``name`` and the keyword arguments to build it with."""
     if name not in registered_searchers():
         raise ValueError(f"unknown searcher {name!r}; choose one of {registered_searchers()}")
     cls = searcher_class(name)
@@ -103,4 +140,4 @@ def make_searcher(
         options["warm_start"] = warm_start
     if history is not None and len(history) and switch is not False and cls.takes_history:
         options["history"] = history
-    return cls(space=space, seed=seed, **options)
+    return cls, options

@@ -196,14 +196,32 @@ class Searcher(abc.ABC):
     passed_again: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, space: SearchSpace, seed: int | None = None) -> None:
-        if not isinstance(space, SearchSpace):
-            raise ValueError(
-                f"space must be a warmtune SearchSpace, got {type(space).__name__}; "
-                "build one with SearchSpace({...})"
-            )
+        _check_space(space)
         self.space = space
         self.seed = seed
         self.rng = np.random.default_rng(seed)
+
+    @classmethod
+    def check_options(cls, *, space: SearchSpace, seed: int | None = None, **options: Any) -> None:
+        """Raise the ``ValueError`` that ``cls(space=space, seed=seed, **options)`` would
+        raise for its options, without building the searcher.
+
+        The constructor's arguments, defaults filled in, go to the ``_check(args)`` static
+        method of every class in the MRO that defines one, base classes first; each
+        ``__init__`` runs its own class's ``_check`` on the same arguments, so a job file
+        is checked by the very code that builds its searcher, once.
+        """
+        _check_space(space)
+        try:
+            bound = inspect.signature(cls.__init__).bind(None, space=space, seed=seed, **options)
+        except TypeError as e:
+            raise ValueError(f"searcher {cls.name or cls.__name__!r}: {e}") from None
+        bound.apply_defaults()
+        args = dict(bound.arguments)
+        for klass in reversed(cls.__mro__):
+            check = klass.__dict__.get("_check")
+            if isinstance(check, staticmethod):
+                check.__func__(args)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -317,6 +335,14 @@ def searcher_class(name: str) -> type[Searcher]:
 def registered_searchers() -> list[str]:
     """Names of every searcher a job file can use."""
     return sorted(set(_REGISTRY.classes) | set(_LAZY_MODULES))
+
+
+def _check_space(space: Any) -> None:
+    if not isinstance(space, SearchSpace):
+        raise ValueError(
+            f"space must be a warmtune SearchSpace, got {type(space).__name__}; "
+            "build one with SearchSpace({...})"
+        )
 
 
 def _option_names(cls: type[Searcher]) -> list[str]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -147,46 +148,7 @@ class BOHB(SuccessiveHalvingSearcher):
             mode=mode,
             max_concurrent_brackets=max_concurrent_brackets,
         )
-        if min_points_in_model is not None and not (
-            isinstance(min_points_in_model, int) and min_points_in_model >= 1
-        ):
-            raise ValueError(
-                f"min_points_in_model must be an int >= 1 or None, got {min_points_in_model!r}; "
-                "None uses the number of parameters plus one"
-            )
-        if not 0 < top_n_percent < 100:
-            raise ValueError(f"top_n_percent must lie in (0, 100), got {top_n_percent}; e.g. 15")
-        if not (isinstance(num_samples, int) and num_samples >= 1):
-            raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}; e.g. 64")
-        if not 0 <= random_fraction <= 1:
-            raise ValueError(f"random_fraction must lie in [0, 1], got {random_fraction}; e.g. 1/3")
-        if not bandwidth_factor > 0:
-            raise ValueError(f"bandwidth_factor must be > 0, got {bandwidth_factor}; e.g. 3")
-        if not 0 < min_bandwidth < 1:
-            raise ValueError(f"min_bandwidth must lie in (0, 1), got {min_bandwidth}; e.g. 1e-3")
-        if prior is not None and not isinstance(prior, PriorModel):
-            raise ValueError(
-                "prior must have log_density(configs) and sample(rng, n) (see tpe.PriorModel), "
-                f"got {type(prior).__name__}"
-            )
-        if not prior_weight >= 0:
-            raise ValueError(f"prior_weight must be >= 0, got {prior_weight}; e.g. 10")
-        if initial_design is not None and not (
-            isinstance(initial_design, int) and initial_design >= 0
-        ):
-            raise ValueError(
-                f"initial_design must be an int >= 0 or None, got {initial_design!r}; "
-                "None keeps the design going while the past is winning"
-            )
-        if design_cost not in ("parallel", "always", "never"):
-            raise ValueError(
-                f"design_cost must be 'parallel', 'always' or 'never', got {design_cost!r}"
-            )
-        if warm_start is not None and not isinstance(warm_start, WarmStart):
-            raise ValueError(
-                f"warm_start must be a WarmStart, got {type(warm_start).__name__}; build one "
-                "with warmtune.searchers.warmstart.WarmStart"
-            )
+        BOHB._check(locals())
         self.min_points_in_model = min_points_in_model
         self.top_n_percent = top_n_percent
         self.num_samples = num_samples
@@ -200,10 +162,6 @@ class BOHB(SuccessiveHalvingSearcher):
         self.design_cost = design_cost
         self.warm_design = bool(warm_design)
         self.warm_model = bool(warm_model)
-        if history is not None and not isinstance(history, History):
-            raise ValueError(
-                f"history must be a warmtune.searchers.base.History, got {type(history).__name__}"
-            )
         self.history = history or History()
         # History observations under ids of their own, grouped by the budget they were at.
         self._history_configs: dict[str, dict[str, Any]] = {}
@@ -250,6 +208,66 @@ class BOHB(SuccessiveHalvingSearcher):
         if warm is not None and self.warm_start is not None:
             self._warm_n = int(warm["n"])
             self.warm_start.set_weights(warm["weights"])
+
+    @staticmethod
+    def _check(args: Mapping[str, Any]) -> None:
+        """BOHB's own options (see ``Searcher.check_options``)."""
+        min_points_in_model = args["min_points_in_model"]
+        top_n_percent = args["top_n_percent"]
+        num_samples = args["num_samples"]
+        random_fraction = args["random_fraction"]
+        bandwidth_factor = args["bandwidth_factor"]
+        min_bandwidth = args["min_bandwidth"]
+        prior = args["prior"]
+        prior_weight = args["prior_weight"]
+        initial_design = args["initial_design"]
+        design_cost = args["design_cost"]
+        warm_start = args["warm_start"]
+        if min_points_in_model is not None and not (
+            isinstance(min_points_in_model, int) and min_points_in_model >= 1
+        ):
+            raise ValueError(
+                f"min_points_in_model must be an int >= 1 or None, got {min_points_in_model!r}; "
+                "None uses the number of parameters plus one"
+            )
+        if not 0 < top_n_percent < 100:
+            raise ValueError(f"top_n_percent must lie in (0, 100), got {top_n_percent}; e.g. 15")
+        if not (isinstance(num_samples, int) and num_samples >= 1):
+            raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}; e.g. 64")
+        if not 0 <= random_fraction <= 1:
+            raise ValueError(f"random_fraction must lie in [0, 1], got {random_fraction}; e.g. 1/3")
+        if not bandwidth_factor > 0:
+            raise ValueError(f"bandwidth_factor must be > 0, got {bandwidth_factor}; e.g. 3")
+        if not 0 < min_bandwidth < 1:
+            raise ValueError(f"min_bandwidth must lie in (0, 1), got {min_bandwidth}; e.g. 1e-3")
+        if prior is not None and not isinstance(prior, PriorModel):
+            raise ValueError(
+                "prior must have log_density(configs) and sample(rng, n) (see tpe.PriorModel), "
+                f"got {type(prior).__name__}"
+            )
+        if not prior_weight >= 0:
+            raise ValueError(f"prior_weight must be >= 0, got {prior_weight}; e.g. 10")
+        if initial_design is not None and not (
+            isinstance(initial_design, int) and initial_design >= 0
+        ):
+            raise ValueError(
+                f"initial_design must be an int >= 0 or None, got {initial_design!r}; "
+                "None keeps the design going while the past is winning"
+            )
+        if design_cost not in ("parallel", "always", "never"):
+            raise ValueError(
+                f"design_cost must be 'parallel', 'always' or 'never', got {design_cost!r}"
+            )
+        if warm_start is not None and not isinstance(warm_start, WarmStart):
+            raise ValueError(
+                f"warm_start must be a WarmStart, got {type(warm_start).__name__}; build one "
+                "with warmtune.searchers.warmstart.WarmStart"
+            )
+        history = args["history"]
+        if history is not None and not isinstance(history, History):
+            raise ValueError(
+                f"history must be a warmtune.searchers.base.History, got {type(history).__name__}"
+            )
 
     # The own model --------------------------------------------------------------------
     def model(self) -> DensityRatioModel | None:

@@ -24,6 +24,7 @@ generator) and ends; a rebuilt searcher replays it through the same calls.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, cast
 
 import numpy as np
@@ -66,6 +67,15 @@ class HyperOptTPE(ReplayedSearcher[dict[str, Any]]):
         n_startup_jobs: int = 10,
     ) -> None:
         super().__init__(space=space, seed=seed)
+        HyperOptTPE._check(locals())
+        self.n_startup_jobs = n_startup_jobs
+        self._domain = Domain(lambda config: config, hyperopt_space(space))
+        self._reset()
+
+    @staticmethod
+    def _check(args: Mapping[str, Any]) -> None:
+        """The TPE options (see ``Searcher.check_options``)."""
+        n_startup_jobs = args["n_startup_jobs"]
         if isinstance(n_startup_jobs, bool) or not isinstance(n_startup_jobs, int):
             raise ValueError(f"n_startup_jobs must be an int, got {n_startup_jobs!r}; e.g. 10")
         if n_startup_jobs < 1:
@@ -74,9 +84,6 @@ class HyperOptTPE(ReplayedSearcher[dict[str, Any]]):
                 f"n_startup_jobs must be >= 1, got {n_startup_jobs}; "
                 "TPE needs at least one finished trial to model"
             )
-        self.n_startup_jobs = n_startup_jobs
-        self._domain = Domain(lambda config: config, hyperopt_space(space))
-        self._reset()
 
     # State ------------------------------------------------------------------------
     # Replay hooks -----------------------------------------------------------------

@@ -19,6 +19,7 @@ pickled, so a saved state stays readable.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
@@ -71,20 +72,9 @@ class OptunaTPE(ReplayedSearcher[int]):
         constant_liar: bool = True,
     ) -> None:
         super().__init__(space=space, seed=seed)
-        if isinstance(n_startup_trials, bool) or not isinstance(n_startup_trials, int):
-            raise ValueError(f"n_startup_trials must be an int, got {n_startup_trials!r}; e.g. 10")
-        if n_startup_trials < 0:
-            raise ValueError(
-                f"n_startup_trials must be >= 0, got {n_startup_trials}; "
-                "use 0 to let TPE decide from the first trial"
-            )
+        OptunaTPE._check(locals())
         if group is None:
             group = space.is_conditional and bool(multivariate)
-        if group and not multivariate:
-            raise ValueError(
-                "group=True needs multivariate=True (Optuna's grouped TPE is multivariate); "
-                "set multivariate=True or group=False"
-            )
         self.n_startup_trials = n_startup_trials
         self.multivariate = bool(multivariate)
         self.group = bool(group)
@@ -96,6 +86,23 @@ class OptunaTPE(ReplayedSearcher[int]):
             name: _optuna_choices(p) for name, p in space.items() if isinstance(p, CategoricalParam)
         }
         self._reset()
+
+    @staticmethod
+    def _check(args: Mapping[str, Any]) -> None:
+        """The TPE options (see ``Searcher.check_options``)."""
+        n_startup_trials = args["n_startup_trials"]
+        if isinstance(n_startup_trials, bool) or not isinstance(n_startup_trials, int):
+            raise ValueError(f"n_startup_trials must be an int, got {n_startup_trials!r}; e.g. 10")
+        if n_startup_trials < 0:
+            raise ValueError(
+                f"n_startup_trials must be >= 0, got {n_startup_trials}; "
+                "use 0 to let TPE decide from the first trial"
+            )
+        if args["group"] and not args["multivariate"]:
+            raise ValueError(
+                "group=True needs multivariate=True (Optuna's grouped TPE is multivariate); "
+                "set multivariate=True or group=False"
+            )
 
     # State ------------------------------------------------------------------------
     # Replay hooks -----------------------------------------------------------------

@@ -40,6 +40,7 @@ explored configuration always validates.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -83,21 +84,7 @@ class PBT(Searcher):
         population_size: int | None = None,
     ) -> None:
         super().__init__(space=space, seed=seed)
-        if perturbation_interval < 1:
-            raise ValueError(
-                f"perturbation_interval must be >= 1 iteration, got {perturbation_interval}"
-            )
-        if not 0 < quantile_fraction <= 0.5:
-            raise ValueError(f"quantile_fraction must be in (0, 0.5], got {quantile_fraction}")
-        if not 0 <= resample_probability <= 1:
-            raise ValueError(f"resample_probability must be in [0, 1], got {resample_probability}")
-        if population_size is not None and not (
-            isinstance(population_size, int) and population_size >= 2
-        ):
-            raise ValueError(
-                f"population_size must be an int >= 2, got {population_size!r}; a population "
-                "of one has nobody to copy (the job's budget.trials sets it)"
-            )
+        PBT._check(locals())
         self.population_size = population_size
         self.perturbation_interval = int(perturbation_interval)
         self.quantile_fraction = float(quantile_fraction)
@@ -120,6 +107,29 @@ class PBT(Searcher):
         self._population: dict[str, dict[str, Any]] = {}
         # Every exploit decided: [member, its iteration, source, source's iteration, config].
         self.exploits: list[list[Any]] = []
+
+    @staticmethod
+    def _check(args: Mapping[str, Any]) -> None:
+        """PBT's options (see ``Searcher.check_options``)."""
+        perturbation_interval = args["perturbation_interval"]
+        quantile_fraction = args["quantile_fraction"]
+        resample_probability = args["resample_probability"]
+        population_size = args["population_size"]
+        if perturbation_interval < 1:
+            raise ValueError(
+                f"perturbation_interval must be >= 1 iteration, got {perturbation_interval}"
+            )
+        if not 0 < quantile_fraction <= 0.5:
+            raise ValueError(f"quantile_fraction must be in (0, 0.5], got {quantile_fraction}")
+        if not 0 <= resample_probability <= 1:
+            raise ValueError(f"resample_probability must be in [0, 1], got {resample_probability}")
+        if population_size is not None and not (
+            isinstance(population_size, int) and population_size >= 2
+        ):
+            raise ValueError(
+                f"population_size must be an int >= 2, got {population_size!r}; a population "
+                "of one has nobody to copy (the job's budget.trials sets it)"
+            )
 
     def state(self) -> dict[str, Any]:
         return {

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -155,16 +156,7 @@ class SuccessiveHalvingSearcher(Searcher):
         max_concurrent_brackets: int | None = None,
     ) -> None:
         super().__init__(space=space, seed=seed)
-        _check_budgets(min_budget, max_budget, eta)  # type: ignore[arg-type]
-        if mode not in ("sync", "async"):
-            raise ValueError(f"mode must be 'sync' or 'async', got {mode!r}")
-        if max_concurrent_brackets is not None and not (
-            isinstance(max_concurrent_brackets, int) and max_concurrent_brackets >= 1
-        ):
-            raise ValueError(
-                f"max_concurrent_brackets must be an int >= 1 or None, got "
-                f"{max_concurrent_brackets!r}; None never lets a worker idle"
-            )
+        SuccessiveHalvingSearcher._check(locals())
         self.max_budget = max_budget
         self.min_budget = min_budget
         self.eta = eta
@@ -176,6 +168,20 @@ class SuccessiveHalvingSearcher(Searcher):
         if mode == "async":
             # ASHA: the most aggressive bracket's ladder, without size limits.
             self._brackets.append(_Bracket([_Rung(b, 0, promoted=[]) for _, b in self.schedule[0]]))
+
+    @staticmethod
+    def _check(args: Mapping[str, Any]) -> None:
+        """The budgets, mode and bracket limit (see ``Searcher.check_options``)."""
+        _check_budgets(args.get("min_budget", 1), args.get("max_budget"), args.get("eta", 3))
+        mode = args.get("mode", "async")
+        if mode not in ("sync", "async"):
+            raise ValueError(f"mode must be 'sync' or 'async', got {mode!r}")
+        brackets = args.get("max_concurrent_brackets")
+        if brackets is not None and not (isinstance(brackets, int) and brackets >= 1):
+            raise ValueError(
+                f"max_concurrent_brackets must be an int >= 1 or None, got "
+                f"{brackets!r}; None never lets a worker idle"
+            )
 
     # Subclass hook --------------------------------------------------------------------
     @abc.abstractmethod

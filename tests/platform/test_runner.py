@@ -385,3 +385,24 @@ def test_trainable_meta_features_reach_the_knowledge_base(tmp_path):
     )
     meta = spec.task_meta_features
     assert meta["family"] == "sinusoid" and meta["k_shot"] == 5 and meta["note"] == "mine"
+
+
+def test_a_run_builds_its_searcher_once(ray_session, tmp_path, monkeypatch):
+    """Validation checks the searcher's options without building it; the run builds it."""
+    import functools
+
+    from warmtune.searchers import BOHB
+
+    built = []
+    real = BOHB.__init__
+
+    @functools.wraps(real)
+    def counting(self, *args, **kwargs):
+        built.append(kwargs.get("warm_start"))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(BOHB, "__init__", counting)
+    spec = job(tmp_path, searcher={"name": "bohb"}, budget={"trials": 3, "max_iterations": 3})
+    assert built == []
+    run_job(spec, progress=False)
+    assert len(built) == 1

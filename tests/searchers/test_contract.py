@@ -169,3 +169,53 @@ def test_restore_refuses_an_object_the_searcher_does_not_take_again(mixed_space)
     state = RandomSearch(space=mixed_space, seed=1).state()
     with pytest.raises(ValueError, match="takes no \\['warm_start'\\]"):
         RandomSearch.from_state(state, mixed_space, warm_start=None)
+
+
+BAD_OPTIONS = [
+    ("bohb", {"top_n_percent": 150}, "top_n_percent"),
+    ("bohb", {"design_cost": "cheap"}, "design_cost"),
+    ("bohb", {"eta": 1}, "eta"),
+    ("bohb", {"mode": "batch"}, "mode"),
+    ("hyperband", {"max_concurrent_brackets": 0}, "max_concurrent_brackets"),
+    ("asha", {"min_budget": 0}, "min_budget"),
+    ("pbt", {"quantile_fraction": 0.7}, "quantile_fraction"),
+    ("pbt", {"population_size": 1}, "population_size"),
+    ("optuna", {"n_startup_trials": -1}, "n_startup_trials"),
+    ("optuna", {"multivariate": False, "group": True}, "group=True"),
+    ("hyperopt", {"n_startup_jobs": 0}, "n_startup_jobs"),
+    ("random", {"temperature": 2}, "no option"),
+]
+
+
+@pytest.mark.parametrize(("name", "options", "message"), BAD_OPTIONS)
+def test_checking_options_raises_what_building_raises_without_building(
+    name, options, message, mixed_space, monkeypatch
+):
+    from warmtune.searchers import check_searcher, make_searcher, searcher_class
+
+    with pytest.raises(ValueError, match=message) as built:
+        make_searcher(name, space=mixed_space, seed=0, options=options, max_budget=9)
+    _forbid_building(searcher_class(name), monkeypatch)
+    with pytest.raises(ValueError, match=message) as checked:
+        check_searcher(name, space=mixed_space, seed=0, options=options, max_budget=9)
+    assert str(checked.value) == str(built.value)
+
+
+def test_checking_good_options_builds_nothing_and_passes(variant, mixed_space, monkeypatch):
+    from warmtune.searchers import check_searcher, searcher_class
+
+    name, options = variant
+    options = {k: v for k, v in options.items() if k != "warm"}
+    _forbid_building(searcher_class(name), monkeypatch)
+    assert check_searcher(name, space=mixed_space, seed=0, options=options, max_budget=9).name
+
+
+def _forbid_building(cls, monkeypatch):
+    """Make building ``cls`` fail the test (its signature stays readable)."""
+    import functools
+
+    @functools.wraps(cls.__init__)
+    def no_build(*args, **kwargs):
+        pytest.fail(f"built a {cls.__name__}")
+
+    monkeypatch.setattr(cls, "__init__", no_build)
