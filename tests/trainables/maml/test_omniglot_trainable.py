@@ -22,7 +22,7 @@ from warmtune.trainables.maml.omniglot_trainable import (
     train_omniglot,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 NB201_ARCH = (
     "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|+|skip_connect~0|none~1|nor_conv_3x3~2|"
 )

@@ -15,7 +15,7 @@ from warmtune.trainables.maml.omniglot_trainable import OmniglotMAML, OmniglotSe
 from warmtune.trainables.nas.network import CellNetwork
 from warmtune.trainables.runtime import make_generator
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 # Every operation once, and a node (1) whose only input is cut.
 CELL = "|none~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_3x3~2|"
 TINY = {

@@ -20,7 +20,7 @@ from warmtune.trainables.nas.trainable import (
     train_nas,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 CELL = "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|skip_connect~0|none~1|avg_pool_3x3~2|"
 TINY = {
     "arch": CELL,

@@ -393,7 +393,7 @@ def test_the_lcbench_example_job_validates_with_absolute_paths(lcbench, monkeypa
     from warmtune.spec import JobSpecError, load_job
     from warmtune.trainables.benchmarks.trainable import YahpoSettings
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     monkeypatch.chdir(repo)
     spec = load_job(
         repo / "examples" / "lcbench-bohb.yaml",
