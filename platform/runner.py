@@ -18,8 +18,17 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from warmtune.export import best_trial
 from warmtune.jobdir import JobDir
-from warmtune.spec import JobSpec, dump_job, job_from_dict
+from warmtune.knowledge import KnowledgeBase
+from warmtune.searchers import make_searcher
+from warmtune.spec import AshaOptions, JobSpec, dump_job, job_from_dict
+from warmtune.store import ResultStore, configs
+from warmtune.warm import warm_start_for
+
+# Ray, and the modules built on it (the Tune callbacks and adapters, the cluster
+# connection), are imported where a run needs them: `warmtune --help`, `results` and
+# `export` never start Ray (tests/test_layout.py holds the command line to that).
 
 __all__ = ["EXIT_JOB_EXISTS", "JobExistsError", "RunSummary", "run_job"]
 
@@ -135,8 +144,6 @@ def run_job(
     summary = _summary(spec, jobdir, wall_s=wall_s, n_errors=grid.num_errors)
     kb_rows = 0
     if spec.knowledge_base.add and not interrupted and config is None:
-        from warmtune.knowledge import KnowledgeBase
-
         # Idempotent: a resumed job adds only what the knowledge base lacks.
         kb_rows = KnowledgeBase(spec.knowledge_base.path).add_job(
             jobdir, meta_features=spec.task_meta_features
@@ -232,7 +239,6 @@ def _tuner(
     from warmtune.progress import ProgressPrinter
     from warmtune.recorder import ResultRecorder
     from warmtune.searchers.ray_adapter import BudgetScheduler, PBTScheduler
-    from warmtune.store import ResultStore
 
     callbacks: list[Any] = [
         ResultRecorder(
@@ -302,9 +308,7 @@ def _search_alg_and_scheduler(spec: JobSpec) -> tuple[Any, Any, dict[str, Any]]:
     A warmtune searcher supplies whole configurations, so the param space stays empty.
     """
     from warmtune.cluster.metrics import JobMetrics
-    from warmtune.searchers import make_searcher
     from warmtune.searchers.ray_adapter import BudgetScheduler, PBTScheduler, TuneSearcher
-    from warmtune.warm import warm_start_for
 
     warm, history, source = warm_start_for(spec)
     searcher = make_searcher(
@@ -342,8 +346,6 @@ def _scheduler(spec: JobSpec) -> Any:
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    from warmtune.spec import AshaOptions
-
     options = AshaOptions.model_validate(spec.scheduler.options)
     return ASHAScheduler(
         time_attr="training_iteration",
@@ -355,8 +357,6 @@ def _scheduler(spec: JobSpec) -> Any:
 
 
 def _summary(spec: JobSpec, jobdir: JobDir, *, wall_s: float, n_errors: int) -> RunSummary:
-    from warmtune.export import best_trial
-    from warmtune.store import ResultStore, configs
 
     df = ResultStore(jobdir.results).read()
     best = None

@@ -26,8 +26,9 @@ import os
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import (
     BaseModel,
@@ -38,11 +39,10 @@ from pydantic import (
     model_validator,
 )
 
+from warmtune.searchers import check_searcher, registered_searchers, searcher_class
+from warmtune.searchers.base import Searcher
 from warmtune.space import Param, SearchSpace
-
-if TYPE_CHECKING:
-    from warmtune.searchers.base import Searcher
-    from warmtune.trainables import TrainableInfo
+from warmtune.trainables import TrainableInfo, resolve_trainable
 
 __all__ = ["JobSpec", "JobSpecError", "default_storage", "dump_job", "load_job"]
 
@@ -249,8 +249,6 @@ class JobSpec(_Strict):
     @cached_property
     def trainable_info(self) -> TrainableInfo:
         """The trainable ``trainable.name`` names (built-in or ``module:function``)."""
-        from warmtune.trainables import resolve_trainable
-
         return resolve_trainable(self.trainable.name)
 
     @cached_property
@@ -261,8 +259,6 @@ class JobSpec(_Strict):
     @cached_property
     def searcher_class(self) -> type[Searcher]:
         """The searcher class ``searcher.name`` names."""
-        from warmtune.searchers import registered_searchers, searcher_class
-
         if self.searcher.name not in registered_searchers():
             raise ValueError(
                 f"unknown searcher {self.searcher.name!r}; choose one of {registered_searchers()}"
@@ -289,8 +285,6 @@ class JobSpec(_Strict):
         model may require a searched field (the NAS trainables need a cell). Keys
         the model does not return keep their values.
         """
-        import numpy as np
-
         params = dict(self.trainable.params)
         if self.trainable_settings is None:
             return params
@@ -307,8 +301,6 @@ def resolve_storage(storage: str) -> str:
 
 def _cross_checks(spec: JobSpec) -> list[tuple[str, str]]:
     """Checks that need several fields, each returned as (path, message)."""
-    from warmtune.searchers import check_searcher
-
     problems: list[tuple[str, str]] = []
     try:
         space = spec.search_space
@@ -392,8 +384,6 @@ def _check_settings(spec: JobSpec, space: SearchSpace, info: Any) -> list[tuple[
     settings = spec.trainable_settings
     if settings is None:
         return []
-    import numpy as np
-
     problems: list[tuple[str, str]] = []
     fields = getattr(settings, "model_fields", {})
     allows_extra = settings.model_config.get("extra") == "allow"

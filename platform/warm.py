@@ -21,6 +21,10 @@ from typing import Any
 
 import pandas as pd
 
+from warmtune.knowledge import KnowledgeBase, past_tasks
+from warmtune.searchers.base import History, Observation
+from warmtune.searchers.warmstart import WarmStart
+from warmtune.space import SearchSpace
 from warmtune.spec import JobSpec
 
 __all__ = ["WarmStartSource", "warm_start_for"]
@@ -52,7 +56,6 @@ class WarmStartSource:
     repeat_history: bool = False
 
     def _frame(self) -> pd.DataFrame:
-        from warmtune.knowledge import KnowledgeBase
 
         frame = KnowledgeBase(self.kb_path).observations()
         if frame.empty:
@@ -65,7 +68,6 @@ class WarmStartSource:
 
     def past_tasks(self) -> list[Any]:
         """The knowledge base's other tasks that share at least one parameter with the space."""
-        from warmtune.knowledge import past_tasks
 
         frame = self._frame()
         if frame.empty:
@@ -77,8 +79,6 @@ class WarmStartSource:
 
     def history(self) -> Any:
         """The job's own task's earlier results (a :class:`History`), or ``None``."""
-        from warmtune.searchers.base import History, Observation
-        from warmtune.space import SearchSpace
 
         frame = self._frame()
         if frame.empty:
@@ -106,9 +106,6 @@ class WarmStartSource:
 
     def build(self) -> Any:
         """The :class:`WarmStart` over the other tasks, or ``None`` when none is usable."""
-        from warmtune.knowledge import KnowledgeBase
-        from warmtune.searchers.warmstart import WarmStart
-        from warmtune.space import SearchSpace
 
         tasks = self.past_tasks()
         if not tasks:

@@ -98,3 +98,18 @@ def test_the_nas_trainables_do_not_reach_into_the_few_shot_learners():
     assert nas
     reached = {p.name: _under(_imports(p), "warmtune.trainables.maml") for p in nas}
     assert {name: found for name, found in reached.items() if found} == {}
+
+
+def test_the_command_line_starts_without_ray_torch_or_matplotlib():
+    """Imports inside functions are for the heavy libraries (and what is built on them):
+    the command, the runner and the knowledge base load without them, so `warmtune
+    --help`, `results` and `export` answer at once."""
+    code = (
+        "import sys, warmtune.cli, warmtune.runner, warmtune.knowledge, warmtune.warm; "
+        "print(sorted(m for m in ('ray', 'torch', 'matplotlib', 'optuna', 'hyperopt') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert out.stdout.strip() == "[]"

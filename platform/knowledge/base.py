@@ -33,10 +33,12 @@ import os
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
+from warmtune.jobdir import JobDir, filesystem
 from warmtune.knowledge.rows import (
     REQUIRED,
     job_rows,
@@ -48,10 +50,9 @@ from warmtune.knowledge.rows import (
     unseen,
     with_schema,
 )
+from warmtune.searchers.similarity import task_concordances
+from warmtune.searchers.warmstart import nearest_tasks
 from warmtune.store import ResultStore, configs, next_timestamp_ns
-
-if TYPE_CHECKING:
-    from warmtune.jobdir import JobDir
 
 __all__ = ["KnowledgeBase", "KnowledgeBaseWarning", "default_kb_path"]
 
@@ -173,7 +174,6 @@ class KnowledgeBase:
             warmtune.jobdir.JobNotFoundError: ``job`` is not a job directory or name.
             warmtune.spec.JobSpecError: The job's ``job.yaml`` is invalid.
         """
-        from warmtune.jobdir import JobDir
 
         jobdir = job if isinstance(job, JobDir) else JobDir.find(job, storage=storage)
         frame = job_rows(jobdir, meta_features or {})
@@ -211,8 +211,6 @@ class KnowledgeBase:
         Returns:
             The number of pairs written.
         """
-        from warmtune.searchers.similarity import task_concordances
-        from warmtune.searchers.warmstart import nearest_tasks
 
         frame = self.observations(strict=strict)
         frame = frame[frame["value"].notna()] if not frame.empty else frame
@@ -489,10 +487,6 @@ def _drop_foreign(
 
 def _foreign_files(store: ResultStore, required: tuple[str, ...]) -> list[str]:
     """Only called when something is off: look at each file's schema to name culprits."""
-    import pyarrow.parquet as pq
-
-    from warmtune.jobdir import filesystem
-
     fs, _ = filesystem(store.path)
     names = []
     for path in store.files():

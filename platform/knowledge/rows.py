@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from warmtune.searchers.pasttask import PastTask
+from warmtune.space import SearchSpace
 from warmtune.store import CONFIG_PREFIX, ResultStore
 
 if TYPE_CHECKING:
@@ -139,7 +141,6 @@ def meta_json(meta: Mapping[str, Any]) -> str:
 
 def space_columns(space: Any, cache: dict[str, tuple[str, str]]) -> tuple[str, str]:
     """``(space_json, signature)``; cached, since one batch usually shares one space."""
-    from warmtune.space import SearchSpace
 
     as_dict = space.to_dict() if isinstance(space, SearchSpace) else dict(space)
     text = json.dumps(as_dict, sort_keys=True)
@@ -242,8 +243,6 @@ def past_tasks(frame: pd.DataFrame) -> list[Any]:
     Raises:
         ValueError: a column is missing.
     """
-    from warmtune.searchers.pasttask import PastTask
-    from warmtune.space import SearchSpace
 
     needed = [
         "task",

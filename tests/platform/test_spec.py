@@ -225,11 +225,13 @@ def test_the_spec_resolves_its_trainable_space_and_searcher_once(monkeypatch):
     everything after reads those values, and they take no part in equality."""
     import pickle
 
-    import warmtune.trainables as trainables
+    import warmtune.spec
 
     calls = []
-    real = trainables.resolve_trainable
-    monkeypatch.setattr(trainables, "resolve_trainable", lambda ref: calls.append(ref) or real(ref))
+    real = warmtune.spec.resolve_trainable
+    monkeypatch.setattr(
+        warmtune.spec, "resolve_trainable", lambda ref: calls.append(ref) or real(ref)
+    )
     spec = job_from_dict(copy.deepcopy(GOOD))
     space, info, cls = spec.search_space, spec.trainable_info, spec.searcher_class
     for _ in range(3):
