@@ -179,9 +179,12 @@ class PBT(Searcher):
             self._population[trial_id]["ended"] = True
 
     def due(self, trial_id: str, iteration: float) -> bool:
-        """Whether member ``trial_id`` reporting at ``iteration`` is at a perturbation point."""
-        member = self._population[trial_id]
-        return iteration - member["perturbed_at"] >= self.perturbation_interval
+        """Whether member ``trial_id`` reporting at ``iteration`` is at a perturbation point
+        (never for a trial that is not a member)."""
+        member = self._population.get(trial_id)
+        return (
+            member is not None and iteration - member["perturbed_at"] >= self.perturbation_interval
+        )
 
     def perturb(self, observation: Observation) -> Perturbation:
         """Decide for a member at a perturbation point, given the result that reached it."""

@@ -181,6 +181,12 @@ def test_a_restored_pbt_makes_the_same_decisions():
             assert pbt.perturb(obs) == twin.perturb(obs)
 
 
+def test_a_trial_that_is_not_a_member_is_never_due():
+    pbt, _, _ = _population([0.1, 0.2])
+    assert not pbt.due("stranger", 100)
+    assert pbt.due("m0", 4) and not pbt.due("m0", 3)
+
+
 def test_the_population_size_ends_the_asking():
     pbt = PBT(space=ONE, seed=0, population_size=3)
     assert [pbt.ask(str(i)) is None for i in range(5)] == [False, False, False, True, True]
