@@ -1,7 +1,7 @@
 """The population simulator: PBT's decisions carried out on a backend with weights.
 
 :func:`~warmtune.bench.simulator.simulate` hands a searcher that copies checkpoints
-(``Searcher.copies_checkpoints``: PBT) to :func:`simulate_population`, which does what
+(``Searcher.copies_checkpoints``: PBT) to a :class:`Population`, which does what
 Ray's asynchronous ``PopulationBasedTraining`` scheduler does on a cluster
 (``warmtune.searchers.ray_adapter.PBTScheduler``), with the searcher deciding the same
 way in both:
@@ -37,13 +37,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
-
 from warmtune.bench.backends import TrainingBackend
-from warmtune.bench.results import COLUMNS, ContractError, SimulationResult, StopReason
+from warmtune.bench.results import ContractError, StopReason
 from warmtune.searchers.base import Observation, Searcher
 
-__all__ = ["simulate_population"]
+__all__ = ["Population"]
 
 
 @dataclass
@@ -61,54 +59,30 @@ class _Member:
         self.config_json = json.dumps(self.config, sort_keys=True)
 
 
-def simulate_population(
-    searcher: Searcher,
-    backend: TrainingBackend,
-    *,
-    workers: int,
-    limit_reports: float,
-    limit_iterations: float,
-    max_time: float,
-    seed: int,
-) -> SimulationResult:
-    """Run a ``copies_checkpoints`` searcher on ``backend`` (see the module docstring).
+class Population:
+    """The event loop of a population (see the module docstring). The limits come checked
+    from :func:`~warmtune.bench.simulator.simulate` (``limit_spend`` in iterations)."""
 
-    The limits come checked from :func:`~warmtune.bench.simulator.simulate`
-    (``limit_iterations``: the FFE budget in iterations).
-    """
-    if not isinstance(backend, TrainingBackend):
-        raise ValueError(
-            f"searcher {searcher.name!r} copies trials' weights into others (exploit), so "
-            f"its backend needs weights: initial(config) and step(weights, config, "
-            f"iteration) (see TrainingBackend); {type(backend).__name__} has none. On a "
-            "benchmark: warmtune bench nqm"
-        )
-    engine = _Population(searcher, backend, workers, limit_reports, limit_iterations, max_time)
-    reason = engine.run()
-    return SimulationResult(
-        evaluations=pd.DataFrame.from_records(engine.rows, columns=COLUMNS),
-        max_budget=backend.max_budget,
-        workers=workers,
-        seed=seed,
-        stop_reason=reason,
-        end_time=engine.now,
-        ffe_spent=engine.reported / backend.max_budget,
-    )
-
-
-class _Population:
     def __init__(
         self,
+        *,
         searcher: Searcher,
-        backend: TrainingBackend,
+        backend: Any,
         workers: int,
+        limit_spend: float,
         limit_reports: float,
-        limit_iterations: float,
         max_time: float,
     ) -> None:
+        if not isinstance(backend, TrainingBackend):
+            raise ValueError(
+                f"searcher {searcher.name!r} copies trials' weights into others (exploit), so "
+                f"its backend needs weights: initial(config) and step(weights, config, "
+                f"iteration) (see TrainingBackend); {type(backend).__name__} has none. On a "
+                "benchmark: warmtune bench nqm"
+            )
         self.searcher, self.backend = searcher, backend
         self.max_budget = int(backend.max_budget)
-        self.limit_reports, self.limit_iterations = limit_reports, limit_iterations
+        self.limit_spend, self.limit_reports = limit_spend, limit_reports
         self.max_time = max_time
         self.idle = list(range(workers))
         # Reports due: (time, sequence, member, worker, started, weights, value).
@@ -121,7 +95,13 @@ class _Population:
         self.exhausted = False  # the searcher has no new member to give
         self.rows: list[tuple[Any, ...]] = []
 
+    @property
+    def spent(self) -> int:
+        """Iterations reported (each one is charged)."""
+        return self.reported
+
     def run(self) -> StopReason:
+        """Simulate until a limit or until every member ended; returns why it stopped."""
         self._fill()
         while self.queue:
             due, _, tid, worker, started, weights, value = self.queue[0]
@@ -131,7 +111,7 @@ class _Population:
             heapq.heappop(self.queue)
             self.now = due
             self._report(tid, worker, started, weights, value)
-            if self.reported >= self.limit_iterations:
+            if self.reported >= self.limit_spend:
                 return self._stop("budget_ffe")
             if self.reported >= self.limit_reports:
                 return self._stop("max_evaluations")

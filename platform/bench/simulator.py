@@ -82,6 +82,7 @@ import numpy as np
 import pandas as pd
 
 from warmtune.bench.backends import Backend, fidelity_kind
+from warmtune.bench.population import Population
 from warmtune.bench.results import COLUMNS, ContractError, SimulationResult, StopReason
 from warmtune.searchers.base import Observation, Searcher, Suggestion
 
@@ -131,26 +132,6 @@ def simulate(
     """
     _check_arguments(searcher, backend, workers, budget_ffe, max_evaluations, max_time, jitter)
     retrain = fidelity_kind(backend) == "retrain"
-    if searcher.copies_checkpoints:
-        # PBT: members copy each other's weights; see warmtune.bench.population.
-        from warmtune.bench.population import simulate_population
-
-        if retrain or jitter:
-            raise ValueError(
-                f"searcher {searcher.name!r} trains members iteration by iteration: it needs "
-                "an 'iterations' backend with weights, and no runtime jitter"
-            )
-        return simulate_population(
-            searcher,
-            backend,  # type: ignore[arg-type]
-            workers=workers,
-            limit_reports=math.inf if max_evaluations is None else max_evaluations,
-            limit_iterations=math.inf
-            if budget_ffe is None
-            else math.ceil(budget_ffe * backend.max_budget - _EPS),
-            max_time=math.inf if max_time is None else float(max_time),
-            seed=seed,
-        )
     # The spend limit in budget units: whole iterations (the report that crosses the
     # limit is told), or fidelity values summed over reports (nothing past the limit).
     limit_spend: float
@@ -160,16 +141,35 @@ def simulate(
         limit_spend = budget_ffe * backend.max_budget
     else:
         limit_spend = math.ceil(budget_ffe * backend.max_budget - _EPS)
-    simulation = _Simulation(
-        searcher=searcher,
-        backend=backend,
-        workers=workers,
-        limit_spend=limit_spend,
-        limit_reports=math.inf if max_evaluations is None else max_evaluations,
-        max_time=math.inf if max_time is None else float(max_time),
-        rng=np.random.default_rng(seed) if jitter > 0 else None,
-        jitter=float(jitter),
-    )
+    limit_reports = math.inf if max_evaluations is None else max_evaluations
+    max_seconds = math.inf if max_time is None else float(max_time)
+    simulation: _Simulation | Population
+    if searcher.copies_checkpoints:
+        # PBT: members copy each other's weights; see warmtune.bench.population.
+        if retrain or jitter:
+            raise ValueError(
+                f"searcher {searcher.name!r} trains members iteration by iteration: it needs "
+                "an 'iterations' backend with weights, and no runtime jitter"
+            )
+        simulation = Population(
+            searcher=searcher,
+            backend=backend,
+            workers=workers,
+            limit_spend=limit_spend,
+            limit_reports=limit_reports,
+            max_time=max_seconds,
+        )
+    else:
+        simulation = _Simulation(
+            searcher=searcher,
+            backend=backend,
+            workers=workers,
+            limit_spend=limit_spend,
+            limit_reports=limit_reports,
+            max_time=max_seconds,
+            rng=np.random.default_rng(seed) if jitter > 0 else None,
+            jitter=float(jitter),
+        )
     reason: StopReason = simulation.run()
     return SimulationResult(
         evaluations=pd.DataFrame.from_records(simulation.rows, columns=COLUMNS),
